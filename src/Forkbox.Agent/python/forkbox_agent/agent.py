@@ -1,0 +1,525 @@
+"""The agent: PID 1 of a sandbox, serving hostd over one control socket.
+
+It runs Python cells in one persistent namespace (the value of a last
+expression comes back, like a notebook), runs shell commands in fresh
+subprocesses, and reads and writes files. Output streams line by line as it is
+produced. Requests arrive one at a time: hostd serialises calls per sandbox.
+
+Standard library only; it was imported in the zygote before the fork, so
+nothing here touches the sandbox's disk to start.
+"""
+
+import ast
+import builtins
+import io
+import linecache
+import math
+import os
+import selectors
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+from .protocol import FrameReader, encode
+
+LINE_CHUNK = 64 * 1024
+
+
+class CellTimeout(BaseException):
+    """Raised inside a cell by the timer; BaseException so `except Exception` in user code does not eat it."""
+
+
+class Channel:
+    """The control socket; sends are serialised because the output pump thread sends too."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.reader = FrameReader(sock)
+        self.lock = threading.Lock()
+
+    def send(self, header, payload=b""):
+        data = encode(header, payload)
+        main = threading.get_ident() == _MAIN
+        with self.lock:
+            if main:
+                _timer.critical += 1
+            try:
+                self.sock.sendall(data)
+            finally:
+                if main:
+                    _timer.critical -= 1
+        if main and _timer.pending and not _timer.critical:
+            _timer.pending = False
+            raise CellTimeout()
+
+
+class OutputSink:
+    """Turns bytes or text written to one stream into line events for the call in progress.
+
+    Limits total output per call: past the limit one marker line is sent and the rest dropped,
+    so a cell printing a gigabyte cannot flood hostd or the client.
+    """
+
+    def __init__(self, agent, stream):
+        self.agent = agent
+        self.stream = stream  # 1 stdout, 2 stderr
+        self.pending = b""
+        self.lock = threading.Lock()
+
+    def feed(self, data, final=False):
+        with self.lock:
+            data = self.pending + data
+            lines = data.split(b"\n")
+            self.pending = lines.pop()
+            while len(self.pending) >= LINE_CHUNK:
+                lines.append(self.pending[:LINE_CHUNK])
+                self.pending = self.pending[LINE_CHUNK:]
+            if final and self.pending:
+                lines.append(self.pending)
+                self.pending = b""
+            if lines:
+                self.agent.emit_lines(self.stream, [l.decode("utf-8", "replace") for l in lines])
+
+    def flush(self):
+        self.feed(b"", final=True)
+
+
+class StreamWriter(io.TextIOBase):
+    """sys.stdout / sys.stderr for cells: text goes straight to the control socket, a line at a time."""
+
+    def __init__(self, sink, name):
+        self.sink = sink
+        self._name = name
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self.sink.stream
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        self.sink.feed(s.encode("utf-8", "surrogateescape"))
+        return len(s)
+
+    def flush(self):
+        self.sink.flush()
+
+
+class Agent:
+    def __init__(self, sock, output_limit):
+        self.chan = Channel(sock)
+        self.output_limit = output_limit
+        self.call_id = None
+        self.call_bytes = 0
+        self.truncated = False
+        self.globals = {"__name__": "__main__", "__builtins__": builtins}
+        self.cells = 0
+        self.sinks = {1: OutputSink(self, 1), 2: OutputSink(self, 2)}
+        self.emit_lock = threading.Lock()
+        self.tracked = set()
+
+    # ---- output -------------------------------------------------------------
+
+    def emit_lines(self, stream, lines):
+        with self.emit_lock:
+            if self.call_id is None or self.truncated:
+                return
+            size = sum(len(l) + 1 for l in lines)
+            if self.call_bytes + size > self.output_limit:
+                self.truncated = True
+                lines = [f"[forkbox: output truncated after {self.call_bytes} bytes]"]
+                stream = 2
+            self.call_bytes += size
+            self.chan.send({"ev": "out", "id": self.call_id, "s": stream, "lines": lines})
+
+    def _install_fd_pump(self):
+        """fd 1 and 2 are pipes drained by a thread, so output of subprocesses a cell starts
+        (os.system, subprocess with inherited stdout) reaches the caller too."""
+        self.pump_fds = {}
+        for stream in (1, 2):
+            r, w = os.pipe()
+            os.dup2(w, stream)
+            os.close(w)
+            os.set_blocking(r, False)
+            self.pump_fds[r] = self.sinks[stream]
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        self.pump_lock = threading.Lock()
+        threading.Thread(target=self._pump, name="forkbox-output", daemon=True).start()
+
+    def _pump(self):
+        sel = selectors.DefaultSelector()
+        for fd in self.pump_fds:
+            sel.register(fd, selectors.EVENT_READ)
+        while True:
+            sel.select()
+            self._drain()
+
+    def _drain(self):
+        with self.pump_lock:
+            for fd, sink in self.pump_fds.items():
+                while True:
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    if not data:
+                        break
+                    sink.feed(data)
+
+    def _finish_output(self):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._drain()
+        for sink in self.sinks.values():
+            sink.flush()
+
+    # ---- orphans ------------------------------------------------------------
+
+    def _reap_orphans(self):
+        """As PID 1 the agent inherits every orphan; reap those nobody else waits for."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+            except ChildProcessError:
+                time.sleep(0.05)
+                continue
+            if info is None or info.si_pid in self.tracked:
+                time.sleep(0.01)
+                continue
+            try:
+                os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                pass
+
+    # ---- calls --------------------------------------------------------------
+
+    def serve(self):
+        self._install_fd_pump()
+        sys.stdout = StreamWriter(self.sinks[1], "<stdout>")
+        sys.stderr = StreamWriter(self.sinks[2], "<stderr>")
+        sys.stdin = open(os.devnull)
+        threading.Thread(target=self._reap_orphans, name="forkbox-reaper", daemon=True).start()
+        handlers = {"exec": self.exec, "write": self.write_file, "read": self.read_file,
+                    "list": self.list_dir, "remove": self.remove}
+        while True:
+            try:
+                header, payload = self.chan.reader.read()
+            except EOFError:
+                os._exit(0)
+            except KeyboardInterrupt:
+                continue
+            op = header.get("op")
+            try:
+                handlers[op](header, payload)
+            except KeyboardInterrupt:
+                self.chan.send({"ev": "fail", "id": header.get("id"), "code": "interrupted", "message": "interrupted"})
+            except Exception as e:  # a bug of ours must not kill PID 1
+                self.chan.send({"ev": "fail", "id": header.get("id"), "code": "agent_error",
+                                "message": f"{type(e).__name__}: {e}"})
+
+    def _begin(self, call_id):
+        with self.emit_lock:
+            self.call_id = call_id
+            self.call_bytes = 0
+            self.truncated = False
+
+    def _end(self, header):
+        self._finish_output()
+        with self.emit_lock:
+            self.chan.send(header)
+            self.call_id = None
+
+    def exec(self, req, _payload):
+        self._begin(req["id"])
+        if req.get("lang") == "bash":
+            code, timed_out = self._run_bash(req)
+        else:
+            code, timed_out = self._run_python(req)
+        self._end({"ev": "exit", "id": req["id"], "code": code, "timeout": timed_out})
+
+    # ---- python -------------------------------------------------------------
+
+    def _run_python(self, req):
+        env_before = dict(os.environ)
+        cwd_before = os.getcwd()
+        timeout = req.get("timeout") or 0
+        timed_out = False
+        exit_code = 0
+        try:
+            os.environ.update(req.get("env") or {})
+            if req.get("cwd"):
+                os.chdir(req["cwd"])
+            self.cells += 1
+            filename = f"<cell-{self.cells}>"
+            source = req["code"]
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            tree = ast.parse(source, filename, "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            body = compile(tree, filename, "exec")
+            tail = compile(last, filename, "eval") if last is not None else None
+            self._arm(timeout)
+            try:
+                exec(body, self.globals)
+                value = eval(tail, self.globals) if tail is not None else None
+            finally:
+                self._disarm()
+            if tail is not None and value is not None and req.get("rich"):
+                self.chan.send({"ev": "result", "id": req["id"], **_describe(value)})
+        except CellTimeout:
+            timed_out = True
+            exit_code = 124
+            self._report_error(req, "TimeoutError", f"execution exceeded the timeout of {timeout:g} s", None)
+        except SystemExit as e:
+            exit_code = _exit_status(e.code)
+        except BaseException as e:  # user code: report it, keep the REPL
+            exit_code = 1
+            self._report_error(req, type(e).__name__, str(e), e.__traceback__)
+        finally:
+            self._disarm()
+            try:
+                os.chdir(cwd_before)
+            except OSError:
+                pass
+            os.environ.clear()
+            os.environ.update(env_before)
+        return exit_code, timed_out
+
+    def _report_error(self, req, name, value, tb):
+        # Drop the agent's own frames so the traceback starts in the cell.
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        text = "".join(traceback.format_list(traceback.extract_tb(tb))) if tb else ""
+        text = ("Traceback (most recent call last):\n" + text if text else "") + f"{name}: {value}\n"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        if req.get("rich"):
+            self.chan.send({"ev": "error", "id": req["id"], "name": name, "value": value, "traceback": text})
+
+    def _arm(self, timeout):
+        if timeout > 0:
+            signal.signal(signal.SIGALRM, _on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+
+    def _disarm(self):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        _timer.pending = False
+
+    # ---- bash ---------------------------------------------------------------
+
+    def _run_bash(self, req):
+        env = dict(os.environ)
+        env.update(req.get("env") or {})
+        timeout = req.get("timeout") or 0
+        try:
+            proc = subprocess.Popen(["/bin/bash", "-c", req["code"]], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=req.get("cwd") or None,
+                                    env=env, start_new_session=True)
+        except OSError as e:
+            self.sinks[2].feed(f"forkbox: cannot start bash: {e}\n".encode())
+            return 127, False
+        self.tracked.add(proc.pid)
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ, self.sinks[1])
+        sel.register(proc.stderr, selectors.EVENT_READ, self.sinks[2])
+        timed_out = False
+        open_streams = 2
+        while open_streams:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = sel.select(wait)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                timed_out = True
+                _kill_group(proc.pid)
+                break
+            for key, _ in events:
+                data = os.read(key.fd, 65536)
+                if data:
+                    key.data.feed(data)
+                else:
+                    sel.unregister(key.fileobj)
+                    open_streams -= 1
+        sel.close()
+        if not timed_out and deadline is not None:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc.pid)
+        proc.wait()
+        # Kill what the command left in the background of its own session: a new shell each time.
+        _kill_group(proc.pid)
+        proc.stdout.close()
+        proc.stderr.close()
+        self.tracked.discard(proc.pid)
+        if timed_out:
+            self.sinks[2].feed(f"forkbox: command exceeded the timeout of {timeout:g} s and was killed\n".encode())
+            return 124, True
+        rc = proc.returncode
+        return (128 - rc if rc < 0 else rc), False
+
+    # ---- files --------------------------------------------------------------
+
+    def _fail(self, req, err):
+        code = {2: "not_found", 20: "not_a_directory", 21: "is_a_directory", 13: "forbidden",
+                28: "no_space", 17: "exists", 39: "not_empty"}.get(getattr(err, "errno", None), "file_error")
+        self.chan.send({"ev": "fail", "id": req["id"], "code": code,
+                        "message": f"{req.get('path')}: {getattr(err, 'strerror', None) or err}"})
+
+    def write_file(self, req, payload):
+        path = req["path"]
+        try:
+            parent = os.path.dirname(path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            tmp = f"{path}.forkbox-upload"
+            with open(tmp, "wb") as f:
+                f.write(payload)
+            os.replace(tmp, path)
+        except OSError as e:
+            try:
+                os.unlink(f"{path}.forkbox-upload")
+            except OSError:
+                pass
+            return self._fail(req, e)
+        self.chan.send({"ev": "ok", "id": req["id"], "size": len(payload)})
+
+    def read_file(self, req, _payload):
+        try:
+            with open(req["path"], "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise IsADirectoryError(21, "not a regular file")
+                size = os.fstat(f.fileno()).st_size
+                if size > req.get("max", 1 << 62):
+                    self.chan.send({"ev": "fail", "id": req["id"], "code": "too_large",
+                                    "message": f"{req['path']} is {size} bytes, over the limit of {req['max']}"})
+                    return
+                data = f.read()
+        except OSError as e:
+            return self._fail(req, e)
+        self.chan.send({"ev": "ok", "id": req["id"], "size": len(data)}, data)
+
+    def list_dir(self, req, _payload):
+        entries = []
+        try:
+            with os.scandir(req["path"]) as it:
+                for e in it:
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    kind = ("dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode)
+                            else "symlink" if stat.S_ISLNK(st.st_mode) else "other")
+                    entries.append({"name": e.name, "type": kind, "size": st.st_size, "mtime": st.st_mtime})
+        except OSError as e:
+            return self._fail(req, e)
+        entries.sort(key=lambda x: x["name"])
+        self.chan.send({"ev": "ok", "id": req["id"], "entries": entries})
+
+    def remove(self, req, _payload):
+        path = req["path"]
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                if req.get("recursive"):
+                    import shutil
+                    shutil.rmtree(path)
+                else:
+                    os.rmdir(path)
+            else:
+                os.unlink(path)
+        except OSError as e:
+            return self._fail(req, e)
+        self.chan.send({"ev": "ok", "id": req["id"]})
+
+
+class _TimerState:
+    """A timeout must not land in the middle of a frame on the control socket: while the main
+    thread is sending, the alarm is only noted, and raised when the send is complete."""
+    critical = 0
+    pending = False
+
+
+_timer = _TimerState()
+_MAIN = threading.get_ident()
+
+
+def _on_alarm(_signum, _frame):
+    if _timer.critical:
+        _timer.pending = True
+        return
+    raise CellTimeout()
+
+
+def _kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exit_status(code):
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _describe(value):
+    """The result event of a last expression: its repr, and its JSON value when it has one."""
+    out = {"repr": _safe_repr(value), "kind": type(value).__name__}
+    if _is_json(value, 0):
+        out["data"] = value
+    else:
+        out["data"] = out["repr"]
+    return out
+
+
+def _safe_repr(value):
+    try:
+        text = repr(value)
+    except Exception as e:
+        text = f"<unrepresentable {type(value).__name__}: {e}>"
+    return text if len(text) <= 1 << 20 else text[: 1 << 20] + "…"
+
+
+def _is_json(v, depth):
+    if depth > 20:
+        return False
+    if v is None or isinstance(v, (bool, str)):
+        return True
+    if isinstance(v, int):
+        return abs(v) < 2 ** 53
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, (list, tuple)):
+        return len(v) <= 10000 and all(_is_json(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return len(v) <= 10000 and all(isinstance(k, str) and _is_json(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def run(sock, output_limit):
+    Agent(sock, output_limit).serve()
+

@@ -1,0 +1,129 @@
+"""Turns a freshly forked zygote child into an isolated sandbox.
+
+Runs as host root in the child, which the zygote has already made PID 1 of a
+new PID namespace. The order matters:
+
+1. Join the sandbox's cgroups while still host root, then unshare the cgroup
+   namespace so the sandbox sees its own cgroup as "/".
+2. Unshare mount, net, ipc and uts namespaces *as host root*: they are owned by
+   the initial user namespace, so root inside the sandbox (which is only root
+   of its own user namespace) can never mount, change the hostname or
+   reconfigure the network in them.
+3. Build the root: each template layer is the template's read-only tree under
+   an overlay with the sandbox's private upper directory; then /proc, a
+   minimal /dev, a private /tmp; pivot_root into it. Template files keep their
+   host owner, which is unmapped inside (it shows as nobody): the sandbox reads
+   and runs them but cannot change them. The directories a template names as
+   writable (/root, /etc, /usr/local, …) are created in the upper layer owned
+   by the sandbox's root, so new files can go there. (Idmapped lower layers
+   would make every template file the sandbox's own; the kernel here refuses
+   them with EINVAL, see the README's isolation section.)
+4. Enter the sandbox's user namespace (pre-created by hostd with a host uid
+   range of its own) and become uid 0 there.
+5. no_new_privs and the seccomp filter last: from then on the process can no
+   longer make the calls above.
+"""
+
+import os
+
+from . import linux
+
+# Paths under /proc that leak host state or offer host-wide knobs (Docker masks the same set).
+_PROC_MASKED = ("kcore", "keys", "timer_list", "sysrq-trigger", "sched_debug", "latency_stats")
+_PROC_READONLY = ("sys", "bus", "irq", "fs")
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+def enter_cgroups(procs_files):
+    pid = str(os.getpid())
+    for path in procs_files:
+        with open(path, "w") as f:
+            f.write(pid)
+
+
+def _prepare_upper(layer, uid):
+    """Give the sandbox's root its layer's root and writable directories (host uid `uid`)."""
+    upper = layer["upper"]
+    os.chown(upper, uid, uid)
+    for rel, mode in layer.get("writable", ()):
+        path = f"{upper}/{rel.strip('/')}"
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, mode)
+        os.chown(path, uid, uid)
+
+
+def _mount_overlay(target, layer):
+    opts = f"lowerdir={layer['lower']},upperdir={layer['upper']},workdir={layer['work']}"
+    linux.mount("overlay", target, "overlay", linux.MS_NOSUID, opts)
+
+
+def _mount_dev(root, tmp_size_mb):
+    dev = root + "/dev"
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=755,size=64k,nr_inodes=64")
+    for name in _DEVICES:
+        path = f"{dev}/{name}"
+        open(path, "w").close()
+        linux.mount(f"/dev/{name}", path, None, linux.MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("ptmx", "pts/ptmx")):
+        os.symlink(target, f"{dev}/{name}")
+    os.mkdir(f"{dev}/pts")
+    linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620")
+    os.mkdir(f"{dev}/shm")
+    linux.mount("tmpfs", f"{dev}/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                f"mode=1777,size={tmp_size_mb}m")
+    linux.mount(None, dev, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY
+                | linux.MS_NOSUID | linux.MS_NOEXEC)
+
+
+def _mount_proc(root):
+    proc = root + "/proc"
+    linux.mount("proc", proc, "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    for name in _PROC_MASKED:
+        if os.path.exists(f"{proc}/{name}"):
+            linux.mount("/dev/null", f"{proc}/{name}", None, linux.MS_BIND)
+    for name in _PROC_READONLY:
+        path = f"{proc}/{name}"
+        if os.path.isdir(path):
+            linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
+            linux.mount(None, path, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
+
+
+def build_root(spec):
+    root = spec["root"]
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    for layer in spec["layers"]:
+        _prepare_upper(layer, spec["uid"])
+        _mount_overlay(root + layer["target"].rstrip("/"), layer)
+    _mount_proc(root)
+    _mount_dev(root, spec["tmp_size_mb"])
+    linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                f"mode=1777,size={spec['tmp_size_mb']}m")
+    os.chdir(root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+
+
+def become_sandbox_root(userns_fd):
+    linux.setns(userns_fd, linux.CLONE_NEWUSER)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def isolate(spec, seccomp_bpf):
+    """Everything between fork and the agent's first instruction."""
+    enter_cgroups(spec["cgroup_procs"])
+    linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWNET | linux.CLONE_NEWIPC
+                  | linux.CLONE_NEWUTS | linux.CLONE_NEWCGROUP)
+    userns_fd = os.open(spec["userns"], os.O_RDONLY | os.O_CLOEXEC)
+    build_root(spec)
+    linux.sethostname(spec.get("hostname", "sandbox"))
+    linux.loopback_up()
+    become_sandbox_root(userns_fd)
+    os.close(userns_fd)
+    linux.set_no_new_privs()
+    linux.install_seccomp(seccomp_bpf)

@@ -1,0 +1,178 @@
+"""The zygote: one per template, a long-lived Python process with the
+template's modules already imported. hostd sends it one JSON line per
+sandbox on stdin; it forks, the child isolates itself and becomes the agent,
+and the zygote answers one JSON line on stdout:
+
+    -> {"op": "spawn", "id": "sbx_…", "token": "…", …spec…}
+    <- {"id": "sbx_…", "ok": true, "pid": 1234, "setup_ms": 1.2}
+    <- {"id": "sbx_…", "ok": false, "error": "mount overlay on …: Invalid argument"}
+    <- {"exited": 1234, "status": 9}          (a sandbox's PID 1 is gone)
+
+It stays single-threaded: fork() is only safe in a process with one thread.
+"""
+
+import gc
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from . import agent, isolate, linux
+from .protocol import encode
+
+
+def _log(msg):
+    sys.stderr.write(f"zygote[{os.getpid()}]: {msg}\n")
+    sys.stderr.flush()
+
+
+class Zygote:
+    def __init__(self, seccomp_bpf, output_limit, agent_dir):
+        self.seccomp_bpf = seccomp_bpf
+        self.agent_dir = agent_dir
+        self.output_limit = output_limit
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.out = sys.stdout.buffer
+
+    def reply(self, obj):
+        self.out.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        self.out.flush()
+
+    def spawn(self, spec):
+        """Fork a child that is PID 1 of a new PID namespace without a second fork:
+        unshare(CLONE_NEWPID) makes our *next* child the namespace's init, then we
+        step back into our own namespace for the ones after."""
+        started = time.perf_counter()
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        gc.freeze()
+        linux.unshare(linux.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+            raise
+        if pid == 0:
+            os.close(err_r)
+            self._child(spec, err_w)  # never returns
+        linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+        os.close(err_w)
+        # The child closes its end when it is ready, or writes why it failed and exits.
+        ready, _, _ = select.select([err_r], [], [], 30)
+        error = os.read(err_r, 65536).decode("utf-8", "replace") if ready else "sandbox set-up timed out"
+        os.close(err_r)
+        if error:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return {"id": spec["id"], "ok": False, "error": error.strip()}
+        return {"id": spec["id"], "ok": True, "pid": pid,
+                "setup_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    def _child(self, spec, err_w):
+        code = 1
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(spec["agent_socket"])
+            keep = {sock.fileno(), err_w}
+            for fd in os.listdir("/proc/self/fd"):
+                fd = int(fd)
+                if fd > 2 and fd not in keep:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.set_wakeup_fd(-1)
+            isolate.isolate(spec, self.seccomp_bpf)
+            os.environ.clear()
+            os.environ.update({"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                               "HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm", "HOSTNAME": "sandbox"})
+            os.environ.update(spec.get("env") or {})
+            os.chdir("/root")
+            sys.path[:] = [p for p in sys.path if p != self.agent_dir]
+            linux.set_process_name("forkbox-agent")
+            sock.sendall(encode({"ev": "hello", "id": spec["id"], "token": spec["token"]}))
+            os.close(err_w)
+            err_w = -1
+            agent.run(sock, self.output_limit)
+            code = 0
+        except BaseException:
+            if err_w >= 0:
+                msg = traceback.format_exc(limit=-1).strip().splitlines()
+                os.write(err_w, (msg[-1] if msg else "unknown error").encode()[:4000])
+        finally:
+            os._exit(code)
+
+    def reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.reply({"exited": pid, "status": os.waitstatus_to_exitcode(status)})
+
+    def serve(self):
+        sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(sig_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        stdin = sys.stdin.buffer.raw
+        buf = b""
+        self.reply({"ready": True, "pid": os.getpid()})
+        while True:
+            ready, _, _ = select.select([stdin, sig_r], [], [])
+            if sig_r in ready:
+                try:
+                    os.read(sig_r, 4096)
+                except BlockingIOError:
+                    pass
+                self.reap()
+            if stdin in ready:
+                chunk = os.read(stdin.fileno(), 1 << 20)
+                if not chunk:
+                    return  # hostd is gone; sandboxes are its to clean up
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    self.handle(line)
+
+    def handle(self, line):
+        try:
+            req = json.loads(line)
+        except ValueError as e:
+            _log(f"bad request line: {e}")
+            return
+        if req.get("op") == "spawn":
+            try:
+                self.reply(self.spawn(req))
+            except Exception as e:
+                self.reply({"id": req.get("id"), "ok": False, "error": f"{type(e).__name__}: {e}"})
+            self.reap()
+        else:
+            _log(f"unknown op {req.get('op')!r}")
+
+
+def main(config):
+    """Called by the bootstrap hostd passes with `python3 -I -c`, after it read the first line on
+    stdin, so the command line (which every sandbox's `ps` shows as PID 1's) names no host path:
+    {"agent_dir": "…", "seccomp": "<BPF program hostd compiled>", "preload": ["json", …],
+     "output_limit": <bytes per call>}"""
+    with open(config["seccomp"], "rb") as f:
+        bpf = f.read()
+    for name in config.get("preload", []):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            _log(f"preload {name}: {e}")
+    gc.collect()
+    gc.freeze()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Zygote(bpf, config.get("output_limit", 16 << 20), config["agent_dir"]).serve()

@@ -1,0 +1,148 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using Forkbox.Client;
+using Forkbox.Core.Wire;
+
+namespace Forkbox.Cli;
+
+/// <summary>
+/// `forkbox bench`: latency of the API on this host over HTTP on loopback with the C# SDK and one
+/// shared connection, beside raw primitives measured in the same run. Each figure is over N
+/// iterations after one discarded warm-up.
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var host = CommonOptions.Host();
+        var n = new Option<int>("-n", "--iterations") { Description = "Iterations per figure", DefaultValueFactory = _ => 30 };
+        var cmd = new Command("bench", "Measure create, run_code, upload and idle memory against a running server.") { host, n };
+        cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
+        {
+            var client = new ForkboxClient(parse.GetValue(host));
+            var iterations = Math.Max(3, parse.GetValue(n));
+            var python = "/usr/bin/python3";
+            Console.WriteLine($"forkbox bench against {client.BaseAddress}, {iterations} iterations after 1 warm-up, {Environment.ProcessorCount} cores");
+            Console.WriteLine($"{"figure",-34} {"min",8} {"p50",8} {"p95",8} {"mean",8}  ms");
+
+            var rawRoundTrip = RawPipeRoundTrip(python, iterations * 10);
+            var rawFork = RawFork(python, iterations);
+            Print("raw: pipe round trip to python", rawRoundTrip);
+            Print("raw: fork() of python until ack", rawFork);
+
+            var createClose = await Measure(iterations, async () =>
+            {
+                var sb = await Sandbox.CreateAsync(client: client, ct: ct);
+                await sb.CloseAsync(ct);
+            });
+            Print("create + close", createClose, rawFork, "fork");
+
+            var serverCreate = new List<double>();
+            await using (var sb = await Sandbox.CreateAsync(client: client, ct: ct))
+            {
+                var hot = await Measure(iterations, () => sb.RunCodeAsync("print(1)", ct: ct));
+                Print("run_code(\"print(1)\") hot", hot, rawRoundTrip, "pipe");
+                var bash = await Measure(iterations, () => sb.ExecAsync("true", ct: ct));
+                Print("exec(\"true\") (bash)", bash);
+                var blob = new byte[256 * 1024];
+                Random.Shared.NextBytes(blob);
+                var upload = await Measure(iterations, () => sb.UploadAsync("/root/blob.bin", blob, ct));
+                Print("upload 256 KB", upload);
+                var download = await Measure(iterations, () => sb.DownloadAsync("/root/blob.bin", ct));
+                Print("download 256 KB", download);
+            }
+            for (var i = 0; i < Math.Min(iterations, 10); i++)
+            {
+                var sb = await Sandbox.CreateAsync(client: client, ct: ct);
+                serverCreate.Add(sb.Info.TimingsMs!["total"]);
+                await sb.CloseAsync(ct);
+            }
+            Print("create, server side (timings_ms)", serverCreate);
+
+            var idle = new List<Sandbox>();
+            for (var i = 0; i < 10; i++) idle.Add(await Sandbox.CreateAsync(client: client, ct: ct));
+            await Task.Delay(500, ct);
+            var memory = new List<double>();
+            foreach (var sb in idle) memory.Add((await sb.RefreshAsync(ct)).MemoryBytes!.Value / 1048576.0);
+            foreach (var sb in idle) await sb.CloseAsync(ct);
+            memory.Sort();
+            Console.WriteLine($"idle sandbox memory (cgroup, 10 sandboxes): p50 {memory[memory.Count / 2]:F2} MiB, max {memory[^1]:F2} MiB");
+        }));
+        return cmd;
+    }
+
+    private static async Task<List<double>> Measure(int n, Func<Task> op)
+    {
+        await op(); // warm-up, discarded
+        var samples = new List<double>(n);
+        for (var i = 0; i < n; i++)
+        {
+            var t = Stopwatch.GetTimestamp();
+            await op();
+            samples.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+        }
+        return samples;
+    }
+
+    private static void Print(string name, List<double> samples, List<double>? baseline = null, string? baselineName = null)
+    {
+        samples.Sort();
+        var p50 = Percentile(samples, 0.5);
+        var ratio = baseline is { Count: > 0 } ? $"  ({p50 / Percentile(Sorted(baseline), 0.5):F1}x {baselineName})" : "";
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{name,-34} {samples[0],8:F3} {p50,8:F3} {Percentile(samples, 0.95),8:F3} {samples.Average(),8:F3}{ratio}"));
+    }
+
+    private static List<double> Sorted(List<double> s)
+    {
+        s.Sort();
+        return s;
+    }
+
+    private static double Percentile(List<double> sorted, double p) =>
+        sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(p * sorted.Count) - 1)];
+
+    /// <summary>Round trip of a line to a python process over pipes: the floor under run_code.</summary>
+    private static List<double> RawPipeRoundTrip(string python, int n) =>
+        RunPythonSamples(python, $$"""
+            import os, sys, time
+            r1, w1 = os.pipe(); r2, w2 = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(w1)
+                while True:
+                    d = os.read(r1, 64)
+                    if not d: os._exit(0)
+                    os.write(w2, d)
+            for i in range({{n + 1}}):
+                t = time.perf_counter(); os.write(w1, b"x\n"); os.read(r2, 64)
+                if i: print((time.perf_counter() - t) * 1000)
+            os.close(w1); os.waitpid(pid, 0)
+            """);
+
+    /// <summary>fork() of a bare python until the child answers on a pipe: the floor under create.</summary>
+    private static List<double> RawFork(string python, int n) =>
+        RunPythonSamples(python, $$"""
+            import os, time
+            for i in range({{n + 1}}):
+                r, w = os.pipe()
+                t = time.perf_counter()
+                pid = os.fork()
+                if pid == 0:
+                    os.write(w, b"1"); os._exit(0)
+                os.read(r, 1)
+                if i: print((time.perf_counter() - t) * 1000)
+                os.waitpid(pid, 0); os.close(r); os.close(w)
+            """);
+
+    private static List<double> RunPythonSamples(string python, string script)
+    {
+        var psi = new ProcessStartInfo(python, ["-c", script]) { RedirectStandardOutput = true, UseShellExecute = false };
+        using var p = Process.Start(psi)!;
+        var samples = p.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToList();
+        p.WaitForExit();
+        return samples;
+    }
+}

@@ -1,0 +1,45 @@
+using System.CommandLine;
+using System.Text;
+using Forkbox.Client;
+
+namespace Forkbox.Cli;
+
+/// <summary>`forkbox demo`: the README's tour: state across calls, a shell command, a file round trip.</summary>
+internal static class DemoCommand
+{
+    public static Command Create()
+    {
+        var host = CommonOptions.Host();
+        var cmd = new Command("demo", "Create a sandbox, run code twice to show state, run a shell command, move a file, close it.") { host };
+        cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
+        {
+            var client = new ForkboxClient(parse.GetValue(host));
+            await using var sb = await Sandbox.CreateAsync(client: client, ct: ct);
+            Console.WriteLine($"created {sb.Id} in {sb.Info.TimingsMs?["total"]:F1} ms (server side)");
+
+            await Step("python: x = 41", () => sb.RunCodeAsync("x = 41", ct: ct));
+            var r = await Step("python: print(x + 1)", () => sb.RunCodeAsync("print(x + 1)", ct: ct));
+            Console.WriteLine($"    stdout: {r.Stdout}   <- x survived between calls");
+            r = await Step("bash: uname -n; id -u; ls /", () => sb.ExecAsync("uname -n; id -u; ls /", ct: ct));
+            foreach (var line in r.StdoutLines) Console.WriteLine($"    {line}");
+
+            var text = Encoding.UTF8.GetBytes("hello from the host\n");
+            await sb.UploadAsync("/root/hello.txt", text, ct);
+            var back = await sb.DownloadAsync("/root/hello.txt", ct);
+            Console.WriteLine($"upload + download /root/hello.txt: {(back.AsSpan().SequenceEqual(text) ? "identical" : "DIFFERENT")}");
+            r = await Step("python: open('/root/hello.txt').read()", () => sb.RunCodeAsync("open('/root/hello.txt').read()", ct: ct));
+            Console.WriteLine($"    result: {r.Result?.GetRawText()}");
+
+            await sb.CloseAsync(ct);
+            Console.WriteLine($"closed {sb.Id}");
+        }));
+        return cmd;
+    }
+
+    private static async Task<Execution> Step(string what, Func<Task<Execution>> call)
+    {
+        var r = await call();
+        Console.WriteLine($"{what}  (exit {r.ExitCode}, {r.Duration.TotalMilliseconds:F1} ms)");
+        return r;
+    }
+}

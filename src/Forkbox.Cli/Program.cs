@@ -1,0 +1,10 @@
+using System.CommandLine;
+using Forkbox.Cli;
+
+var root = new RootCommand("Forkbox: sandboxes for AI agents that start in a millisecond and fork.");
+root.Subcommands.Add(ServeCommand.Create());
+root.Subcommands.Add(KeysCommand.Create());
+root.Subcommands.Add(SandboxCommand.Create());
+root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
+return await root.Parse(args).InvokeAsync();

@@ -1,0 +1,89 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Forkbox.Core.Wire;
+
+namespace Forkbox.Client;
+
+/// <summary>
+/// A connection to a Forkbox host or edge. One HttpClient is shared by every client and sandbox in
+/// the process, so calls reuse kept-alive connections. Defaults come from FORKBOX_HOST (else
+/// http://127.0.0.1:7070) and FORKBOX_API_KEY.
+/// </summary>
+public sealed class ForkboxClient
+{
+    private static readonly HttpClient Http = new(new SocketsHttpHandler
+    {
+        PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
+        AutomaticDecompression = DecompressionMethods.None,
+        UseProxy = false,
+    })
+    {
+        Timeout = Timeout.InfiniteTimeSpan, // calls carry their own timeouts; streams may run long
+    };
+
+    public ForkboxClient(string? host = null, string? apiKey = null)
+    {
+        var h = host ?? Environment.GetEnvironmentVariable("FORKBOX_HOST") ?? "http://127.0.0.1:7070";
+        if (!h.Contains("://", StringComparison.Ordinal)) h = "http://" + h;
+        BaseAddress = new Uri(h.TrimEnd('/') + "/");
+        ApiKey = apiKey ?? Environment.GetEnvironmentVariable("FORKBOX_API_KEY");
+    }
+
+    public static ForkboxClient Default { get; } = new();
+
+    public Uri BaseAddress { get; }
+    public string? ApiKey { get; }
+
+    internal HttpRequestMessage Request(HttpMethod method, string path, HttpContent? content = null)
+    {
+        var req = new HttpRequestMessage(method, new Uri(BaseAddress, path)) { Content = content };
+        if (ApiKey is not null) req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
+        return req;
+    }
+
+    internal async Task<HttpResponseMessage> SendAsync(HttpRequestMessage req, CancellationToken ct,
+        HttpCompletionOption completion = HttpCompletionOption.ResponseContentRead)
+    {
+        var resp = await Http.SendAsync(req, completion, ct).ConfigureAwait(false);
+        if (resp.IsSuccessStatusCode) return resp;
+        using (resp)
+            throw await ToExceptionAsync(resp, ct).ConfigureAwait(false);
+    }
+
+    internal async Task<T> SendJsonAsync<T>(HttpRequestMessage req, JsonTypeInfo<T> type, CancellationToken ct)
+    {
+        using var resp = await SendAsync(req, ct).ConfigureAwait(false);
+        await using var body = await resp.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
+        return await JsonSerializer.DeserializeAsync(body, type, ct).ConfigureAwait(false)
+               ?? throw new ForkboxApiException((int)resp.StatusCode, "bad_response", "empty response body");
+    }
+
+    internal static HttpContent Json<T>(T value, JsonTypeInfo<T> type) =>
+        new StringContent(JsonSerializer.Serialize(value, type), Encoding.UTF8, "application/json");
+
+    private static async Task<ForkboxApiException> ToExceptionAsync(HttpResponseMessage resp, CancellationToken ct)
+    {
+        var text = await resp.Content.ReadAsStringAsync(ct).ConfigureAwait(false);
+        try
+        {
+            var err = JsonSerializer.Deserialize(text, WireJson.Default.ErrorBody);
+            if (err is not null) return new ForkboxApiException((int)resp.StatusCode, err.Code, err.Error);
+        }
+        catch (JsonException)
+        {
+        }
+        return new ForkboxApiException((int)resp.StatusCode, "http_error", text.Length > 0 ? text : resp.ReasonPhrase ?? "error");
+    }
+
+    public Task<Sandbox> CreateSandboxAsync(CreateSandboxRequest? options = null, CancellationToken ct = default) =>
+        Sandbox.CreateAsync(options, this, ct);
+
+    public Task<CapacityInfo> CapacityAsync(CancellationToken ct = default) =>
+        SendJsonAsync(Request(HttpMethod.Get, "v1/capacity"), WireJson.Default.CapacityInfo, ct);
+
+    public Task<SandboxList> ListSandboxesAsync(CancellationToken ct = default) =>
+        SendJsonAsync(Request(HttpMethod.Get, "v1/sandboxes"), WireJson.Default.SandboxList, ct);
+}

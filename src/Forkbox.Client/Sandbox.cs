@@ -1,0 +1,174 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using Forkbox.Core.Wire;
+
+namespace Forkbox.Client;
+
+/// <summary>
+/// A sandbox on a Forkbox host. <c>await using var sb = await Sandbox.CreateAsync();</c> closes it at
+/// the end of the scope. Calls on one sandbox run one at a time on the server, in order.
+/// </summary>
+public sealed class Sandbox : IAsyncDisposable
+{
+    private readonly ForkboxClient _client;
+    private bool _closed;
+
+    private Sandbox(ForkboxClient client, SandboxInfo info)
+    {
+        _client = client;
+        Info = info;
+    }
+
+    public string Id => Info.Id;
+
+    /// <summary>The server's description of the sandbox when it was created or last refreshed.</summary>
+    public SandboxInfo Info { get; private set; }
+
+    public static async Task<Sandbox> CreateAsync(CreateSandboxRequest? options = null, ForkboxClient? client = null, CancellationToken ct = default)
+    {
+        client ??= ForkboxClient.Default;
+        var info = await client.SendJsonAsync(
+            client.Request(HttpMethod.Post, "v1/sandboxes", ForkboxClient.Json(options ?? new CreateSandboxRequest(), WireJson.Default.CreateSandboxRequest)),
+            WireJson.Default.SandboxInfo, ct).ConfigureAwait(false);
+        return new Sandbox(client, info);
+    }
+
+    /// <summary>Attaches to an existing sandbox by id.</summary>
+    public static async Task<Sandbox> ConnectAsync(string id, ForkboxClient? client = null, CancellationToken ct = default)
+    {
+        client ??= ForkboxClient.Default;
+        var sb = new Sandbox(client, new SandboxInfo { Id = id, State = "", Template = "", CreatedAt = default, ExpiresAt = default });
+        await sb.RefreshAsync(ct).ConfigureAwait(false);
+        return sb;
+    }
+
+    public async Task<SandboxInfo> RefreshAsync(CancellationToken ct = default)
+    {
+        Info = await _client.SendJsonAsync(_client.Request(HttpMethod.Get, $"v1/sandboxes/{Id}"), WireJson.Default.SandboxInfo, ct).ConfigureAwait(false);
+        return Info;
+    }
+
+    /// <summary>Streams the events of one call as the server sends them.</summary>
+    public async IAsyncEnumerable<ExecEvent> StreamAsync(ExecRequest request, [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        using var resp = await _client.SendAsync(
+            _client.Request(HttpMethod.Post, $"v1/sandboxes/{Id}/exec", ForkboxClient.Json(request, WireJson.Default.ExecRequest)),
+            ct, HttpCompletionOption.ResponseHeadersRead).ConfigureAwait(false);
+        await using var body = await resp.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
+        using var reader = new StreamReader(body);
+        while (await reader.ReadLineAsync(ct).ConfigureAwait(false) is { } line)
+        {
+            if (line.Length == 0) continue;
+            yield return JsonSerializer.Deserialize(line, WireJson.Default.ExecEvent)
+                         ?? throw new ForkboxApiException(200, "bad_response", "empty event line");
+        }
+    }
+
+    /// <summary>Runs Python in the sandbox's persistent REPL; globals survive between calls.</summary>
+    public Task<Execution> RunCodeAsync(string code, Action<string>? onStdout = null, Action<string>? onStderr = null,
+        double? timeoutS = null, CancellationToken ct = default) =>
+        RunAsync(new ExecRequest { Code = code, Language = "python", TimeoutS = timeoutS, Rich = true }, onStdout, onStderr, ct);
+
+    /// <summary>Runs a shell command (bash -c) in a fresh process in the sandbox.</summary>
+    public Task<Execution> ExecAsync(string command, Action<string>? onStdout = null, Action<string>? onStderr = null,
+        double? timeoutS = null, CancellationToken ct = default) =>
+        RunAsync(new ExecRequest { Code = command, Language = "bash", TimeoutS = timeoutS }, onStdout, onStderr, ct);
+
+    public async Task<Execution> RunAsync(ExecRequest request, Action<string>? onStdout = null, Action<string>? onStderr = null, CancellationToken ct = default)
+    {
+        var sw = Stopwatch.StartNew();
+        var stdout = new List<string>();
+        var stderr = new List<string>();
+        JsonElement? result = null;
+        ExecutionError? error = null;
+        int? exit = null;
+        var timedOut = false;
+        await foreach (var ev in StreamAsync(request, ct).ConfigureAwait(false))
+        {
+            switch (ev.Type)
+            {
+                case "stdout":
+                    var o = ev.Data.GetString() ?? "";
+                    stdout.Add(o);
+                    onStdout?.Invoke(o);
+                    break;
+                case "stderr":
+                    var e = ev.Data.GetString() ?? "";
+                    stderr.Add(e);
+                    onStderr?.Invoke(e);
+                    break;
+                case "result":
+                    result = ev.Data.Clone();
+                    break;
+                case "error":
+                    error = new ExecutionError(ev.Name ?? "", ev.Value ?? "", ev.Traceback ?? "");
+                    break;
+                case "exit":
+                    exit = ev.Data.GetInt32();
+                    timedOut = ev.Timeout == true;
+                    break;
+            }
+        }
+        return new Execution
+        {
+            StdoutLines = stdout,
+            StderrLines = stderr,
+            ExitCode = exit ?? throw new ForkboxApiException(200, "bad_response", "the stream ended without an exit event"),
+            Result = result,
+            Error = error,
+            TimedOut = timedOut,
+            Duration = sw.Elapsed,
+        };
+    }
+
+    /// <summary>Writes a file in the sandbox, creating parent directories.</summary>
+    public async Task UploadAsync(string path, ReadOnlyMemory<byte> content, CancellationToken ct = default)
+    {
+        var body = new ReadOnlyMemoryContent(content);
+        body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        using var _ = await _client.SendAsync(_client.Request(HttpMethod.Put, FilesPath("files", path), body), ct).ConfigureAwait(false);
+    }
+
+    public async Task UploadAsync(string path, Stream content, CancellationToken ct = default)
+    {
+        var body = new StreamContent(content);
+        body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        using var _ = await _client.SendAsync(_client.Request(HttpMethod.Put, FilesPath("files", path), body), ct).ConfigureAwait(false);
+    }
+
+    public async Task<byte[]> DownloadAsync(string path, CancellationToken ct = default)
+    {
+        using var resp = await _client.SendAsync(_client.Request(HttpMethod.Get, FilesPath("files", path)), ct).ConfigureAwait(false);
+        return await resp.Content.ReadAsByteArrayAsync(ct).ConfigureAwait(false);
+    }
+
+    public async Task<IReadOnlyList<FileEntry>> ListAsync(string path = "/root", CancellationToken ct = default) =>
+        (await _client.SendJsonAsync(_client.Request(HttpMethod.Get, FilesPath("files/list", path)), WireJson.Default.FileList, ct).ConfigureAwait(false)).Entries;
+
+    public async Task DeleteFileAsync(string path, bool recursive = false, CancellationToken ct = default)
+    {
+        using var _ = await _client.SendAsync(
+            _client.Request(HttpMethod.Delete, FilesPath("files", path) + (recursive ? "&recursive=true" : "")), ct).ConfigureAwait(false);
+    }
+
+    private string FilesPath(string route, string path) => $"v1/sandboxes/{Id}/{route}?path={Uri.EscapeDataString(path)}";
+
+    /// <summary>Destroys the sandbox. Closing one already gone is not an error.</summary>
+    public async Task CloseAsync(CancellationToken ct = default)
+    {
+        if (_closed) return;
+        try
+        {
+            using var _ = await _client.SendAsync(_client.Request(HttpMethod.Delete, $"v1/sandboxes/{Id}"), ct).ConfigureAwait(false);
+        }
+        catch (ForkboxApiException e) when (e.Status == (int)HttpStatusCode.NotFound)
+        {
+        }
+        _closed = true;
+    }
+
+    public async ValueTask DisposeAsync() => await CloseAsync().ConfigureAwait(false);
+}

@@ -1,0 +1,74 @@
+namespace Forkbox.Core.Errors;
+
+/// <summary>
+/// An error the API reports to its caller. Each subclass is one error code with one HTTP status;
+/// the host maps them to responses in one place (Forkbox.Host/Api/ErrorResponses.cs).
+/// </summary>
+public abstract class ForkboxException(string message, Exception? inner = null) : Exception(message, inner)
+{
+    public abstract int Status { get; }
+    public abstract string Code { get; }
+}
+
+/// <summary>400: the request is malformed or asks for something invalid.</summary>
+public sealed class BadRequestException(string message) : ForkboxException(message)
+{
+    public override int Status => 400;
+    public override string Code => "bad_request";
+}
+
+/// <summary>401: no API key, or a key the server does not know.</summary>
+public sealed class UnauthorizedException(string message) : ForkboxException(message)
+{
+    public override int Status => 401;
+    public override string Code => "unauthorized";
+}
+
+/// <summary>404: no such sandbox, file or template.</summary>
+public sealed class NotFoundException(string message, string code = "not_found") : ForkboxException(message)
+{
+    public override int Status => 404;
+    public override string Code { get; } = code;
+}
+
+/// <summary>409: the sandbox is not in a state that allows the call.</summary>
+public sealed class ConflictException(string message) : ForkboxException(message)
+{
+    public override int Status => 409;
+    public override string Code => "conflict";
+}
+
+/// <summary>413: a body or file over the configured limit.</summary>
+public sealed class PayloadTooLargeException(string message) : ForkboxException(message)
+{
+    public override int Status => 413;
+    public override string Code => "too_large";
+}
+
+/// <summary>429: over a rate or count limit.</summary>
+public sealed class RateLimitedException(string message) : ForkboxException(message)
+{
+    public override int Status => 429;
+    public override string Code => "rate_limited";
+}
+
+/// <summary>503: the host has no room for another sandbox.</summary>
+public sealed class AtCapacityException(string message) : ForkboxException(message)
+{
+    public override int Status => 503;
+    public override string Code => "at_capacity";
+}
+
+/// <summary>500: the sandbox machinery failed (set-up, agent, zygote).</summary>
+public sealed class ExecutorException(string message, Exception? inner = null) : ForkboxException(message, inner)
+{
+    public override int Status => 500;
+    public override string Code => "executor_error";
+}
+
+/// <summary>507: the sandbox's disk (its writable layer or /tmp) is full.</summary>
+public sealed class InsufficientStorageException(string message) : ForkboxException(message)
+{
+    public override int Status => 507;
+    public override string Code => "no_space";
+}

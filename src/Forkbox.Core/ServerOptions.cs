@@ -1,0 +1,62 @@
+using Forkbox.Core.Errors;
+
+namespace Forkbox.Core;
+
+/// <summary>
+/// hostd's configuration, bound from (lowest to highest precedence) defaults, a JSON config file,
+/// FORKBOX_* environment variables and command-line flags. Validated once at start-up.
+/// </summary>
+public sealed record ServerOptions
+{
+    /// <summary>host:port to listen on. Non-loopback addresses require API keys.</summary>
+    public string Listen { get; init; } = "127.0.0.1:7070";
+    public string DataDir { get; init; } = "/var/lib/forkbox";
+    public string Region { get; init; } = "local";
+    /// <summary>Sandboxes this host runs at once; also the number of user-namespace uid ranges.</summary>
+    public int MaxSandboxes { get; init; } = 500;
+    public double DefaultTimeoutS { get; init; } = 300;
+    public double MaxTimeoutS { get; init; } = 86_400;
+    public int DefaultMemoryMb { get; init; } = 1024;
+    public int MaxMemoryMb { get; init; } = 8192;
+    public double DefaultCpus { get; init; } = 1;
+    public double MaxCpus { get; init; } = 2;
+    public int PidsLimit { get; init; } = 256;
+    public int TmpSizeMb { get; init; } = 512;
+    public long MaxUploadBytes { get; init; } = 64L << 20;
+    public long MaxDownloadBytes { get; init; } = 256L << 20;
+    /// <summary>Output one call may produce before it is truncated with a marker line.</summary>
+    public long OutputLimitBytes { get; init; } = 16L << 20;
+    /// <summary>Default per-call timeout when the request names none.</summary>
+    public double DefaultExecTimeoutS { get; init; } = 300;
+    /// <summary>First host uid given to sandboxes; sandbox slot i maps root to UidBase + i * 65536.</summary>
+    public long UidBase { get; init; } = 1_000_000_000;
+    /// <summary>The interpreter the default template's zygote runs.</summary>
+    public string Python { get; init; } = "/usr/bin/python3";
+
+    public string RunDir => Path.Combine(DataDir, "run");
+    public string SandboxesDir => Path.Combine(DataDir, "sandboxes");
+    public string TemplatesDir => Path.Combine(DataDir, "templates");
+    public string KeysFile => Path.Combine(DataDir, "keys.json");
+
+    /// <summary>Throws a message a user can act on for the first invalid setting.</summary>
+    public void Validate()
+    {
+        static void Require(bool ok, string message)
+        {
+            if (!ok) throw new BadRequestException("invalid configuration: " + message);
+        }
+        Require(ListenAddress.TryParse(Listen, out _), $"listen '{Listen}' is not host:port (e.g. 127.0.0.1:7070)");
+        Require(Path.IsPathRooted(DataDir), $"data_dir '{DataDir}' must be an absolute path");
+        Require(MaxSandboxes is > 0 and <= 60_000, "max_sandboxes must be between 1 and 60000");
+        Require(DefaultTimeoutS > 0 && DefaultTimeoutS <= MaxTimeoutS, "default_timeout_s must be > 0 and <= max_timeout_s");
+        Require(DefaultMemoryMb >= 32 && DefaultMemoryMb <= MaxMemoryMb, "default_memory_mb must be >= 32 and <= max_memory_mb");
+        Require(DefaultCpus > 0 && DefaultCpus <= MaxCpus, "default_cpus must be > 0 and <= max_cpus");
+        Require(PidsLimit >= 8, "pids_limit must be at least 8");
+        Require(TmpSizeMb >= 1, "tmp_size_mb must be at least 1");
+        Require(MaxUploadBytes > 0 && MaxDownloadBytes > 0, "max_upload_bytes and max_download_bytes must be positive");
+        Require(OutputLimitBytes >= 4096, "output_limit_bytes must be at least 4096");
+        Require(UidBase >= 65_536 && UidBase + (long)MaxSandboxes * 65_536 < uint.MaxValue,
+            "uid_base must be >= 65536 and leave room for max_sandboxes ranges of 65536 below 2^32");
+        Require(Path.IsPathRooted(Python), $"python '{Python}' must be an absolute path");
+    }
+}

@@ -1,0 +1,95 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Forkbox.Core.Wire;
+
+// The HTTP API's JSON shapes, shared by the host and the C# SDK. Property names are snake_case on the wire.
+
+/// <summary>Body of POST /v1/sandboxes. Every field is optional; an empty body is valid.</summary>
+public sealed record CreateSandboxRequest
+{
+    public string? Template { get; init; }
+    public double? TimeoutS { get; init; }
+    public int? MemoryMb { get; init; }
+    public double? Cpus { get; init; }
+    public Dictionary<string, string>? Env { get; init; }
+    public Dictionary<string, string>? Metadata { get; init; }
+}
+
+public sealed record LimitsInfo(int MemoryMb, double Cpus, int Pids);
+
+/// <summary>A sandbox as the API reports it.</summary>
+public sealed record SandboxInfo
+{
+    public required string Id { get; init; }
+    public required string State { get; init; }
+    public required string Template { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+    public required DateTimeOffset ExpiresAt { get; init; }
+    public Dictionary<string, string> Metadata { get; init; } = new();
+    public LimitsInfo? Limits { get; init; }
+    /// <summary>Why the sandbox is dead, when it is.</summary>
+    public string? DeadReason { get; init; }
+    /// <summary>Processes the kernel killed for memory in this sandbox so far.</summary>
+    public long? OomKills { get; init; }
+    public long? MemoryBytes { get; init; }
+    public Dictionary<string, double>? TimingsMs { get; init; }
+}
+
+public sealed record SandboxList(IReadOnlyList<SandboxInfo> Sandboxes);
+
+/// <summary>Body of POST /v1/sandboxes/{id}/exec.</summary>
+public sealed record ExecRequest
+{
+    public string? Code { get; init; }
+    /// <summary>"python" (default: the persistent REPL) or "bash" (a fresh subprocess).</summary>
+    public string? Language { get; init; }
+    public double? TimeoutS { get; init; }
+    public Dictionary<string, string>? Env { get; init; }
+    public string? Cwd { get; init; }
+    /// <summary>Extension: also send result and error events.</summary>
+    public bool? Rich { get; init; }
+}
+
+/// <summary>One NDJSON line of an exec stream: stdout, stderr, result, error or exit.</summary>
+public sealed record ExecEvent
+{
+    public required string Type { get; init; }
+    public JsonElement Data { get; init; }
+    public long Seq { get; init; }
+    public long Ts { get; init; }
+    public string? Name { get; init; }
+    public string? Value { get; init; }
+    public string? Traceback { get; init; }
+    public bool? Timeout { get; init; }
+}
+
+public sealed record FileEntry(string Name, string Type, long Size, double Mtime);
+
+public sealed record FileList(IReadOnlyList<FileEntry> Entries);
+
+public sealed record CapacityInfo
+{
+    public required string Region { get; init; }
+    public required int Running { get; init; }
+    public required int Maximum { get; init; }
+    public required string IsolationBackend { get; init; }
+    public required int CgroupVersion { get; init; }
+    public required string StorageStrategy { get; init; }
+    public required IReadOnlyList<string> Templates { get; init; }
+}
+
+/// <summary>Every non-2xx body: {"error": "what went wrong and what to do", "code": "machine_code"}.</summary>
+public sealed record ErrorBody(string Error, string Code);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(CreateSandboxRequest))]
+[JsonSerializable(typeof(SandboxInfo))]
+[JsonSerializable(typeof(SandboxList))]
+[JsonSerializable(typeof(ExecRequest))]
+[JsonSerializable(typeof(ExecEvent))]
+[JsonSerializable(typeof(FileList))]
+[JsonSerializable(typeof(CapacityInfo))]
+[JsonSerializable(typeof(ErrorBody))]
+public sealed partial class WireJson : JsonSerializerContext;

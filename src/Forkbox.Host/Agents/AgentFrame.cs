@@ -1,0 +1,57 @@
+using System.Buffers.Binary;
+using System.Text.Json;
+
+namespace Forkbox.Host.Agents;
+
+/// <summary>
+/// One frame on the control channel: u32 header length, u32 payload length (big-endian), a JSON
+/// header, then the payload. The Python side is forkbox_agent/protocol.py: change both together.
+/// </summary>
+public sealed class AgentFrame(JsonDocument header, byte[] payload) : IDisposable
+{
+    public const int MaxHeaderBytes = 16 << 20;
+
+    public JsonElement Header => header.RootElement;
+    public byte[] Payload => payload;
+
+    public string Event => Header.TryGetProperty("ev", out var ev) ? ev.GetString() ?? "" : "";
+
+    public void Dispose() => header.Dispose();
+
+    /// <summary>Serialises a request frame; the header is written by <paramref name="writeHeader"/>.</summary>
+    public static byte[] Encode(Action<Utf8JsonWriter> writeHeader, ReadOnlySpan<byte> payload)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256 + payload.Length);
+        buffer.GetSpan(8);
+        buffer.Advance(8);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            writeHeader(w);
+            w.WriteEndObject();
+        }
+        var headerLength = buffer.WrittenCount - 8;
+        payload.CopyTo(buffer.GetSpan(payload.Length));
+        buffer.Advance(payload.Length);
+        var bytes = buffer.WrittenSpan.ToArray();
+        BinaryPrimitives.WriteUInt32BigEndian(bytes, (uint)headerLength);
+        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(4), (uint)payload.Length);
+        return bytes;
+    }
+
+    /// <summary>Reads one frame; throws EndOfStreamException when the agent has gone.</summary>
+    public static async ValueTask<AgentFrame> ReadAsync(Stream stream, byte[] prefix, CancellationToken ct)
+    {
+        await stream.ReadExactlyAsync(prefix.AsMemory(0, 8), ct).ConfigureAwait(false);
+        var headerLength = BinaryPrimitives.ReadUInt32BigEndian(prefix);
+        var payloadLength = BinaryPrimitives.ReadUInt32BigEndian(prefix.AsSpan(4));
+        if (headerLength > MaxHeaderBytes)
+            throw new InvalidDataException($"agent sent a {headerLength}-byte frame header");
+        var headerBytes = new byte[headerLength];
+        await stream.ReadExactlyAsync(headerBytes, ct).ConfigureAwait(false);
+        var payload = payloadLength == 0 ? [] : new byte[payloadLength];
+        if (payloadLength > 0)
+            await stream.ReadExactlyAsync(payload, ct).ConfigureAwait(false);
+        return new AgentFrame(JsonDocument.Parse(headerBytes), payload);
+    }
+}

@@ -1,0 +1,46 @@
+using System.Text.Json;
+using Forkbox.Core.Errors;
+using Forkbox.Core.Wire;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Forkbox.Host.Api;
+
+/// <summary>The one place API errors become HTTP responses: {"error": "…", "code": "…"} with the error's status.</summary>
+public static partial class ErrorResponses
+{
+    public static Task WriteAsync(HttpContext ctx, int status, string code, string message)
+    {
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        return ctx.Response.WriteAsync(JsonSerializer.Serialize(new ErrorBody(message, code), WireJson.Default.ErrorBody));
+    }
+
+    /// <summary>Middleware: turns exceptions from the endpoints into error bodies.</summary>
+    public static async Task Handle(HttpContext ctx, RequestDelegate next)
+    {
+        try
+        {
+            await next(ctx).ConfigureAwait(false);
+        }
+        catch (Exception e) when (!ctx.Response.HasStarted)
+        {
+            var (status, code, message) = e switch
+            {
+                ForkboxException f => (f.Status, f.Code, f.Message),
+                BadHttpRequestException b => (b.StatusCode, b.StatusCode == 413 ? "too_large" : "bad_request", b.Message),
+                JsonException j => (400, "bad_request", "request body is not valid JSON for this call: " + j.Message),
+                OperationCanceledException when ctx.RequestAborted.IsCancellationRequested => (499, "client_closed", "client closed the request"),
+                _ => (500, "executor_error", "internal error: " + e.Message),
+            };
+            if (status >= 500)
+                LogServerError(ctx.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Forkbox.Api"),
+                    ctx.Request.Method, ctx.Request.Path, e);
+            await WriteAsync(ctx, status, code, message).ConfigureAwait(false);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "{Method} {Path} failed")]
+    private static partial void LogServerError(ILogger log, string method, string path, Exception e);
+}

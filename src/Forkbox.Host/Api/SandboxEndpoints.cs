@@ -1,0 +1,157 @@
+using System.Text.Json;
+using Forkbox.Core;
+using Forkbox.Core.Errors;
+using Forkbox.Core.Wire;
+using Forkbox.Host.Sandboxes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace Forkbox.Host.Api;
+
+/// <summary>The /v1 routes. Each handler validates, calls <see cref="SandboxManager"/>, and shapes the answer.</summary>
+public static class SandboxEndpoints
+{
+    private const int MaxJsonBody = 16 << 20;
+
+    public static void Map(IEndpointRouteBuilder app, SandboxManager manager, ServerOptions options, HostInfo host, HostMetrics metrics)
+    {
+        app.MapGet("/v1/healthz", () => Results.Text("ok"));
+
+        app.MapPost("/v1/sandboxes", async (HttpContext ctx) =>
+        {
+            var req = await ReadJsonAsync(ctx, WireJson.Default.CreateSandboxRequest).ConfigureAwait(false) ?? new CreateSandboxRequest();
+            var sb = await manager.CreateAsync(req, ctx.RequestAborted).ConfigureAwait(false);
+            return Results.Json(sb.ToInfo(withUsage: false), WireJson.Default.SandboxInfo);
+        });
+
+        app.MapGet("/v1/sandboxes", () =>
+            Results.Json(new SandboxList(manager.All.OrderBy(s => s.CreatedAt).Select(s => s.ToInfo(false)).ToList()), WireJson.Default.SandboxList));
+
+        app.MapGet("/v1/sandboxes/{id}", (string id) => Results.Json(manager.Get(id).ToInfo(withUsage: true), WireJson.Default.SandboxInfo));
+
+        app.MapDelete("/v1/sandboxes/{id}", async (string id) =>
+        {
+            await manager.DeleteAsync(id, "DELETE by client").ConfigureAwait(false);
+            return Results.NoContent();
+        });
+
+        app.MapPost("/v1/sandboxes/{id}/exec", async (HttpContext ctx, string id) =>
+        {
+            var sb = manager.Get(id);
+            var req = await ReadJsonAsync(ctx, WireJson.Default.ExecRequest).ConfigureAwait(false)
+                      ?? throw new BadRequestException("a JSON body with 'code' is required");
+            await manager.ExecAsync(sb, req, new NdjsonExecSink(ctx.Response), ctx.RequestAborted).ConfigureAwait(false);
+        });
+
+        app.MapPut("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path) =>
+        {
+            var sb = manager.Get(id);
+            var target = Validate.SandboxPath(path, "path");
+            var body = await ReadBodyAsync(ctx, options.MaxUploadBytes, "upload").ConfigureAwait(false);
+            using var ok = await manager.FileCallAsync(sb, w =>
+            {
+                w.WriteString("op", "write");
+                w.WriteString("path", target);
+            }, body, ctx.RequestAborted).ConfigureAwait(false);
+            return Results.Json(new FileEntry(Path.GetFileName(target), "file", body.Length, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0),
+                WireJson.Default.FileEntry);
+        });
+
+        app.MapGet("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path) =>
+        {
+            var sb = manager.Get(id);
+            var target = Validate.SandboxPath(path, "path");
+            using var ok = await manager.FileCallAsync(sb, w =>
+            {
+                w.WriteString("op", "read");
+                w.WriteString("path", target);
+                w.WriteNumber("max", options.MaxDownloadBytes);
+            }, default, ctx.RequestAborted).ConfigureAwait(false);
+            return Results.Bytes(ok.Payload, "application/octet-stream");
+        });
+
+        app.MapDelete("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path, bool? recursive) =>
+        {
+            var sb = manager.Get(id);
+            var target = Validate.SandboxPath(path, "path");
+            using var ok = await manager.FileCallAsync(sb, w =>
+            {
+                w.WriteString("op", "remove");
+                w.WriteString("path", target);
+                w.WriteBoolean("recursive", recursive == true);
+            }, default, ctx.RequestAborted).ConfigureAwait(false);
+            return Results.NoContent();
+        });
+
+        app.MapGet("/v1/sandboxes/{id}/files/list", async (HttpContext ctx, string id, string? path) =>
+        {
+            var sb = manager.Get(id);
+            var target = Validate.SandboxPath(path ?? "/root", "path");
+            using var ok = await manager.FileCallAsync(sb, w =>
+            {
+                w.WriteString("op", "list");
+                w.WriteString("path", target);
+            }, default, ctx.RequestAborted).ConfigureAwait(false);
+            var entries = ok.Header.GetProperty("entries").EnumerateArray()
+                .Select(e => new FileEntry(e.GetProperty("name").GetString()!, e.GetProperty("type").GetString()!,
+                    e.GetProperty("size").GetInt64(), e.GetProperty("mtime").GetDouble()))
+                .ToList();
+            return Results.Json(new FileList(entries), WireJson.Default.FileList);
+        });
+
+        app.MapGet("/v1/capacity", () => Results.Json(new CapacityInfo
+        {
+            Region = options.Region,
+            Running = manager.Running,
+            Maximum = options.MaxSandboxes,
+            IsolationBackend = "namespaces",
+            CgroupVersion = host.CgroupVersion,
+            StorageStrategy = host.StorageStrategy,
+            Templates = host.Templates,
+        }, WireJson.Default.CapacityInfo));
+
+        app.MapGet("/metrics", () => Results.Text(metrics.Render(
+        [
+            ("forkbox_sandboxes_running", "Sandboxes alive on this host", manager.Running),
+            ("forkbox_sandboxes_maximum", "Sandboxes this host may run", options.MaxSandboxes),
+        ]), "text/plain; version=0.0.4"));
+
+        app.MapFallback((HttpContext ctx) =>
+            throw new NotFoundException($"no route for {ctx.Request.Method} {ctx.Request.Path}; the API is under /v1"));
+    }
+
+    /// <summary>Reads a JSON body; null for an empty one. Malformed JSON or wrong types become a 400 naming the problem.</summary>
+    private static async Task<T?> ReadJsonAsync<T>(HttpContext ctx, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) where T : class
+    {
+        var body = await ReadBodyAsync(ctx, MaxJsonBody, "JSON body").ConfigureAwait(false);
+        if (body.Length == 0) return null;
+        try
+        {
+            return JsonSerializer.Deserialize(body, type);
+        }
+        catch (JsonException e)
+        {
+            throw new BadRequestException($"request body is not valid JSON for this call: {e.Message}");
+        }
+    }
+
+    private static async Task<byte[]> ReadBodyAsync(HttpContext ctx, long limit, string what)
+    {
+        if (ctx.Request.ContentLength > limit)
+            throw new PayloadTooLargeException($"{what} of {ctx.Request.ContentLength} bytes is over this server's limit of {limit} bytes");
+        using var ms = new MemoryStream(ctx.Request.ContentLength is { } n ? (int)n : 4096);
+        var buffer = new byte[81920];
+        int read;
+        while ((read = await ctx.Request.Body.ReadAsync(buffer, ctx.RequestAborted).ConfigureAwait(false)) > 0)
+        {
+            if (ms.Length + read > limit)
+                throw new PayloadTooLargeException($"{what} is over this server's limit of {limit} bytes");
+            ms.Write(buffer, 0, read);
+        }
+        return ms.Length == ms.Capacity ? ms.GetBuffer() : ms.ToArray();
+    }
+}
+
+/// <summary>Facts about this host that /v1/capacity reports.</summary>
+public sealed record HostInfo(int CgroupVersion, string StorageStrategy, IReadOnlyList<string> Templates);

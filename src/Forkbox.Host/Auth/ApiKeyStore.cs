@@ -1,0 +1,80 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Forkbox.Host.Auth;
+
+/// <summary>
+/// API keys, stored as SHA-256 hashes in DATA/keys.json (mode 0600). The plain key is shown once,
+/// when it is created. The server notices keys added while it runs (the file is re-read when it changes).
+/// </summary>
+public sealed class ApiKeyStore(string path)
+{
+    private readonly Lock _lock = new();
+    private HashSet<string> _hashes = new(StringComparer.Ordinal);
+    private DateTime _loadedMtime = DateTime.MinValue;
+    private long _checkedAt;
+
+    /// <summary>Whether any key exists; with none, a loopback-only server runs without auth.</summary>
+    public bool Enabled
+    {
+        get
+        {
+            Refresh();
+            return _hashes.Count > 0;
+        }
+    }
+
+    public bool Verify(string key)
+    {
+        Refresh();
+        var hash = Hash(key);
+        HashSet<string> hashes;
+        lock (_lock) hashes = _hashes;
+        var found = false;
+        foreach (var h in hashes)
+            found |= CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(h), Encoding.ASCII.GetBytes(hash));
+        return found;
+    }
+
+    /// <summary>Makes a new key, stores its hash, and returns the key (the only time it is shown).</summary>
+    public string Create(string name)
+    {
+        var key = "fbx_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
+        var keys = File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path))?.AsArray() ?? [] : new JsonArray();
+        keys.Add(new JsonObject
+        {
+            ["name"] = name,
+            ["sha256"] = Hash(key),
+            ["prefix"] = key[..8],
+            ["created_at"] = DateTimeOffset.UtcNow.ToString("O"),
+        });
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var tmp = path + ".tmp";
+        File.WriteAllText(tmp, keys.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.SetUnixFileMode(tmp, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        File.Move(tmp, path, overwrite: true);
+        return key;
+    }
+
+    private static string Hash(string key) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)));
+
+    private void Refresh()
+    {
+        var now = Environment.TickCount64;
+        if (now - Interlocked.Read(ref _checkedAt) < 1000) return;
+        Interlocked.Exchange(ref _checkedAt, now);
+        var mtime = File.Exists(path) ? File.GetLastWriteTimeUtc(path) : DateTime.MinValue;
+        if (mtime == _loadedMtime) return;
+        var hashes = new HashSet<string>(StringComparer.Ordinal);
+        if (File.Exists(path))
+            foreach (var k in JsonNode.Parse(File.ReadAllText(path))?.AsArray() ?? [])
+                if (k?["sha256"]?.GetValue<string>() is { } h) hashes.Add(h);
+        lock (_lock)
+        {
+            _hashes = hashes;
+            _loadedMtime = mtime;
+        }
+    }
+}

@@ -1,0 +1,178 @@
+using Forkbox.Core;
+using Forkbox.Host.Agents;
+using Forkbox.Host.Api;
+using Forkbox.Host.Auth;
+using Forkbox.Host.Sandboxes;
+using Forkbox.Host.Templates;
+using Forkbox.Linux;
+using Forkbox.Linux.Cgroups;
+using Forkbox.Linux.Namespaces;
+using Forkbox.Linux.Seccomp;
+using Forkbox.Linux.Storage;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Forkbox.Host;
+
+/// <summary>
+/// hostd as a library: `forkbox serve` and the integration tests start it the same way.
+/// Start-up order: check privileges and configuration, clean what a crashed run left, compile the
+/// seccomp filter, make the skeleton template, open the agent socket, start the default zygote,
+/// then listen. Disposal undoes it all: no sandbox process, mount or cgroup is left behind.
+/// </summary>
+public sealed partial class HostServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly SandboxManager _manager;
+    private readonly AgentListener _listener;
+    private readonly UserNamespaceSlots _slots;
+    private readonly ILogger _log;
+    private int _disposed;
+
+    private HostServer(WebApplication app, SandboxManager manager, AgentListener listener, UserNamespaceSlots slots, ILogger log)
+    {
+        _app = app;
+        _manager = manager;
+        _listener = listener;
+        _slots = slots;
+        _log = log;
+    }
+
+    /// <summary>The address the server listens on (useful with port 0).</summary>
+    public Uri Address { get; private set; } = null!;
+
+    public SandboxManager Sandboxes => _manager;
+
+    public static async Task<HostServer> StartAsync(ServerOptions options, Action<ILoggingBuilder>? logging = null, CancellationToken ct = default)
+    {
+        options.Validate();
+        if (!Privileges.IsRoot)
+            throw new InvalidOperationException("forkbox serve must run as root: it creates namespaces, cgroups and mounts (try: sudo ./forkbox serve)");
+        Directory.CreateDirectory(options.DataDir);
+        File.SetUnixFileMode(options.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Directory.CreateDirectory(options.RunDir);
+        Directory.CreateDirectory(options.SandboxesDir);
+        var keys = new ApiKeyStore(options.KeysFile);
+        if (!ListenAddress.IsLoopback(options.Listen) && !keys.Enabled)
+            throw new InvalidOperationException(
+                $"refusing to listen on {options.Listen} without API keys: create one with `forkbox keys create`, or listen on 127.0.0.1");
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        if (logging is null)
+            builder.Logging.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
+            });
+        else
+            logging(builder.Logging);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+        ListenAddress.TryParse(options.Listen, out var endpoint);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(endpoint);
+            k.Limits.MaxRequestBodySize = Math.Max(options.MaxUploadBytes, 16L << 20) + 1;
+            k.AddServerHeader = false;
+        });
+        builder.Services.AddSingleton(TimeProvider.System);
+
+        var loggers = LoggerFactory.Create(l =>
+        {
+            if (logging is null) l.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff "; });
+            else logging(l);
+        });
+        var log = loggers.CreateLogger<HostServer>();
+        var cgroups = CgroupDriver.Detect();
+        var stale = cgroups.RemoveStale();
+        var layers = new SandboxLayers(options.SandboxesDir);
+        stale = Math.Max(stale, layers.RemoveStale());
+        if (stale > 0) LogStaleRemoved(log, stale);
+        var seccompPath = Path.Combine(options.RunDir, "seccomp.bpf");
+        SeccompProfile.Compile(seccompPath);
+        var slots = new UserNamespaceSlots(Path.Combine(options.RunDir, "userns"), options.UidBase, options.MaxSandboxes);
+        var templates = new TemplateCatalog(options);
+        var listener = new AgentListener(Path.Combine(options.RunDir, "agent.sock"), loggers.CreateLogger<AgentListener>());
+        var metrics = new HostMetrics();
+        var manager = new SandboxManager(options, templates, cgroups, slots, layers, listener, seccompPath, metrics, loggers);
+        builder.Services.AddSingleton(manager);
+        builder.Services.AddHostedService<SandboxReaper>();
+
+        try
+        {
+            await manager.WarmAsync(TemplateCatalog.DefaultName, ct).ConfigureAwait(false);
+            var app = builder.Build();
+            app.Use(ErrorResponses.Handle);
+            app.Use(async (ctx, next) =>
+            {
+                if (ctx.Request.Path != "/v1/healthz" && keys.Enabled && !Authorized(ctx, keys))
+                {
+                    await ErrorResponses.WriteAsync(ctx, 401, "unauthorized",
+                        "missing or unknown API key: send 'Authorization: Bearer KEY' (create one with `forkbox keys create`)").ConfigureAwait(false);
+                    return;
+                }
+                await next(ctx).ConfigureAwait(false);
+            });
+            SandboxEndpoints.Map(app, manager, options,
+                new HostInfo(cgroups.Version, layers.Strategy, templates.Names.ToList()), metrics);
+            await app.StartAsync(ct).ConfigureAwait(false);
+            var server = new HostServer(app, manager, listener, slots, log);
+            var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            server.Address = new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "[::1]"));
+            LogListening(log, server.Address, cgroups.Version, layers.Strategy, keys.Enabled);
+            return server;
+        }
+        catch
+        {
+            await manager.DisposeAsync().ConfigureAwait(false);
+            await listener.DisposeAsync().ConfigureAwait(false);
+            slots.Dispose();
+            throw;
+        }
+    }
+
+    private static bool Authorized(HttpContext ctx, ApiKeyStore keys)
+    {
+        var auth = ctx.Request.Headers.Authorization.ToString();
+        var key = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : ctx.Request.Headers["X-API-Key"].ToString();
+        return key.Length > 0 && keys.Verify(key);
+    }
+
+    /// <summary>Runs until SIGINT/SIGTERM, then shuts down cleanly.</summary>
+    public async Task RunUntilStoppedAsync()
+    {
+        await _app.WaitForShutdownAsync().ConfigureAwait(false);
+        await DisposeAsync().ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+        LogStopping(_log, _manager.Running);
+        await _app.StopAsync().ConfigureAwait(false);
+        await _manager.DisposeAsync().ConfigureAwait(false);
+        await _listener.DisposeAsync().ConfigureAwait(false);
+        _slots.Dispose();
+        await _app.DisposeAsync().ConfigureAwait(false);
+        LogStopped(_log);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "forkbox listening on {Address} (cgroup v{Cgroup}, storage {Storage}, auth {Auth})")]
+    private static partial void LogListening(ILogger log, Uri address, int cgroup, string storage, bool auth);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "removed {Count} sandboxes left by an earlier run that did not shut down cleanly")]
+    private static partial void LogStaleRemoved(ILogger log, int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "stopping: destroying {Count} sandboxes")]
+    private static partial void LogStopping(ILogger log, int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "stopped; nothing left behind")]
+    private static partial void LogStopped(ILogger log);
+}

@@ -1,0 +1,68 @@
+using Forkbox.Core;
+using Forkbox.Core.Templates;
+using Forkbox.Core.Wire;
+using Forkbox.Host.Agents;
+using Forkbox.Linux.Cgroups;
+using Forkbox.Linux.Namespaces;
+using Forkbox.Linux.Storage;
+
+namespace Forkbox.Host.Sandboxes;
+
+/// <summary>
+/// One live sandbox and everything it holds: its PID 1 on the host, control connection, cgroup,
+/// uid slot and layer directories. <see cref="SandboxManager"/> is the single owner that releases them.
+/// </summary>
+public sealed class Sandbox
+{
+    private string _state = SandboxState.Ready;
+
+    public required string Id { get; init; }
+    public required TemplateDefinition Template { get; init; }
+    public required SandboxLimits Limits { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+    public required DateTimeOffset ExpiresAt { get; set; }
+    public required Dictionary<string, string> Metadata { get; init; }
+    public required int Pid { get; init; }
+    public required AgentConnection Agent { get; init; }
+    public required ICgroup Cgroup { get; init; }
+    public required UserNamespaceSlot Slot { get; init; }
+    public required SandboxLayerDirs Dirs { get; init; }
+    public required Dictionary<string, double> TimingsMs { get; init; }
+
+    public string State
+    {
+        get => Volatile.Read(ref _state);
+        set => Volatile.Write(ref _state, value);
+    }
+
+    public string? DeadReason { get; private set; }
+
+    public bool IsDead => State == SandboxState.Dead;
+
+    /// <summary>Marks the sandbox dead once; later reasons are ignored. Returns whether this call did it.</summary>
+    public bool TryMarkDead(string reason)
+    {
+        lock (this)
+        {
+            if (IsDead) return false;
+            DeadReason = reason;
+            State = SandboxState.Dead;
+            return true;
+        }
+    }
+
+    public SandboxInfo ToInfo(bool withUsage) => new()
+    {
+        Id = Id,
+        State = State,
+        Template = Template.Name,
+        CreatedAt = CreatedAt,
+        ExpiresAt = ExpiresAt,
+        Metadata = Metadata,
+        Limits = new LimitsInfo(Limits.MemoryMb, Limits.Cpus, Limits.Pids),
+        DeadReason = DeadReason,
+        OomKills = withUsage ? Cgroup.OomKills() : null,
+        MemoryBytes = withUsage ? Cgroup.MemoryBytes() : null,
+        TimingsMs = TimingsMs,
+    };
+}

@@ -1,0 +1,482 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Forkbox.Core;
+using Forkbox.Core.Errors;
+using Forkbox.Core.Templates;
+using Forkbox.Core.Wire;
+using Forkbox.Host.Agents;
+using Forkbox.Host.Templates;
+using Forkbox.Host.Zygotes;
+using Forkbox.Linux.Cgroups;
+using Forkbox.Linux.Namespaces;
+using Forkbox.Linux.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace Forkbox.Host.Sandboxes;
+
+/// <summary>
+/// Creates, finds, calls into and destroys sandboxes. The one owner of every sandbox's resources:
+/// whatever it created for a sandbox it also releases, on DELETE, expiry, a failed create, or shutdown.
+/// </summary>
+public sealed partial class SandboxManager : IAsyncDisposable
+{
+    private static readonly TimeSpan KillWait = TimeSpan.FromSeconds(5);
+
+    // How long past a call's own timeout hostd waits for the agent before it kills the sandbox:
+    // the agent enforces the timeout itself, so this only fires if user code swallowed it.
+    private static readonly TimeSpan AgentGrace = TimeSpan.FromSeconds(5);
+
+    private readonly ServerOptions _options;
+    private readonly TemplateCatalog _templates;
+    private readonly ICgroupDriver _cgroups;
+    private readonly UserNamespaceSlots _slots;
+    private readonly SandboxLayers _layers;
+    private readonly AgentListener _listener;
+    private readonly string _seccompPath;
+    private readonly ILoggerFactory _loggers;
+    private readonly ILogger _log;
+    private readonly HostMetrics _metrics;
+    private readonly ConcurrentDictionary<string, Sandbox> _sandboxes = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<int, Sandbox> _byPid = new();
+    private readonly ConcurrentDictionary<string, ZygoteProcess> _zygotes = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _zygoteStart = new(1, 1);
+    private readonly List<Task> _cleanups = new();
+    private int _count;
+
+    public SandboxManager(ServerOptions options, TemplateCatalog templates, ICgroupDriver cgroups,
+        UserNamespaceSlots slots, SandboxLayers layers, AgentListener listener, string seccompPath,
+        HostMetrics metrics, ILoggerFactory loggers)
+    {
+        _options = options;
+        _templates = templates;
+        _cgroups = cgroups;
+        _slots = slots;
+        _layers = layers;
+        _listener = listener;
+        _seccompPath = seccompPath;
+        _metrics = metrics;
+        _loggers = loggers;
+        _log = loggers.CreateLogger<SandboxManager>();
+    }
+
+    public int Running => Volatile.Read(ref _count);
+
+    public IEnumerable<Sandbox> All => _sandboxes.Values;
+
+    public Sandbox Get(string id) =>
+        _sandboxes.TryGetValue(id, out var sb)
+            ? sb
+            : throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
+
+    /// <summary>Starts the zygote of a template ahead of its first sandbox.</summary>
+    public async Task WarmAsync(string template, CancellationToken ct) =>
+        await GetZygoteAsync(_templates.Get(template), ct).ConfigureAwait(false);
+
+    // ---- create -------------------------------------------------------------------------------
+
+    public async Task<Sandbox> CreateAsync(CreateSandboxRequest req, CancellationToken ct)
+    {
+        var total = Stopwatch.StartNew();
+        var template = _templates.Get(req.Template);
+        var limits = new SandboxLimits(
+            Validate.Range(req.MemoryMb ?? _options.DefaultMemoryMb, 32, _options.MaxMemoryMb, "memory_mb"),
+            Validate.Range(req.Cpus ?? _options.DefaultCpus, 0.01, _options.MaxCpus, "cpus"),
+            _options.PidsLimit);
+        var timeout = Validate.Range(req.TimeoutS ?? _options.DefaultTimeoutS, 1, _options.MaxTimeoutS, "timeout_s");
+        var env = Validate.Env(req.Env, "env");
+        var metadata = Validate.Metadata(req.Metadata);
+
+        if (Interlocked.Increment(ref _count) > _options.MaxSandboxes)
+        {
+            Interlocked.Decrement(ref _count);
+            throw new AtCapacityException($"this host already runs its maximum of {_options.MaxSandboxes} sandboxes; close one or try another host");
+        }
+
+        var id = SandboxId.New();
+        var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+        var timings = new Dictionary<string, double>();
+        UserNamespaceSlot? slot = null;
+        ICgroup? cgroup = null;
+        SandboxLayerDirs? dirs = null;
+        var pid = 0;
+        try
+        {
+            var step = Stopwatch.StartNew();
+            slot = _slots.Acquire() ?? throw new AtCapacityException("no free user namespace slot");
+            timings["uid_slot"] = Lap(step);
+            cgroup = _cgroups.Create(id, limits);
+            timings["cgroup"] = Lap(step);
+            dirs = _layers.Create(id, template);
+            timings["layers"] = Lap(step);
+            var hello = _listener.Expect(id, token);
+            var zygote = await GetZygoteAsync(template, ct).ConfigureAwait(false);
+            var spawn = await zygote.SpawnAsync(
+                new SpawnSpec(id, token, _listener.Path, slot, cgroup.ProcsFiles, dirs, template, _options.TmpSizeMb, env), ct)
+                .ConfigureAwait(false);
+            if (!spawn.Ok)
+                throw new ExecutorException($"sandbox set-up failed: {spawn.Error}");
+            pid = spawn.Pid;
+            timings["spawn"] = Lap(step);
+            timings["isolate"] = spawn.SetupMs;
+            var agent = await hello.WaitAsync(TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+            timings["hello"] = Lap(step);
+            var now = DateTimeOffset.UtcNow;
+            var sandbox = new Sandbox
+            {
+                Id = id, Template = template, Limits = limits, CreatedAt = now, ExpiresAt = now.AddSeconds(timeout),
+                Metadata = metadata, Pid = pid, Agent = agent, Cgroup = cgroup, Slot = slot, Dirs = dirs, TimingsMs = timings,
+            };
+            _sandboxes[id] = sandbox;
+            _byPid[pid] = sandbox;
+            timings["total"] = total.Elapsed.TotalMilliseconds;
+            _metrics.CreateSeconds.Observe(total.Elapsed.TotalSeconds);
+            LogCreated(id, template.Name, pid, total.Elapsed.TotalMilliseconds);
+            return sandbox;
+        }
+        catch (Exception e)
+        {
+            _listener.Forget(id);
+            if (cgroup is not null)
+            {
+                cgroup.KillAll(KillWait);
+                cgroup.Delete();
+            }
+            if (dirs is not null) Track(_layers.RemoveAsync(dirs));
+            if (slot is not null) _slots.Release(slot);
+            Interlocked.Decrement(ref _count);
+            _metrics.CreateFailures.Inc();
+            LogCreateFailed(id, template.Name, e.Message);
+            if (e is ForkboxException or OperationCanceledException) throw;
+            throw new ExecutorException($"sandbox set-up failed: {e.Message}", e);
+        }
+    }
+
+    private static double Lap(Stopwatch sw)
+    {
+        var ms = sw.Elapsed.TotalMilliseconds;
+        sw.Restart();
+        return Math.Round(ms, 3);
+    }
+
+    private async Task<ZygoteProcess> GetZygoteAsync(TemplateDefinition template, CancellationToken ct)
+    {
+        if (_zygotes.TryGetValue(template.Name, out var z)) return z;
+        await _zygoteStart.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            if (_zygotes.TryGetValue(template.Name, out z)) return z;
+            z = new ZygoteProcess(template, _seccompPath, _options.OutputLimitBytes, _loggers.CreateLogger<ZygoteProcess>());
+            z.SandboxExited += OnSandboxExited;
+            await z.StartAsync(ct).ConfigureAwait(false);
+            _zygotes[template.Name] = z;
+            return z;
+        }
+        finally
+        {
+            _zygoteStart.Release();
+        }
+    }
+
+    // ---- destroy ------------------------------------------------------------------------------
+
+    public Task DeleteAsync(string id, string why)
+    {
+        if (!_sandboxes.TryRemove(id, out var sb))
+            throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
+        LogDestroyed(id, why);
+        return DestroyAsync(sb);
+    }
+
+    /// <summary>Kills the sandbox's processes now; waits for them, then releases cgroup, slot and layers in the background.</summary>
+    private Task DestroyAsync(Sandbox sb)
+    {
+        _byPid.TryRemove(sb.Pid, out _);
+        sb.TryMarkDead("closed");
+        sb.Agent.Abort();
+        var task = Task.Run(() =>
+        {
+            try
+            {
+                sb.Cgroup.KillAll(KillWait);
+                sb.Cgroup.Delete();
+            }
+            catch (Exception e)
+            {
+                LogCleanupFailed(sb.Id, e.Message);
+            }
+            _slots.Release(sb.Slot);
+            Interlocked.Decrement(ref _count);
+            return _layers.RemoveAsync(sb.Dirs);
+        });
+        Track(task);
+        return Task.CompletedTask;
+    }
+
+    private void Track(Task task)
+    {
+        lock (_cleanups)
+        {
+            _cleanups.RemoveAll(t => t.IsCompleted);
+            _cleanups.Add(task);
+        }
+    }
+
+    /// <summary>Deletes every sandbox past its expiry; called once a second by <see cref="SandboxReaper"/>.</summary>
+    public int ReapExpired(DateTimeOffset now)
+    {
+        var n = 0;
+        foreach (var sb in _sandboxes.Values)
+        {
+            if (sb.ExpiresAt > now || !_sandboxes.TryRemove(sb.Id, out _)) continue;
+            LogDestroyed(sb.Id, "timeout_s reached");
+            _ = DestroyAsync(sb);
+            n++;
+        }
+        return n;
+    }
+
+    private void OnSandboxExited(int pid, int status)
+    {
+        if (!_byPid.TryGetValue(pid, out var sb)) return;
+        var reason = DeathReason(sb, status < 0 ? $"the sandbox's agent was killed by signal {-status}" : $"the sandbox's agent exited with status {status}");
+        if (sb.TryMarkDead(reason))
+            LogDied(sb.Id, reason);
+        sb.Agent.Abort();
+    }
+
+    private static string DeathReason(Sandbox sb, string otherwise) =>
+        sb.Cgroup.OomKills() > 0
+            ? $"out of memory: the kernel killed the sandbox's agent at its {sb.Limits.MemoryMb} MB memory limit"
+            : otherwise;
+
+    // ---- calls --------------------------------------------------------------------------------
+
+    private static void EnsureUsable(Sandbox sb)
+    {
+        if (sb.IsDead)
+            throw new ConflictException($"sandbox '{sb.Id}' is dead ({sb.DeadReason}); create a new one");
+    }
+
+    /// <summary>
+    /// Runs code and streams its events to <paramref name="sink"/>. If the client goes away the call
+    /// still runs to its end (the agent's frames must be read to keep the channel in step); its
+    /// output is dropped.
+    /// </summary>
+    public async Task ExecAsync(Sandbox sb, ExecRequest req, IExecSink sink, CancellationToken clientGone)
+    {
+        if (req.Code is null) throw new BadRequestException("'code' is required: the Python code or shell command to run");
+        var language = req.Language ?? "python";
+        if (language is not ("python" or "bash"))
+            throw new BadRequestException($"language '{language}' is not supported; use \"python\" or \"bash\"");
+        var timeout = Validate.Range(req.TimeoutS ?? _options.DefaultExecTimeoutS, 0.001, _options.MaxTimeoutS, "timeout_s");
+        var env = Validate.Env(req.Env, "env");
+        if (req.Cwd is { } cwd) Validate.SandboxPath(cwd, "cwd");
+        EnsureUsable(sb);
+
+        await sb.Agent.CallLock.WaitAsync(clientGone).ConfigureAwait(false);
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            EnsureUsable(sb);
+            sb.State = SandboxState.Running;
+            var callId = sb.Agent.NextCallId();
+            var frame = AgentFrame.Encode(w =>
+            {
+                w.WriteString("op", "exec");
+                w.WriteNumber("id", callId);
+                w.WriteString("lang", language);
+                w.WriteString("code", req.Code);
+                w.WriteNumber("timeout", timeout);
+                w.WriteBoolean("rich", req.Rich == true);
+                if (req.Cwd is not null) w.WriteString("cwd", req.Cwd);
+                if (env is { Count: > 0 })
+                {
+                    w.WriteStartObject("env");
+                    foreach (var (k, v) in env) w.WriteString(k, v);
+                    w.WriteEndObject();
+                }
+            }, default);
+            using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(timeout) + AgentGrace);
+            var rich = req.Rich == true;
+            var clientOk = true;
+            await sb.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
+            while (true)
+            {
+                AgentFrame f;
+                try
+                {
+                    f = await sb.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (hard.IsCancellationRequested)
+                {
+                    var reason = $"the sandbox did not stop at the end of the {timeout:g} s timeout and was killed";
+                    Kill(sb, reason);
+                    WriteFatal(sink, rich, "TimeoutError", reason, 124, timeout: true);
+                    break;
+                }
+                catch (Exception e) when (e is EndOfStreamException or IOException or SocketException or ObjectDisposedException or InvalidDataException)
+                {
+                    var reason = DeathReason(sb, sb.DeadReason ?? "the sandbox's agent closed its control channel");
+                    if (sb.TryMarkDead(reason)) LogDied(sb.Id, reason);
+                    WriteFatal(sink, rich, "SandboxDied", sb.DeadReason ?? reason, 137, timeout: false);
+                    break;
+                }
+                bool done;
+                using (f)
+                    done = Forward(f, sink);
+                if (clientOk)
+                {
+                    try
+                    {
+                        await sink.FlushAsync(clientGone).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException)
+                    {
+                        clientOk = false;
+                    }
+                }
+                if (done) break;
+            }
+            if (clientOk)
+            {
+                try { await sink.FlushAsync(clientGone).ConfigureAwait(false); }
+                catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException) { }
+            }
+        }
+        finally
+        {
+            if (sb.State == SandboxState.Running) sb.State = SandboxState.Ready;
+            sb.Agent.CallLock.Release();
+            _metrics.ExecSeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
+        }
+    }
+
+    private static void WriteFatal(IExecSink sink, bool rich, string name, string message, int code, bool timeout)
+    {
+        sink.Output(true, "forkbox: " + message);
+        if (rich) sink.Error(name, message, "");
+        sink.Exit(code, timeout);
+    }
+
+    /// <summary>Passes one agent frame on; returns true at the call's last frame.</summary>
+    private static bool Forward(AgentFrame f, IExecSink sink)
+    {
+        var h = f.Header;
+        switch (f.Event)
+        {
+            case "out":
+                var stderr = h.GetProperty("s").GetInt32() == 2;
+                foreach (var line in h.GetProperty("lines").EnumerateArray())
+                    sink.Output(stderr, line.GetString() ?? "");
+                return false;
+            case "result":
+                sink.Result(h.GetProperty("data"));
+                return false;
+            case "error":
+                sink.Error(h.GetProperty("name").GetString() ?? "", h.GetProperty("value").GetString() ?? "",
+                    h.GetProperty("traceback").GetString() ?? "");
+                return false;
+            case "exit":
+                sink.Exit(h.GetProperty("code").GetInt32(), h.GetProperty("timeout").GetBoolean());
+                return true;
+            default: // "fail": the agent could not run the call at all
+                sink.Output(true, "forkbox: " + (h.TryGetProperty("message", out var m) ? m.GetString() : "agent error"));
+                sink.Exit(1, false);
+                return true;
+        }
+    }
+
+    private void Kill(Sandbox sb, string reason)
+    {
+        if (sb.TryMarkDead(reason)) LogDied(sb.Id, reason);
+        sb.Agent.Abort();
+        sb.Cgroup.KillAll(TimeSpan.Zero);
+    }
+
+    /// <summary>
+    /// A file call: one request frame, one answer. Returns the "ok" frame (the caller disposes it);
+    /// a "fail" answer becomes the matching API error.
+    /// </summary>
+    public async Task<AgentFrame> FileCallAsync(Sandbox sb, Action<Utf8JsonWriter> header, ReadOnlyMemory<byte> payload, CancellationToken ct)
+    {
+        EnsureUsable(sb);
+        await sb.Agent.CallLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            EnsureUsable(sb);
+            var callId = sb.Agent.NextCallId();
+            var frame = AgentFrame.Encode(w =>
+            {
+                w.WriteNumber("id", callId);
+                header(w);
+            }, payload.Span);
+            using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+            AgentFrame answer;
+            try
+            {
+                await sb.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
+                answer = await sb.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is EndOfStreamException or IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+            {
+                var reason = DeathReason(sb, "the sandbox's agent stopped answering during a file call");
+                Kill(sb, reason);
+                throw new ExecutorException(reason);
+            }
+            if (answer.Event == "ok") return answer;
+            using (answer)
+            {
+                var code = answer.Header.TryGetProperty("code", out var c) ? c.GetString() : null;
+                var message = answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "" : "";
+                throw code switch
+                {
+                    "not_found" => new NotFoundException(message, "file_not_found"),
+                    "too_large" => new PayloadTooLargeException(message),
+                    "no_space" => new InsufficientStorageException(message),
+                    "agent_error" => new ExecutorException(message),
+                    _ => new BadRequestException(message),
+                };
+            }
+        }
+        finally
+        {
+            sb.Agent.CallLock.Release();
+        }
+    }
+
+    // ---- shutdown -----------------------------------------------------------------------------
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var id in _sandboxes.Keys.ToArray())
+            if (_sandboxes.TryRemove(id, out var sb))
+                await DestroyAsync(sb).ConfigureAwait(false);
+        Task[] pending;
+        lock (_cleanups) pending = _cleanups.ToArray();
+        await Task.WhenAll(pending).ConfigureAwait(false);
+        // The layer removals started by the cleanups above.
+        lock (_cleanups) pending = _cleanups.Where(t => !t.IsCompleted).ToArray();
+        await Task.WhenAll(pending).ConfigureAwait(false);
+        foreach (var z in _zygotes.Values)
+            await z.DisposeAsync().ConfigureAwait(false);
+        _zygoteStart.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created from {Template}, pid {Pid}, in {Ms:F2} ms")]
+    private partial void LogCreated(string sandboxId, string template, int pid, double ms);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId} from {Template} could not be created: {Error}")]
+    private partial void LogCreateFailed(string sandboxId, string template, string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed: {Why}")]
+    private partial void LogDestroyed(string sandboxId, string why);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId} died: {Reason}")]
+    private partial void LogDied(string sandboxId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: cleanup failed: {Error}")]
+    private partial void LogCleanupFailed(string sandboxId, string error);
+}

@@ -1,0 +1,123 @@
+using Forkbox.Core;
+using Forkbox.Core.Errors;
+using Forkbox.Core.Templates;
+
+namespace Forkbox.Host.Templates;
+
+/// <summary>
+/// The templates this host can start sandboxes from. The built-in `default` template needs no
+/// download: a small skeleton root (made once under DATA/templates/default) with the host's /usr
+/// mounted read-only at /usr under each sandbox's own copy-on-write layer. Nothing else of the
+/// host is visible: not its /etc (a curated copy is in the skeleton), /home, /root, /var or /work.
+/// </summary>
+public sealed class TemplateCatalog
+{
+    public const string DefaultName = "default";
+
+    // Bump when the skeleton's contents change, so an old one is rebuilt.
+    private const string SkeletonVersion = "1";
+
+    // Host /etc entries a Python + coreutils user space needs. Nothing secret (no shadow, no keys).
+    private static readonly string[] EtcFromHost =
+    [
+        "passwd", "group", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives",
+        "profile", "profile.d", "bash.bashrc", "environment", "localtime", "timezone", "ssl", "ca-certificates",
+        "ca-certificates.conf", "protocols", "services", "mime.types", "debian_version", "os-release",
+        "login.defs", "inputrc", "magic", "python3", "skel", "host.conf",
+    ];
+
+    private static readonly string[] SkeletonDirs =
+        ["usr", "proc", "dev", "tmp", "etc", "home", "run", "var", "var/tmp", "var/log", "var/cache", "var/lib",
+         "mnt", "opt", "srv", "media", "sys"];
+
+    private readonly Dictionary<string, TemplateDefinition> _templates = new(StringComparer.Ordinal);
+
+    public TemplateCatalog(ServerOptions options)
+    {
+        var skeleton = Path.Combine(options.TemplatesDir, DefaultName, "rootfs");
+        EnsureSkeleton(skeleton);
+        _templates[DefaultName] = new TemplateDefinition(
+            DefaultName,
+            [
+                new TemplateLayer("/", skeleton,
+                [
+                    new("root", 0b111_000_000), new("etc", 0b111_101_101), new("home", 0b111_101_101),
+                    new("var/tmp", 0b1_111_111_111), new("var/log", 0b111_101_101), new("var/cache", 0b111_101_101),
+                    new("var/lib", 0b111_101_101), new("run", 0b111_101_101), new("opt", 0b111_101_101),
+                    new("srv", 0b111_101_101), new("mnt", 0b111_101_101),
+                ]),
+                new TemplateLayer("/usr", "/usr", UsrLocalDirs()),
+            ],
+            ["json", "os", "sys", "re", "subprocess", "pathlib", "collections", "itertools", "functools", "math",
+             "random", "datetime", "time", "typing", "dataclasses", "io", "shutil", "tempfile", "textwrap", "traceback"],
+            options.Python);
+    }
+
+    public IReadOnlyCollection<string> Names => _templates.Keys;
+
+    public TemplateDefinition Get(string? name)
+    {
+        name ??= DefaultName;
+        return _templates.TryGetValue(name, out var t)
+            ? t
+            : throw new BadRequestException($"unknown template '{name}'; known templates: {string.Join(", ", _templates.Keys)}");
+    }
+
+    /// <summary>/usr/local and the site-packages directory of each host Python, so `pip install` works as root inside.</summary>
+    private static List<WritableDir> UsrLocalDirs()
+    {
+        const int mode = 0b111_101_101;
+        var dirs = new List<WritableDir> { new("local", mode), new("local/bin", mode), new("local/lib", mode), new("local/share", mode) };
+        foreach (var lib in Directory.Exists("/usr/lib") ? Directory.GetDirectories("/usr/lib", "python3*") : [])
+            if (File.Exists(Path.Combine(lib, "os.py")))
+                dirs.Add(new($"local/lib/{Path.GetFileName(lib)}/dist-packages", mode));
+        return dirs;
+    }
+
+    private static void EnsureSkeleton(string dir)
+    {
+        var marker = Path.Combine(dir, ".forkbox-skeleton");
+        if (File.Exists(marker) && File.ReadAllText(marker) == SkeletonVersion) return;
+        var staging = dir + ".new";
+        if (Directory.Exists(staging)) Directory.Delete(staging, true);
+        Directory.CreateDirectory(staging);
+        foreach (var d in SkeletonDirs) Directory.CreateDirectory(Path.Combine(staging, d));
+        Directory.CreateDirectory(Path.Combine(staging, "root"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        File.SetUnixFileMode(Path.Combine(staging, "tmp"), (UnixFileMode)0b1_111_111_111);
+        File.SetUnixFileMode(Path.Combine(staging, "var/tmp"), (UnixFileMode)0b1_111_111_111);
+        // Merged-/usr hosts (Debian 12+) have these as links into /usr; others get the same links,
+        // since only /usr is taken from the host.
+        foreach (var name in new[] { "bin", "sbin", "lib", "lib32", "lib64", "libx32" })
+            if (Directory.Exists(Path.Combine("/usr", name)))
+                File.CreateSymbolicLink(Path.Combine(staging, name), "usr/" + name);
+        foreach (var name in EtcFromHost)
+            CopyEntry(Path.Combine("/etc", name), Path.Combine(staging, "etc", name));
+        File.WriteAllText(Path.Combine(staging, "etc/hostname"), "sandbox\n");
+        File.WriteAllText(Path.Combine(staging, "etc/hosts"), "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        File.WriteAllText(Path.Combine(staging, "etc/resolv.conf"), "");
+        File.WriteAllText(Path.Combine(staging, ".forkbox-skeleton"), SkeletonVersion);
+        if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        Directory.CreateDirectory(Path.GetDirectoryName(dir)!);
+        Directory.Move(staging, dir);
+    }
+
+    /// <summary>Copies a file, directory or symbolic link as it is (links are not followed).</summary>
+    private static void CopyEntry(string source, string target)
+    {
+        var info = new FileInfo(source);
+        if (info.LinkTarget is { } link)
+        {
+            File.CreateSymbolicLink(target, link);
+        }
+        else if (Directory.Exists(source))
+        {
+            Directory.CreateDirectory(target);
+            foreach (var child in Directory.EnumerateFileSystemEntries(source))
+                CopyEntry(child, Path.Combine(target, Path.GetFileName(child)));
+        }
+        else if (info.Exists)
+        {
+            File.Copy(source, target);
+        }
+    }
+}

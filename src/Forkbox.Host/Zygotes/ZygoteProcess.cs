@@ -1,0 +1,217 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using Forkbox.Agent;
+using Forkbox.Core.Templates;
+using Microsoft.Extensions.Logging;
+
+namespace Forkbox.Host.Zygotes;
+
+/// <summary>
+/// One template's zygote: a long-lived Python process that has imported the template's modules
+/// and forks a sandbox for each spawn request. Requests and answers are JSON lines on its stdin
+/// and stdout (forkbox_agent/zygote.py). A zygote that died is started again on the next spawn;
+/// the sandboxes it forked live on without it.
+/// </summary>
+public sealed partial class ZygoteProcess : IAsyncDisposable
+{
+    // Reads its configuration from the first stdin line so that no host path is on its command line.
+    private const string Bootstrap =
+        "import json, sys; c = json.loads(sys.stdin.buffer.readline()); sys.path.insert(0, c['agent_dir']); " +
+        "from forkbox_agent.zygote import main; main(c)";
+
+    private readonly TemplateDefinition _template;
+    private readonly string _seccompPath;
+    private readonly long _outputLimit;
+    private readonly ILogger _log;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly ConcurrentDictionary<string, TaskCompletionSource<SpawnResult>> _pending = new();
+    private Process? _process;
+    private TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public ZygoteProcess(TemplateDefinition template, string seccompPath, long outputLimit, ILogger log)
+    {
+        _template = template;
+        _seccompPath = seccompPath;
+        _outputLimit = outputLimit;
+        _log = log;
+    }
+
+    /// <summary>Raised (on a background thread) with (pid, exit status) when a sandbox's PID 1 has exited.</summary>
+    public event Action<int, int>? SandboxExited;
+
+    public int? Pid => _process is { HasExited: false } p ? p.Id : null;
+
+    public async Task StartAsync(CancellationToken ct)
+    {
+        var psi = new ProcessStartInfo(_template.Python, ["-I", "-c", Bootstrap])
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = "/",
+        };
+        psi.Environment.Clear();
+        psi.Environment["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        psi.Environment["LANG"] = "C.UTF-8";
+        _ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var process = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {_template.Python}");
+        _process = process;
+        process.StandardInput.AutoFlush = true;
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null) LogZygoteStderr(_template.Name, e.Data);
+        };
+        process.BeginErrorReadLine();
+        _ = Task.Run(() => ReadLoopAsync(process));
+        var config = JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["agent_dir"] = AgentFiles.PythonPath,
+            ["seccomp"] = _seccompPath,
+            ["preload"] = _template.Preload,
+            ["output_limit"] = _outputLimit,
+        });
+        await process.StandardInput.WriteLineAsync(config.AsMemory(), ct).ConfigureAwait(false);
+        await _ready.Task.WaitAsync(TimeSpan.FromSeconds(60), ct).ConfigureAwait(false);
+        LogZygoteStarted(_template.Name, process.Id);
+    }
+
+    public async Task<SpawnResult> SpawnAsync(SpawnSpec spec, CancellationToken ct)
+    {
+        var line = SerializeSpec(spec);
+        var tcs = new TaskCompletionSource<SpawnResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pending[spec.Id] = tcs;
+        try
+        {
+            await _writeLock.WaitAsync(ct).ConfigureAwait(false);
+            try
+            {
+                if (_process is null || _process.HasExited)
+                {
+                    if (_process is not null) LogZygoteRestart(_template.Name, _process.ExitCode);
+                    await StartAsync(ct).ConfigureAwait(false);
+                }
+                await _process!.StandardInput.WriteLineAsync(line.AsMemory(), ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                _writeLock.Release();
+            }
+            return await tcs.Task.WaitAsync(TimeSpan.FromSeconds(60), ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _pending.TryRemove(spec.Id, out _);
+        }
+    }
+
+    private async Task ReadLoopAsync(Process process)
+    {
+        var stdout = process.StandardOutput;
+        while (await stdout.ReadLineAsync().ConfigureAwait(false) is { } line)
+        {
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                var root = doc.RootElement;
+                if (root.TryGetProperty("exited", out var exited))
+                    SandboxExited?.Invoke(exited.GetInt32(), root.GetProperty("status").GetInt32());
+                else if (root.TryGetProperty("ready", out _))
+                    _ready.TrySetResult();
+                else if (root.TryGetProperty("id", out var id) && _pending.TryGetValue(id.GetString() ?? "", out var tcs))
+                    tcs.TrySetResult(root.GetProperty("ok").GetBoolean()
+                        ? new SpawnResult(true, root.GetProperty("pid").GetInt32(), root.GetProperty("setup_ms").GetDouble(), null)
+                        : new SpawnResult(false, 0, 0, root.GetProperty("error").GetString()));
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+            {
+                LogBadLine(_template.Name, line);
+            }
+        }
+        // The zygote is gone: whoever waits on it learns now rather than at a timeout.
+        _ready.TrySetException(new InvalidOperationException($"zygote for template '{_template.Name}' exited during start-up"));
+        foreach (var tcs in _pending.Values)
+            tcs.TrySetResult(new SpawnResult(false, 0, 0, $"zygote for template '{_template.Name}' exited"));
+    }
+
+    private static string SerializeSpec(SpawnSpec spec)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(1024);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("op", "spawn");
+            w.WriteString("id", spec.Id);
+            w.WriteString("token", spec.Token);
+            w.WriteString("agent_socket", spec.AgentSocket);
+            w.WriteString("userns", spec.Slot.Path);
+            w.WriteNumber("uid", spec.Slot.UidBase);
+            w.WriteStartArray("cgroup_procs");
+            foreach (var f in spec.CgroupProcs) w.WriteStringValue(f);
+            w.WriteEndArray();
+            w.WriteString("root", spec.Dirs.Root);
+            w.WriteNumber("tmp_size_mb", spec.TmpSizeMb);
+            w.WriteStartArray("layers");
+            for (var i = 0; i < spec.Template.Layers.Count; i++)
+            {
+                var layer = spec.Template.Layers[i];
+                w.WriteStartObject();
+                w.WriteString("target", layer.Target);
+                w.WriteString("lower", layer.LowerDir);
+                w.WriteString("upper", spec.Dirs.Layers[i].Upper);
+                w.WriteString("work", spec.Dirs.Layers[i].Work);
+                w.WriteStartArray("writable");
+                foreach (var dir in layer.Writable)
+                {
+                    w.WriteStartArray();
+                    w.WriteStringValue(dir.Path);
+                    w.WriteNumberValue(dir.Mode);
+                    w.WriteEndArray();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            if (spec.Env is { Count: > 0 })
+            {
+                w.WriteStartObject("env");
+                foreach (var (k, v) in spec.Env) w.WriteString(k, v);
+                w.WriteEndObject();
+            }
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_process is { } p)
+        {
+            try
+            {
+                p.StandardInput.Close(); // the zygote exits when its stdin closes
+                if (!p.WaitForExit(2000)) p.Kill();
+                await p.WaitForExitAsync().ConfigureAwait(false);
+            }
+            catch (InvalidOperationException)
+            {
+            }
+            p.Dispose();
+        }
+        _writeLock.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "zygote for template {Template} ready, pid {Pid}")]
+    private partial void LogZygoteStarted(string template, int pid);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "zygote for template {Template} had exited (status {Status}); starting it again")]
+    private partial void LogZygoteRestart(string template, int status);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "zygote {Template}: {Line}")]
+    private partial void LogZygoteStderr(string template, string line);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "zygote {Template} wrote a line hostd does not understand: {Line}")]
+    private partial void LogBadLine(string template, string line);
+}

@@ -1,0 +1,93 @@
+using Forkbox.Linux.Interop;
+
+namespace Forkbox.Linux.Cgroups;
+
+/// <summary>Reading and writing cgroup control files, shared by the v1 and v2 drivers.</summary>
+internal static class CgroupFiles
+{
+    public static void Write(string dir, string file, string value)
+    {
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, file), value);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"cannot write '{value}' to {Path.Combine(dir, file)}: {e.Message}", e);
+        }
+    }
+
+    public static long ReadLong(string path)
+    {
+        try
+        {
+            return long.TryParse(File.ReadAllText(path).AsSpan().Trim(), out var v) ? v : 0;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>The value after "key " in a flat keyed file such as memory.events or memory.oom_control.</summary>
+    public static long ReadKey(string path, string key)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines(path))
+                if (line.StartsWith(key + " ", StringComparison.Ordinal) && long.TryParse(line.AsSpan(key.Length + 1), out var v))
+                    return v;
+        }
+        catch (IOException)
+        {
+        }
+        return 0;
+    }
+
+    public static List<int> ReadPids(string procsFile)
+    {
+        var pids = new List<int>();
+        try
+        {
+            foreach (var line in File.ReadLines(procsFile))
+                if (int.TryParse(line, out var pid))
+                    pids.Add(pid);
+        }
+        catch (IOException)
+        {
+        }
+        return pids;
+    }
+
+    /// <summary>SIGKILL the pids listed in procsFile until it is empty or the wait is over.</summary>
+    public static void KillUntilEmpty(string procsFile, TimeSpan wait)
+    {
+        var deadline = Environment.TickCount64 + (long)wait.TotalMilliseconds;
+        while (true)
+        {
+            var pids = ReadPids(procsFile);
+            if (pids.Count == 0) return;
+            foreach (var pid in pids)
+                Libc.Kill(pid, Libc.SIGKILL);
+            if (Environment.TickCount64 > deadline) return;
+            Thread.Sleep(2);
+        }
+    }
+
+    /// <summary>rmdir, retried briefly: the kernel may still be tearing the last process down.</summary>
+    public static void RemoveDir(string dir)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                if (Directory.Exists(dir)) Directory.Delete(dir);
+                return;
+            }
+            catch (IOException) when (attempt < 50)
+            {
+                Thread.Sleep(2);
+            }
+        }
+    }
+}

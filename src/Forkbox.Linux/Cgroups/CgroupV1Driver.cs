@@ -1,0 +1,92 @@
+using System.Globalization;
+using Forkbox.Core;
+
+namespace Forkbox.Linux.Cgroups;
+
+/// <summary>
+/// cgroup v1: one directory per controller (memory, cpu, pids, freezer) under
+/// /sys/fs/cgroup/CONTROLLER/forkbox/NAME.
+/// </summary>
+public sealed class CgroupV1Driver(string root = "/sys/fs/cgroup", string parent = "forkbox") : ICgroupDriver
+{
+    private static readonly string[] Controllers = ["memory", "cpu", "pids", "freezer"];
+
+    public int Version => 1;
+
+    public ICgroup Create(string name, SandboxLimits limits)
+    {
+        var dirs = new Dictionary<string, string>();
+        try
+        {
+            foreach (var c in Controllers)
+            {
+                var dir = Path.Combine(root, c, parent, name);
+                Directory.CreateDirectory(dir);
+                dirs[c] = dir;
+            }
+            var memory = (long)limits.MemoryMb << 20;
+            CgroupFiles.Write(dirs["memory"], "memory.limit_in_bytes", memory.ToString(CultureInfo.InvariantCulture));
+            // Without swap accounting this file is absent; with it, swap must not lift the limit.
+            if (File.Exists(Path.Combine(dirs["memory"], "memory.memsw.limit_in_bytes")))
+                CgroupFiles.Write(dirs["memory"], "memory.memsw.limit_in_bytes", memory.ToString(CultureInfo.InvariantCulture));
+            CgroupFiles.Write(dirs["cpu"], "cpu.cfs_period_us", "100000");
+            CgroupFiles.Write(dirs["cpu"], "cpu.cfs_quota_us", ((long)(limits.Cpus * 100_000)).ToString(CultureInfo.InvariantCulture));
+            CgroupFiles.Write(dirs["pids"], "pids.max", limits.Pids.ToString(CultureInfo.InvariantCulture));
+            return new Cgroup(dirs);
+        }
+        catch
+        {
+            foreach (var dir in dirs.Values) CgroupFiles.RemoveDir(dir);
+            throw;
+        }
+    }
+
+    public int RemoveStale()
+    {
+        var removed = new HashSet<string>();
+        foreach (var c in Controllers)
+        {
+            var parentDir = Path.Combine(root, c, parent);
+            if (!Directory.Exists(parentDir)) continue;
+            foreach (var dir in Directory.GetDirectories(parentDir))
+            {
+                CgroupFiles.KillUntilEmpty(Path.Combine(dir, "cgroup.procs"), TimeSpan.FromSeconds(2));
+                CgroupFiles.RemoveDir(dir);
+                removed.Add(Path.GetFileName(dir));
+            }
+        }
+        return removed.Count;
+    }
+
+    private sealed class Cgroup(Dictionary<string, string> dirs) : ICgroup
+    {
+        public IReadOnlyList<string> ProcsFiles { get; } = dirs.Values.Select(d => Path.Combine(d, "cgroup.procs")).ToArray();
+
+        public long MemoryBytes() => CgroupFiles.ReadLong(Path.Combine(dirs["memory"], "memory.usage_in_bytes"));
+
+        public long OomKills() => CgroupFiles.ReadKey(Path.Combine(dirs["memory"], "memory.oom_control"), "oom_kill");
+
+        public IReadOnlyList<int> Pids() => CgroupFiles.ReadPids(Path.Combine(dirs["pids"], "cgroup.procs"));
+
+        public void KillAll(TimeSpan wait)
+        {
+            // Freeze first so nothing forks while we kill, then thaw so the kills are delivered.
+            var freezer = dirs["freezer"];
+            TryWrite(freezer, "freezer.state", "FROZEN");
+            foreach (var pid in Pids())
+                Interop.Libc.Kill(pid, Interop.Libc.SIGKILL);
+            TryWrite(freezer, "freezer.state", "THAWED");
+            CgroupFiles.KillUntilEmpty(Path.Combine(dirs["pids"], "cgroup.procs"), wait);
+        }
+
+        public void Delete()
+        {
+            foreach (var dir in dirs.Values) CgroupFiles.RemoveDir(dir);
+        }
+
+        private static void TryWrite(string dir, string file, string value)
+        {
+            try { CgroupFiles.Write(dir, file, value); } catch (IOException) { }
+        }
+    }
+}

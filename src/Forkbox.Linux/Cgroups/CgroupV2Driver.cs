@@ -1,0 +1,76 @@
+using System.Globalization;
+using Forkbox.Core;
+
+namespace Forkbox.Linux.Cgroups;
+
+/// <summary>cgroup v2: one directory per sandbox under /sys/fs/cgroup/forkbox, controllers enabled on the parent.</summary>
+public sealed class CgroupV2Driver : ICgroupDriver
+{
+    private readonly string _parent;
+
+    public CgroupV2Driver(string root = "/sys/fs/cgroup", string parent = "forkbox")
+    {
+        _parent = Path.Combine(root, parent);
+        Directory.CreateDirectory(_parent);
+        // A controller can be enabled for children only if the parent's parent delegates it too.
+        CgroupFiles.Write(root, "cgroup.subtree_control", "+memory +cpu +pids");
+        CgroupFiles.Write(_parent, "cgroup.subtree_control", "+memory +cpu +pids");
+    }
+
+    public int Version => 2;
+
+    public ICgroup Create(string name, SandboxLimits limits)
+    {
+        var dir = Path.Combine(_parent, name);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            CgroupFiles.Write(dir, "memory.max", ((long)limits.MemoryMb << 20).ToString(CultureInfo.InvariantCulture));
+            CgroupFiles.Write(dir, "memory.swap.max", "0");
+            CgroupFiles.Write(dir, "cpu.max", FormatCpuMax(limits.Cpus));
+            CgroupFiles.Write(dir, "pids.max", limits.Pids.ToString(CultureInfo.InvariantCulture));
+            return new Cgroup(dir);
+        }
+        catch
+        {
+            CgroupFiles.RemoveDir(dir);
+            throw;
+        }
+    }
+
+    /// <summary>cpu.max is "QUOTA PERIOD" in microseconds.</summary>
+    public static string FormatCpuMax(double cpus) =>
+        ((long)(cpus * 100_000)).ToString(CultureInfo.InvariantCulture) + " 100000";
+
+    public int RemoveStale()
+    {
+        var n = 0;
+        foreach (var dir in Directory.GetDirectories(_parent))
+        {
+            new Cgroup(dir).KillAll(TimeSpan.FromSeconds(2));
+            CgroupFiles.RemoveDir(dir);
+            n++;
+        }
+        return n;
+    }
+
+    private sealed class Cgroup(string dir) : ICgroup
+    {
+        public IReadOnlyList<string> ProcsFiles { get; } = [Path.Combine(dir, "cgroup.procs")];
+
+        public long MemoryBytes() => CgroupFiles.ReadLong(Path.Combine(dir, "memory.current"));
+
+        public long OomKills() => CgroupFiles.ReadKey(Path.Combine(dir, "memory.events"), "oom_kill");
+
+        public IReadOnlyList<int> Pids() => CgroupFiles.ReadPids(ProcsFiles[0]);
+
+        public void KillAll(TimeSpan wait)
+        {
+            if (File.Exists(Path.Combine(dir, "cgroup.kill")))
+                CgroupFiles.Write(dir, "cgroup.kill", "1");
+            CgroupFiles.KillUntilEmpty(ProcsFiles[0], wait);
+        }
+
+        public void Delete() => CgroupFiles.RemoveDir(dir);
+    }
+}

@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using System.Globalization;
+using Forkbox.Linux.Interop;
+
+namespace Forkbox.Linux.Namespaces;
+
+/// <summary>A user namespace whose root is host uid <see cref="UidBase"/>, pinned at <see cref="Path"/>.</summary>
+public sealed record UserNamespaceSlot(int Index, long UidBase, string Path);
+
+/// <summary>
+/// A fixed table of user namespaces, one per sandbox slot, each mapping uids 0–65535 inside to its
+/// own range of unprivileged host uids. A sandbox enters its slot's namespace with setns as the
+/// last step of its set-up; nothing else has to happen per sandbox. A slot is made the first time it
+/// is needed (about 3 ms: a helper process unshares, hostd writes the maps and bind-mounts the
+/// namespace file so it outlives the helper) and reused after its sandbox is gone. Two sandboxes
+/// that run at the same time never share a slot, so never share host uids.
+/// </summary>
+public sealed class UserNamespaceSlots : IDisposable
+{
+    private const int RangeSize = 65_536;
+    private readonly string _dir;
+    private readonly long _uidBase;
+    private readonly int _count;
+    private readonly SortedSet<int> _free = new();
+    private readonly HashSet<int> _made = new();
+    private readonly Lock _lock = new();
+
+    public UserNamespaceSlots(string dir, long uidBase, int count)
+    {
+        _dir = dir;
+        _uidBase = uidBase;
+        _count = count;
+        Directory.CreateDirectory(dir);
+        RemoveStale(dir);
+        for (var i = 0; i < count; i++) _free.Add(i);
+    }
+
+    public int InUse
+    {
+        get { lock (_lock) return _count - _free.Count; }
+    }
+
+    /// <summary>Takes the lowest free slot, making its namespace if this is its first use; null when all are taken.</summary>
+    public UserNamespaceSlot? Acquire()
+    {
+        int index;
+        bool made;
+        lock (_lock)
+        {
+            if (_free.Count == 0) return null;
+            index = _free.Min;
+            _free.Remove(index);
+            made = _made.Contains(index);
+        }
+        var slot = new UserNamespaceSlot(index, _uidBase + (long)index * RangeSize, System.IO.Path.Combine(_dir, index.ToString(CultureInfo.InvariantCulture)));
+        if (!made)
+        {
+            try
+            {
+                Make(slot);
+            }
+            catch
+            {
+                lock (_lock) _free.Add(index);
+                throw;
+            }
+            lock (_lock) _made.Add(index);
+        }
+        return slot;
+    }
+
+    public void Release(UserNamespaceSlot slot)
+    {
+        lock (_lock) _free.Add(slot.Index);
+    }
+
+    private static void Make(UserNamespaceSlot slot)
+    {
+        var helper = Process.Start(new ProcessStartInfo("/usr/bin/unshare", ["--user", "--", "/usr/bin/sleep", "60"])
+        {
+            RedirectStandardInput = true, // keeps the helper off our terminal
+            UseShellExecute = false,
+        }) ?? throw new InvalidOperationException("cannot start /usr/bin/unshare");
+        try
+        {
+            var ours = ReadNsLink("self");
+            var deadline = Environment.TickCount64 + 5000;
+            while (ReadNsLink(helper.Id.ToString(CultureInfo.InvariantCulture)) == ours)
+            {
+                if (helper.HasExited || Environment.TickCount64 > deadline)
+                    throw new InvalidOperationException("unshare --user did not create a user namespace: are user namespaces enabled (user.max_user_namespaces)?");
+                Thread.Sleep(1);
+            }
+            var map = $"0 {slot.UidBase} {RangeSize}\n";
+            File.WriteAllText($"/proc/{helper.Id}/uid_map", map);
+            File.WriteAllText($"/proc/{helper.Id}/gid_map", map);
+            File.WriteAllBytes(slot.Path, []);
+            if (Libc.Mount($"/proc/{helper.Id}/ns/user", slot.Path, null, Libc.MS_BIND, 0) != 0)
+                throw new IOException($"cannot pin user namespace at {slot.Path}: {Libc.LastError()}");
+        }
+        finally
+        {
+            helper.Kill();
+            helper.WaitForExit();
+            helper.Dispose();
+        }
+    }
+
+    private static string ReadNsLink(string pid)
+    {
+        try
+        {
+            return new FileInfo($"/proc/{pid}/ns/user").LinkTarget ?? "";
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+
+    private static void RemoveStale(string dir)
+    {
+        foreach (var file in Directory.GetFiles(dir))
+        {
+            Libc.Umount2(file, Libc.MNT_DETACH);
+            File.Delete(file);
+        }
+    }
+
+    public void Dispose() => RemoveStale(_dir);
+}
