@@ -34,6 +34,7 @@ public sealed partial class HostServer : IAsyncDisposable
     private readonly UserNamespaceSlots _slots;
     private readonly ILogger _log;
     private int _disposed;
+    private FileStream? _dataLock;
 
     private HostServer(WebApplication app, SandboxManager manager, AgentListener listener, UserNamespaceSlots slots, ILogger log)
     {
@@ -56,6 +57,20 @@ public sealed partial class HostServer : IAsyncDisposable
             throw new InvalidOperationException("forkbox serve must run as root: it creates namespaces, cgroups and mounts (try: sudo ./forkbox serve)");
         Directory.CreateDirectory(options.DataDir);
         File.SetUnixFileMode(options.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var dataLock = LockDataDir(options.DataDir);
+        try
+        {
+            return await StartLockedAsync(options, dataLock, logging, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            dataLock.Dispose();
+            throw;
+        }
+    }
+
+    private static async Task<HostServer> StartLockedAsync(ServerOptions options, FileStream dataLock, Action<ILoggingBuilder>? logging, CancellationToken ct)
+    {
         Directory.CreateDirectory(options.RunDir);
         Directory.CreateDirectory(options.SandboxesDir);
         var keys = new ApiKeyStore(options.KeysFile);
@@ -123,7 +138,7 @@ public sealed partial class HostServer : IAsyncDisposable
             SandboxEndpoints.Map(app, manager, options,
                 new HostInfo(cgroups.Version, layers.Strategy, templates.Names.ToList()), metrics);
             await app.StartAsync(ct).ConfigureAwait(false);
-            var server = new HostServer(app, manager, listener, slots, log);
+            var server = new HostServer(app, manager, listener, slots, log) { _dataLock = dataLock };
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             server.Address = new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "[::1]"));
             LogListening(log, server.Address, cgroups.Version, layers.Strategy, keys.Enabled);
@@ -135,6 +150,23 @@ public sealed partial class HostServer : IAsyncDisposable
             await listener.DisposeAsync().ConfigureAwait(false);
             slots.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// One server per data directory: start-up removes what an earlier run left, which must never
+    /// be the resources of a server still running. The lock is released when the process ends, however it ends.
+    /// </summary>
+    private static FileStream LockDataDir(string dataDir)
+    {
+        var path = Path.Combine(dataDir, "hostd.lock");
+        try
+        {
+            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException)
+        {
+            throw new InvalidOperationException($"another forkbox serve is already using {dataDir}; stop it or pass a different --data-dir");
         }
     }
 
@@ -161,6 +193,7 @@ public sealed partial class HostServer : IAsyncDisposable
         await _listener.DisposeAsync().ConfigureAwait(false);
         _slots.Dispose();
         await _app.DisposeAsync().ConfigureAwait(false);
+        _dataLock?.Dispose();
         LogStopped(_log);
     }
 

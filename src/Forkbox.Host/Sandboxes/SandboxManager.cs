@@ -120,7 +120,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 throw new ExecutorException($"sandbox set-up failed: {spawn.Error}");
             pid = spawn.Pid;
             timings["spawn"] = Lap(step);
-            timings["isolate"] = spawn.SetupMs;
+            timings["zygote"] = spawn.SetupMs;
+            foreach (var (name, ms) in spawn.Steps!) timings["isolate." + name] = ms;
             var agent = await hello.WaitAsync(TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
             timings["hello"] = Lap(step);
             var now = DateTimeOffset.UtcNow;

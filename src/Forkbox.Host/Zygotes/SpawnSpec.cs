@@ -17,4 +17,4 @@ public sealed record SpawnSpec(
     IReadOnlyDictionary<string, string>? Env);
 
 /// <summary>The zygote's answer: the sandbox's PID 1 as the host sees it, or why set-up failed.</summary>
-public sealed record SpawnResult(bool Ok, int Pid, double SetupMs, string? Error);
+public sealed record SpawnResult(bool Ok, int Pid, double SetupMs, IReadOnlyDictionary<string, double>? Steps, string? Error);

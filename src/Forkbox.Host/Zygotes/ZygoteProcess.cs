@@ -122,8 +122,9 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
                     _ready.TrySetResult();
                 else if (root.TryGetProperty("id", out var id) && _pending.TryGetValue(id.GetString() ?? "", out var tcs))
                     tcs.TrySetResult(root.GetProperty("ok").GetBoolean()
-                        ? new SpawnResult(true, root.GetProperty("pid").GetInt32(), root.GetProperty("setup_ms").GetDouble(), null)
-                        : new SpawnResult(false, 0, 0, root.GetProperty("error").GetString()));
+                        ? new SpawnResult(true, root.GetProperty("pid").GetInt32(), root.GetProperty("setup_ms").GetDouble(),
+                            root.GetProperty("steps").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble()), null)
+                        : new SpawnResult(false, 0, 0, null, root.GetProperty("error").GetString()));
             }
             catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
             {
@@ -133,7 +134,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         // The zygote is gone: whoever waits on it learns now rather than at a timeout.
         _ready.TrySetException(new InvalidOperationException($"zygote for template '{_template.Name}' exited during start-up"));
         foreach (var tcs in _pending.Values)
-            tcs.TrySetResult(new SpawnResult(false, 0, 0, $"zygote for template '{_template.Name}' exited"));
+            tcs.TrySetResult(new SpawnResult(false, 0, 0, null, $"zygote for template '{_template.Name}' exited"));
     }
 
     private static string SerializeSpec(SpawnSpec spec)

@@ -340,35 +340,43 @@ class Agent:
             return 127, False
         self.tracked.add(proc.pid)
         deadline = time.monotonic() + timeout if timeout > 0 else None
+        # The call ends when bash exits, not when its pipes close: a command that leaves
+        # something running in the background (`server &`) must not hold the call open.
+        exited = os.pidfd_open(proc.pid)
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ, self.sinks[1])
         sel.register(proc.stderr, selectors.EVENT_READ, self.sinks[2])
+        sel.register(exited, selectors.EVENT_READ, None)
         timed_out = False
-        open_streams = 2
-        while open_streams:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        draining = 0
+        while sel.get_map() and draining < 256:
+            if draining:
+                draining += 1
+                wait = 0
+            elif deadline is None:
+                wait = None
+            else:
+                wait = max(0.0, deadline - time.monotonic())
             events = sel.select(wait)
-            if not events and deadline is not None and time.monotonic() >= deadline:
+            if not events:
+                if draining:
+                    break  # bash is gone and what it wrote has been read
                 timed_out = True
                 _kill_group(proc.pid)
                 break
             for key, _ in events:
+                if key.fd == exited:
+                    sel.unregister(exited)
+                    draining = 1
+                    continue
                 data = os.read(key.fd, 65536)
                 if data:
                     key.data.feed(data)
                 else:
                     sel.unregister(key.fileobj)
-                    open_streams -= 1
         sel.close()
-        if not timed_out and deadline is not None:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc.pid)
+        os.close(exited)
         proc.wait()
-        # Kill what the command left in the background of its own session: a new shell each time.
-        _kill_group(proc.pid)
         proc.stdout.close()
         proc.stderr.close()
         self.tracked.discard(proc.pid)

@@ -58,25 +58,28 @@ class Zygote:
             raise
         if pid == 0:
             os.close(err_r)
-            self._child(spec, err_w)  # never returns
+            self._child(spec, err_w, started)  # never returns
         linux.setns(self.own_pidns, linux.CLONE_NEWPID)
         os.close(err_w)
-        # The child closes its end when it is ready, or writes why it failed and exits.
+        # The child reports on the pipe when it is ready, or writes why it failed and exits.
         ready, _, _ = select.select([err_r], [], [], 30)
-        error = os.read(err_r, 65536).decode("utf-8", "replace") if ready else "sandbox set-up timed out"
+        report = os.read(err_r, 65536) if ready else b"sandbox set-up timed out"
         os.close(err_r)
-        if error:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            return {"id": spec["id"], "ok": False, "error": error.strip()}
-        return {"id": spec["id"], "ok": True, "pid": pid,
-                "setup_ms": round((time.perf_counter() - started) * 1000, 3)}
+        # Success is a NUL and the set-up's step timings; anything else is the error.
+        if report.startswith(b"\0"):
+            return {"id": spec["id"], "ok": True, "pid": pid, "steps": json.loads(report[1:]),
+                    "setup_ms": round((time.perf_counter() - started) * 1000, 3)}
+        error = report.decode("utf-8", "replace") or "the sandbox exited during set-up"
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return {"id": spec["id"], "ok": False, "error": error.strip()}
 
-    def _child(self, spec, err_w):
+    def _child(self, spec, err_w, started):
         code = 1
         try:
+            forked = time.perf_counter()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(spec["agent_socket"])
             keep = {sock.fileno(), err_w}
@@ -90,7 +93,9 @@ class Zygote:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.set_wakeup_fd(-1)
-            isolate.isolate(spec, self.seccomp_bpf)
+            prepared = time.perf_counter()
+            steps = isolate.isolate(spec, self.seccomp_bpf)
+            isolated = time.perf_counter()
             os.environ.clear()
             os.environ.update({"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                "HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm", "HOSTNAME": "sandbox"})
@@ -99,6 +104,9 @@ class Zygote:
             sys.path[:] = [p for p in sys.path if p != self.agent_dir]
             linux.set_process_name("forkbox-agent")
             sock.sendall(encode({"ev": "hello", "id": spec["id"], "token": spec["token"]}))
+            steps.update(fork=round((forked - started) * 1000, 3), prepare=round((prepared - forked) * 1000, 3),
+                         agent_init=round((time.perf_counter() - isolated) * 1000, 3))
+            os.write(err_w, b"\0" + json.dumps(steps).encode())
             os.close(err_w)
             err_w = -1
             agent.run(sock, self.output_limit)

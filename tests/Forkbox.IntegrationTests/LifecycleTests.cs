@@ -1,0 +1,105 @@
+using System.Net;
+using Forkbox.Client;
+using Forkbox.Host;
+using Forkbox.Host.Auth;
+
+namespace Forkbox.IntegrationTests;
+
+/// <summary>Servers of their own: shutdown, expiry, authentication, refusing unsafe configurations.</summary>
+public sealed class LifecycleTests
+{
+    [Fact]
+    public async Task Shutdown_leaves_no_process_mount_or_cgroup_behind()
+    {
+        var options = ServerFixture.TestOptions("shutdown");
+        var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
+        var client = new ForkboxClient(server.Address.ToString());
+        var a = await Sandbox.CreateAsync(client: client);
+        var b = await Sandbox.CreateAsync(client: client);
+        // Background processes outlive the call that started it (the call returns at once) but not the server.
+        var started = await b.ExecAsync("sleep 1000 & sleep 1000 & echo started", timeoutS: 10);
+        Assert.Equal(["started"], started.StdoutLines);
+        Assert.False(started.TimedOut);
+        var pids = new[] { a.Id, b.Id }.SelectMany(id => server.Sandboxes.Get(id).Cgroup.Pids()).ToList();
+        Assert.True(pids.Count >= 4, $"expected agents and sleeps, saw {pids.Count} pids");
+
+        await server.DisposeAsync();
+
+        Assert.All(pids, pid => Assert.False(Directory.Exists($"/proc/{pid}"), $"pid {pid} survived shutdown"));
+        foreach (var id in new[] { a.Id, b.Id })
+            foreach (var controller in Directory.GetDirectories("/sys/fs/cgroup"))
+                Assert.False(Directory.Exists(Path.Combine(controller, "forkbox", id)), $"cgroup {controller}/forkbox/{id} left behind");
+        Assert.DoesNotContain(File.ReadLines("/proc/self/mountinfo"), l => l.Contains(options.DataDir));
+        var layersLeft = Directory.GetFileSystemEntries(options.SandboxesDir, "*", SearchOption.AllDirectories)
+            .Where(e => Path.GetFileName(e) != ".trash").ToList();
+        Assert.True(layersLeft.Count == 0, "left behind: " + string.Join(", ", layersLeft.Take(5)));
+        Assert.False(File.Exists(Path.Combine(options.RunDir, "agent.sock")));
+        Directory.Delete(options.DataDir, true);
+    }
+
+    [Fact]
+    public async Task Sandboxes_past_their_timeout_are_reaped()
+    {
+        var options = ServerFixture.TestOptions("expiry");
+        var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
+        var client = new ForkboxClient(server.Address.ToString());
+        var sb = await Sandbox.CreateAsync(new() { TimeoutS = 1 }, client);
+        Assert.True(sb.Info.ExpiresAt - sb.Info.CreatedAt <= TimeSpan.FromSeconds(1.01));
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        ForkboxApiException? gone = null;
+        while (gone is null && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(250);
+            gone = await Record.ExceptionAsync(() => sb.RefreshAsync()) as ForkboxApiException;
+        }
+        Assert.Equal(404, gone?.Status);
+        await server.DisposeAsync();
+        Directory.Delete(options.DataDir, true);
+    }
+
+    [Fact]
+    public async Task With_a_key_configured_requests_need_it()
+    {
+        var options = ServerFixture.TestOptions("auth");
+        Directory.CreateDirectory(options.DataDir);
+        var key = new ApiKeyStore(options.KeysFile).Create("test");
+        Assert.DoesNotContain(key, File.ReadAllText(options.KeysFile));
+        await using (var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole))
+        {
+            using var http = new HttpClient { BaseAddress = server.Address };
+            Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/v1/healthz")).StatusCode);
+            var anonymous = await http.PostAsync("/v1/sandboxes", null);
+            Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+            Assert.Contains("\"code\":\"unauthorized\"", await anonymous.Content.ReadAsStringAsync());
+            var wrong = await Assert.ThrowsAsync<ForkboxApiException>(() => Sandbox.CreateAsync(client: new ForkboxClient(server.Address.ToString(), "fbx_wrong")));
+            Assert.Equal(401, wrong.Status);
+            await using var sb = await Sandbox.CreateAsync(client: new ForkboxClient(server.Address.ToString(), key));
+            Assert.Equal("1", (await sb.RunCodeAsync("print(1)")).Stdout);
+        }
+        Directory.Delete(options.DataDir, true);
+    }
+
+    [Fact]
+    public async Task A_non_loopback_listener_without_keys_refuses_to_start()
+    {
+        var options = ServerFixture.TestOptions("exposed") with { Listen = "0.0.0.0:0" };
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => HostServer.StartAsync(options, ServerFixture.LogToConsole));
+        Assert.Contains("without API keys", e.Message);
+        Directory.Delete(options.DataDir, true);
+    }
+
+    [Fact]
+    public async Task A_second_server_on_the_same_data_directory_refuses_to_start()
+    {
+        var options = ServerFixture.TestOptions("twice");
+        await using (var first = await HostServer.StartAsync(options, ServerFixture.LogToConsole))
+        {
+            var client = new ForkboxClient(first.Address.ToString());
+            await using var sb = await Sandbox.CreateAsync(client: client);
+            var e = await Assert.ThrowsAsync<InvalidOperationException>(() => HostServer.StartAsync(options, ServerFixture.LogToConsole));
+            Assert.Contains("already using", e.Message);
+            Assert.Equal("still", (await sb.RunCodeAsync("print('still')")).Stdout);
+        }
+        Directory.Delete(options.DataDir, true);
+    }
+}

@@ -1,0 +1,104 @@
+using Forkbox.Core;
+using Forkbox.Core.Errors;
+using Forkbox.Host.Agents;
+using Forkbox.Linux.Cgroups;
+using Forkbox.Linux.Seccomp;
+
+namespace Forkbox.UnitTests;
+
+public sealed class CoreTests
+{
+    [Fact]
+    public void Sandbox_ids_are_sbx_and_32_hex_digits_and_unique()
+    {
+        var ids = Enumerable.Range(0, 1000).Select(_ => SandboxId.New()).ToHashSet();
+        Assert.Equal(1000, ids.Count);
+        Assert.All(ids, id => Assert.Matches("^sbx_[0-9a-f]{32}$", id));
+        Assert.All(ids, id => Assert.True(SandboxId.IsValid(id)));
+        Assert.False(SandboxId.IsValid("sbx_" + new string('G', 32)));
+        Assert.False(SandboxId.IsValid("sbx_123"));
+    }
+
+    [Theory]
+    [InlineData("127.0.0.1:7070", true)]
+    [InlineData("localhost:80", true)]
+    [InlineData("[::1]:7070", true)]
+    [InlineData("0.0.0.0:7070", false)]
+    [InlineData("10.1.2.3:7070", false)]
+    public void Loopback_addresses_are_recognised(string listen, bool loopback) =>
+        Assert.Equal(loopback, ListenAddress.IsLoopback(listen));
+
+    [Theory]
+    [InlineData("7070")]
+    [InlineData("host:port")]
+    [InlineData("127.0.0.1:70000")]
+    public void Bad_listen_addresses_fail_validation_with_the_setting_named(string listen)
+    {
+        var e = Assert.Throws<BadRequestException>(() => new ServerOptions { Listen = listen }.Validate());
+        Assert.Contains("listen", e.Message);
+    }
+
+    [Fact]
+    public void Options_reject_a_uid_range_past_2_to_the_32()
+    {
+        var e = Assert.Throws<BadRequestException>(() => new ServerOptions { UidBase = 4_000_000_000, MaxSandboxes = 1000 }.Validate());
+        Assert.Contains("uid_base", e.Message);
+        new ServerOptions().Validate();
+    }
+
+    [Theory]
+    [InlineData("/root/a.txt", "/root/a.txt")]
+    [InlineData("a.txt", "/root/a.txt")]
+    [InlineData("/tmp/x..y", "/tmp/x..y")]
+    public void Sandbox_paths_are_absolute_or_from_root(string path, string expected) =>
+        Assert.Equal(expected, Validate.SandboxPath(path, "path"));
+
+    [Theory]
+    [InlineData("/root/../etc")]
+    [InlineData("..")]
+    [InlineData("a/\0b")]
+    [InlineData("")]
+    public void Sandbox_paths_with_dotdot_or_nul_are_refused(string path) =>
+        Assert.Throws<BadRequestException>(() => Validate.SandboxPath(path, "path"));
+
+    [Fact]
+    public void Ranges_reject_nan_and_out_of_bounds_with_the_field_named()
+    {
+        Assert.Equal(2.0, Validate.Range(2.0, 1, 3, "cpus"));
+        Assert.Contains("cpus", Assert.Throws<BadRequestException>(() => Validate.Range(double.NaN, 1, 3, "cpus")).Message);
+        Assert.Throws<BadRequestException>(() => Validate.Range(-1, 0, 3, "memory_mb"));
+    }
+
+    [Fact]
+    public void Cgroup_v2_cpu_max_is_quota_and_period()
+    {
+        Assert.Equal("100000 100000", CgroupV2Driver.FormatCpuMax(1));
+        Assert.Equal("50000 100000", CgroupV2Driver.FormatCpuMax(0.5));
+    }
+
+    [Fact]
+    public async Task Agent_frames_round_trip_header_and_payload()
+    {
+        var payload = new byte[] { 0, 1, 2, 255 };
+        var bytes = AgentFrame.Encode(w => w.WriteString("ev", "ok"), payload);
+        using var frame = await AgentFrame.ReadAsync(new MemoryStream(bytes), new byte[8], default);
+        Assert.Equal("ok", frame.Event);
+        Assert.Equal(payload, frame.Payload);
+    }
+
+    [Fact]
+    public void The_seccomp_profile_compiles_to_whole_bpf_instructions()
+    {
+        var path = Path.GetTempFileName();
+        try
+        {
+            var size = SeccompProfile.Compile(path);
+            Assert.True(size > 8 * SeccompProfile.Blocked.Count, $"only {size} bytes for {SeccompProfile.Blocked.Count} rules");
+            Assert.Equal(0, size % 8);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}
