@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Forkbox needs on a Debian machine and builds it. Idempotent; run as root.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup: run as root (sudo $0): Forkbox needs namespaces, cgroups and mounts" >&2
+  exit 1
+fi
+
+# Runtime: the default template's Python and coreutils, libseccomp for the filter, unshare for
+# user namespaces, ps for the tests, curl for the demo. Build: the .NET 10 SDK.
+packages=(python3 libseccomp2 util-linux procps coreutils curl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v dotnet >/dev/null || ! dotnet --list-sdks | grep -q '^10\.'; then
+  echo "setup: the .NET 10 SDK is required (https://learn.microsoft.com/dotnet/core/install/linux-debian)" >&2
+  exit 1
+fi
+
+cd "$root"
+dotnet restore Forkbox.slnx -v quiet
+dotnet build Forkbox.slnx -nologo -v quiet -clp:ErrorsOnly
+echo "setup: ready"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# README command 2: the whole test suite (unit tests and integration tests against a real server).
+# Needs root: the tests create namespaces, cgroups and mounts.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$root/scripts/setup.sh" || exit 1
+cd "$root"
+
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+dotnet test Forkbox.slnx --no-build -nologo --logger "console;verbosity=normal" 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+
+# One closing line for the whole run, summed over the test projects.
+read -r passed failed skipped < <(grep -E '^(Passed|Failed)!' "$out" | sed -E 's/.*Failed: *([0-9]+), Passed: *([0-9]+), Skipped: *([0-9]+).*/\2 \1 \3/' |
+  awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}')
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+if (( passed + failed == 0 )); then
+  echo "test.sh: no test ran" >&2
+  exit 1
+fi
+if (( status != 0 || failed != 0 )); then exit 1; fi
