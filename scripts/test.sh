@@ -12,8 +12,9 @@ dotnet test Forkbox.slnx --no-build -nologo --logger "console;verbosity=normal" 
 status=${PIPESTATUS[0]}
 
 # One closing line for the whole run, summed over the test projects.
-read -r passed failed skipped < <(grep -E '^(Passed|Failed)!' "$out" | sed -E 's/.*Failed: *([0-9]+), Passed: *([0-9]+), Skipped: *([0-9]+).*/\2 \1 \3/' |
-  awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}')
+# Each test project ends with "Total tests: N" then indented "Passed: N", "Failed: N", "Skipped: N".
+read -r passed failed skipped < <(awk '/^Total tests:/ {t=1; next} t && /^ +(Passed|Failed|Skipped): +[0-9]+$/ {n[$1]+=$2; next} {t=0}
+  END {print n["Passed:"]+0, n["Failed:"]+0, n["Skipped:"]+0}' "$out")
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 if (( passed + failed == 0 )); then
   echo "test.sh: no test ran" >&2

@@ -41,7 +41,7 @@ public sealed class CoreTests
     [Fact]
     public void Options_reject_a_uid_range_past_2_to_the_32()
     {
-        var e = Assert.Throws<BadRequestException>(() => new ServerOptions { UidBase = 4_000_000_000, MaxSandboxes = 1000 }.Validate());
+        var e = Assert.Throws<BadRequestException>(() => new ServerOptions { UidBase = 4_200_000_000, MaxSandboxes = 2000 }.Validate());
         Assert.Contains("uid_base", e.Message);
         new ServerOptions().Validate();
     }
