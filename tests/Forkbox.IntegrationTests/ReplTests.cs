@@ -116,6 +116,32 @@ public sealed class ReplTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task Exit_codes_of_children_a_cell_waits_for_are_kept()
+    {
+        await using var sb = await fx.NewSandbox();
+        var r = await sb.RunCodeAsync("""
+            import os, subprocess
+            codes = [subprocess.run(['sh', '-c', 'exit 3']).returncode for _ in range(30)]
+            codes += [os.waitstatus_to_exitcode(os.system('exit 2')) for _ in range(10)]
+            sorted(set(codes))
+            """);
+        Assert.Equal("[2,3]", r.Result!.Value.GetRawText());
+    }
+
+    [Fact]
+    public async Task Orphans_are_reaped()
+    {
+        await using var sb = await fx.NewSandbox();
+        await sb.ExecAsync("for i in $(seq 40); do (sleep 0.2 &) ; done");
+        await sb.RunCodeAsync("import os\nfor i in range(10): os.system('sleep 0.2 &')");
+        await Task.Delay(TimeSpan.FromSeconds(ZombieGraceSeconds + 2));
+        var zombies = await sb.ExecAsync("ps -e -o stat= | grep -c '^Z' || true");
+        Assert.Equal("0", zombies.Stdout);
+    }
+
+    private const double ZombieGraceSeconds = 5;
+
+    [Fact]
     public async Task Env_and_cwd_apply_to_one_call()
     {
         await using var sb = await fx.NewSandbox(new CreateSandboxRequest { Env = new() { ["AT_CREATE"] = "c" } });

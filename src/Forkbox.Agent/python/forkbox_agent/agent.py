@@ -27,6 +27,7 @@ import traceback
 from .protocol import FrameReader, encode
 
 LINE_CHUNK = 64 * 1024
+ZOMBIE_GRACE = 5.0
 
 
 class CellTimeout(BaseException):
@@ -195,20 +196,31 @@ class Agent:
     # ---- orphans ------------------------------------------------------------
 
     def _reap_orphans(self):
-        """As PID 1 the agent inherits every orphan; reap those nobody else waits for."""
+        """As PID 1 the agent inherits every orphan and must reap it, without stealing the exit
+        status of a child that user code will wait for (subprocess.run, os.system). A zombie is
+        reaped at once if it is from another session (what bash calls leave behind: each runs in
+        a session of its own), else only after it has stayed a zombie for ZOMBIE_GRACE seconds."""
+        own_sid = os.getsid(0)
+        first_seen = {}
         while True:
             try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+                os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # sleeps until a child is a zombie
             except ChildProcessError:
-                time.sleep(0.05)
+                time.sleep(0.5)
                 continue
-            if info is None or info.si_pid in self.tracked:
-                time.sleep(0.01)
-                continue
-            try:
-                os.waitpid(info.si_pid, 0)
-            except ChildProcessError:
-                pass
+            now = time.monotonic()
+            zombies = set()
+            for pid, sid in _zombie_children():
+                zombies.add(pid)
+                if pid in self.tracked:
+                    continue
+                if sid != own_sid or now - first_seen.setdefault(pid, now) >= ZOMBIE_GRACE:
+                    try:
+                        os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        pass
+            first_seen = {p: t for p, t in first_seen.items() if p in zombies}
+            time.sleep(0.2)
 
     # ---- calls --------------------------------------------------------------
 
@@ -476,6 +488,21 @@ def _on_alarm(_signum, _frame):
         _timer.pending = True
         return
     raise CellTimeout()
+
+
+def _zombie_children():
+    """(pid, session id) of each zombie whose parent is PID 1, from /proc."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()  # state, ppid, pgrp, session, …
+        if fields[0] == b"Z" and fields[1] == b"1":
+            yield int(name), int(fields[3])
 
 
 def _kill_group(pgid):

@@ -90,6 +90,7 @@ class Zygote:
                         os.close(fd)
                     except OSError:
                         pass
+            os.setsid()  # the agent's own session: the orphan reaper tells its children apart by session
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.set_wakeup_fd(-1)
