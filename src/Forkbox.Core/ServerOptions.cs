@@ -21,6 +21,8 @@ public sealed record ServerOptions
     public double DefaultCpus { get; init; } = 1;
     public double MaxCpus { get; init; } = 2;
     public int PidsLimit { get; init; } = 256;
+    /// <summary>Ready sandboxes kept per template (the warm pool); PUT /v1/templates/{name}/pool changes it at run time.</summary>
+    public int PoolSize { get; init; } = 8;
     public int TmpSizeMb { get; init; } = 512;
     public long MaxUploadBytes { get; init; } = 64L << 20;
     public long MaxDownloadBytes { get; init; } = 256L << 20;
@@ -52,6 +54,7 @@ public sealed record ServerOptions
         Require(DefaultMemoryMb >= 32 && DefaultMemoryMb <= MaxMemoryMb, "default_memory_mb must be >= 32 and <= max_memory_mb");
         Require(DefaultCpus > 0 && DefaultCpus <= MaxCpus, "default_cpus must be > 0 and <= max_cpus");
         Require(PidsLimit >= 8, "pids_limit must be at least 8");
+        Require(PoolSize >= 0 && PoolSize <= MaxSandboxes, "pool_size must be between 0 and max_sandboxes");
         Require(TmpSizeMb >= 1, "tmp_size_mb must be at least 1");
         Require(MaxUploadBytes > 0 && MaxDownloadBytes > 0, "max_upload_bytes and max_download_bytes must be positive");
         Require(OutputLimitBytes >= 4096, "output_limit_bytes must be at least 4096");

@@ -35,6 +35,7 @@ public sealed partial class HostServer : IAsyncDisposable
     private readonly ILogger _log;
     private int _disposed;
     private FileStream? _dataLock;
+    private ICgroupDriver? _cgroups;
 
     private HostServer(WebApplication app, SandboxManager manager, AgentListener listener, UserNamespaceSlots slots, ILogger log)
     {
@@ -105,7 +106,7 @@ public sealed partial class HostServer : IAsyncDisposable
             else logging(l);
         });
         var log = loggers.CreateLogger<HostServer>();
-        var cgroups = CgroupDriver.Detect();
+        var cgroups = CgroupDriver.Detect(CgroupDriver.ParentName(options.DataDir));
         var stale = cgroups.RemoveStale();
         var layers = new SandboxLayers(options.SandboxesDir);
         stale = Math.Max(stale, layers.RemoveStale());
@@ -138,7 +139,7 @@ public sealed partial class HostServer : IAsyncDisposable
             SandboxEndpoints.Map(app, manager, options,
                 new HostInfo(cgroups.Version, layers.Strategy, templates.Names.ToList()), metrics);
             await app.StartAsync(ct).ConfigureAwait(false);
-            var server = new HostServer(app, manager, listener, slots, log) { _dataLock = dataLock };
+            var server = new HostServer(app, manager, listener, slots, log) { _dataLock = dataLock, _cgroups = cgroups };
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             server.Address = new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "[::1]"));
             LogListening(log, server.Address, cgroups.Version, layers.Strategy, keys.Enabled);
@@ -192,6 +193,7 @@ public sealed partial class HostServer : IAsyncDisposable
         await _manager.DisposeAsync().ConfigureAwait(false);
         await _listener.DisposeAsync().ConfigureAwait(false);
         _slots.Dispose();
+        _cgroups?.RemoveAll();
         await _app.DisposeAsync().ConfigureAwait(false);
         _dataLock?.Dispose();
         LogStopped(_log);

@@ -132,6 +132,6 @@ public sealed class ApiInputTests(ServerFixture fx)
         Assert.Equal(fx.Options.MaxSandboxes, capacity.Maximum);
         var metrics = await fx.Http.GetStringAsync("/metrics");
         Assert.Contains("forkbox_sandboxes_running ", metrics);
-        Assert.Matches(@"forkbox_create_seconds_count [1-9]", metrics);
+        Assert.Matches(@"forkbox_create_seconds_count\{pool=""(hit|miss)""\} [1-9]", metrics);
     }
 }

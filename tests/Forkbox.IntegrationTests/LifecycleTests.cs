@@ -28,7 +28,8 @@ public sealed class LifecycleTests
         Assert.All(pids, pid => Assert.False(Directory.Exists($"/proc/{pid}"), $"pid {pid} survived shutdown"));
         foreach (var id in new[] { a.Id, b.Id })
             foreach (var controller in Directory.GetDirectories("/sys/fs/cgroup"))
-                Assert.False(Directory.Exists(Path.Combine(controller, "forkbox", id)), $"cgroup {controller}/forkbox/{id} left behind");
+                Assert.False(Directory.Exists(Path.Combine(controller, Forkbox.Linux.Cgroups.CgroupDriver.ParentName(options.DataDir), id)),
+                    $"cgroup of {id} left behind in {controller}");
         Assert.DoesNotContain(File.ReadLines("/proc/self/mountinfo"), l => l.Contains(options.DataDir));
         var layersLeft = Directory.GetFileSystemEntries(options.SandboxesDir, "*", SearchOption.AllDirectories)
             .Where(e => Path.GetFileName(e) != ".trash").ToList();

@@ -21,6 +21,7 @@ public sealed class ServerFixture : IAsyncLifetime
         Listen = "127.0.0.1:0",
         DataDir = Path.Combine(Path.GetTempPath(), $"forkbox-test-{name}-{Environment.ProcessId}"),
         MaxSandboxes = 64,
+        PoolSize = 2,
         // A distinct uid range per fixture, so parallel test runs never share host uids.
         UidBase = 2_000_000_000 + (long)(Math.Abs(name.GetHashCode()) % 16) * 65_536 * 64,
     };
@@ -31,7 +32,7 @@ public sealed class ServerFixture : IAsyncLifetime
     {
         if (!Forkbox.Linux.Privileges.IsRoot)
             throw new InvalidOperationException("the integration tests create namespaces and cgroups: run them as root (sudo scripts/test.sh)");
-        Options = TestOptions("shared");
+        Options = TestOptions("shared") with { PoolSize = 4 };
         Server = await HostServer.StartAsync(Options, LogToConsole);
         Client = new ForkboxClient(Server.Address.ToString());
         Http.BaseAddress = Server.Address;
@@ -42,6 +43,17 @@ public sealed class ServerFixture : IAsyncLifetime
         await Server.DisposeAsync();
         Http.Dispose();
         Directory.Delete(Options.DataDir, recursive: true);
+    }
+
+    /// <summary>Waits (bounded) until the default template's pool holds at least <paramref name="ready"/> sandboxes.</summary>
+    public async Task WaitForPool(int ready, string template = "default")
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (Server.Sandboxes.Pool(template).Ready < ready)
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"pool {template} did not reach {ready} ready sandboxes in 60 s");
+            await Task.Delay(20);
+        }
     }
 
     public Task<Sandbox> NewSandbox(Forkbox.Core.Wire.CreateSandboxRequest? options = null) => Sandbox.CreateAsync(options, Client);

@@ -34,6 +34,8 @@ public sealed record SandboxInfo
     public long? OomKills { get; init; }
     public long? MemoryBytes { get; init; }
     public Dictionary<string, double>? TimingsMs { get; init; }
+    /// <summary>Whether create took a ready sandbox from the template's warm pool.</summary>
+    public bool? PoolHit { get; init; }
 }
 
 public sealed record SandboxList(IReadOnlyList<SandboxInfo> Sandboxes);
@@ -68,6 +70,24 @@ public sealed record FileEntry(string Name, string Type, long Size, double Mtime
 
 public sealed record FileList(IReadOnlyList<FileEntry> Entries);
 
+/// <summary>One template's warm pool: ready sandboxes, the size it is kept at, how fast it refills.</summary>
+public sealed record PoolInfo
+{
+    public required string Template { get; init; }
+    public required int Ready { get; init; }
+    public required int Target { get; init; }
+    /// <summary>Median server-side time to make one pooled sandbox, over the recent refills.</summary>
+    public double? RefillMsP50 { get; init; }
+    /// <summary>Sandboxes the refiller can make per second at that pace.</summary>
+    public double? RefillPerS { get; init; }
+}
+
+/// <summary>Body of PUT /v1/templates/{name}/pool.</summary>
+public sealed record PoolSizeRequest
+{
+    public int? Size { get; init; }
+}
+
 public sealed record CapacityInfo
 {
     public required string Region { get; init; }
@@ -77,6 +97,7 @@ public sealed record CapacityInfo
     public required int CgroupVersion { get; init; }
     public required string StorageStrategy { get; init; }
     public required IReadOnlyList<string> Templates { get; init; }
+    public IReadOnlyList<PoolInfo>? Pools { get; init; }
 }
 
 /// <summary>Every non-2xx body: {"error": "what went wrong and what to do", "code": "machine_code"}.</summary>
@@ -92,4 +113,7 @@ public sealed record ErrorBody(string Error, string Code);
 [JsonSerializable(typeof(FileList))]
 [JsonSerializable(typeof(CapacityInfo))]
 [JsonSerializable(typeof(ErrorBody))]
+[JsonSerializable(typeof(PoolInfo))]
+[JsonSerializable(typeof(List<PoolInfo>))]
+[JsonSerializable(typeof(PoolSizeRequest))]
 public sealed partial class WireJson : JsonSerializerContext;

@@ -109,7 +109,21 @@ public static class SandboxEndpoints
             CgroupVersion = host.CgroupVersion,
             StorageStrategy = host.StorageStrategy,
             Templates = host.Templates,
+            Pools = manager.Pools.Select(p => p.ToInfo()).ToList(),
         }, WireJson.Default.CapacityInfo));
+
+        app.MapGet("/v1/templates", () => Results.Json(
+            host.Templates.Select(t => manager.Pool(t).ToInfo()).ToList(), WireJson.Default.ListPoolInfo));
+
+        app.MapPut("/v1/templates/{name}/pool", async (HttpContext ctx, string name) =>
+        {
+            var pool = manager.Pool(name);
+            var req = await ReadJsonAsync(ctx, WireJson.Default.PoolSizeRequest).ConfigureAwait(false);
+            if (req?.Size is not { } size)
+                throw new BadRequestException("send {\"size\": N}: the number of ready sandboxes to keep for this template");
+            pool.Target = Validate.Range(size, 0, options.MaxSandboxes, "size");
+            return Results.Json(pool.ToInfo(), WireJson.Default.PoolInfo);
+        });
 
         app.MapGet("/metrics", () => Results.Text(metrics.Render(
         [

@@ -14,14 +14,18 @@ namespace Forkbox.Host.Sandboxes;
 /// </summary>
 public sealed class Sandbox
 {
+    private readonly Lock _deadLock = new();
     private string _state = SandboxState.Ready;
 
     public required string Id { get; init; }
     public required TemplateDefinition Template { get; init; }
-    public required SandboxLimits Limits { get; init; }
-    public required DateTimeOffset CreatedAt { get; init; }
+    public required SandboxLimits Limits { get; set; }
+    public required DateTimeOffset CreatedAt { get; set; }
     public required DateTimeOffset ExpiresAt { get; set; }
-    public required Dictionary<string, string> Metadata { get; init; }
+    public required Dictionary<string, string> Metadata { get; set; }
+
+    /// <summary>Whether the caller got it ready-made from the warm pool.</summary>
+    public bool PoolHit { get; set; }
     public required int Pid { get; init; }
     public required AgentConnection Agent { get; init; }
     public required ICgroup Cgroup { get; init; }
@@ -42,7 +46,7 @@ public sealed class Sandbox
     /// <summary>Marks the sandbox dead once; later reasons are ignored. Returns whether this call did it.</summary>
     public bool TryMarkDead(string reason)
     {
-        lock (this)
+        lock (_deadLock)
         {
             if (IsDead) return false;
             DeadReason = reason;
@@ -64,5 +68,6 @@ public sealed class Sandbox
         OomKills = withUsage ? Cgroup.OomKills() : null,
         MemoryBytes = withUsage ? Cgroup.MemoryBytes() : null,
         TimingsMs = TimingsMs,
+        PoolHit = PoolHit,
     };
 }

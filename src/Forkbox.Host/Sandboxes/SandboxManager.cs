@@ -43,6 +43,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     private readonly ConcurrentDictionary<int, Sandbox> _byPid = new();
     private readonly ConcurrentDictionary<string, ZygoteProcess> _zygotes = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _zygoteStart = new(1, 1);
+    private readonly ConcurrentDictionary<string, SandboxPool> _pools = new(StringComparer.Ordinal);
     private readonly List<Task> _cleanups = new();
     private int _count;
 
@@ -62,7 +63,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
         _log = loggers.CreateLogger<SandboxManager>();
     }
 
-    public int Running => Volatile.Read(ref _count);
+    /// <summary>Sandboxes clients hold (pooled ones are not counted).</summary>
+    public int Running => _sandboxes.Count;
 
     public IEnumerable<Sandbox> All => _sandboxes.Values;
 
@@ -71,12 +73,20 @@ public sealed partial class SandboxManager : IAsyncDisposable
             ? sb
             : throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
 
-    /// <summary>Starts the zygote of a template ahead of its first sandbox.</summary>
-    public async Task WarmAsync(string template, CancellationToken ct) =>
-        await GetZygoteAsync(_templates.Get(template), ct).ConfigureAwait(false);
+    /// <summary>Starts the zygote of a template ahead of its first sandbox and starts filling its pool.</summary>
+    public async Task WarmAsync(string template, CancellationToken ct)
+    {
+        var t = _templates.Get(template);
+        await GetZygoteAsync(t, ct).ConfigureAwait(false);
+        GetPool(t).Wake();
+    }
 
     // ---- create -------------------------------------------------------------------------------
 
+    /// <summary>
+    /// A sandbox for the caller: a ready one from the template's warm pool when there is one
+    /// (its limits, environment, expiry and metadata applied as it is taken), else one made now.
+    /// </summary>
     public async Task<Sandbox> CreateAsync(CreateSandboxRequest req, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
@@ -89,6 +99,68 @@ public sealed partial class SandboxManager : IAsyncDisposable
         var env = Validate.Env(req.Env, "env");
         var metadata = Validate.Metadata(req.Metadata);
 
+        var pool = GetPool(template);
+        var sandbox = pool.TryTake();
+        if (sandbox is not null)
+        {
+            try
+            {
+                await ConfigureTakenAsync(sandbox, limits, env, ct).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // A pooled sandbox that cannot be configured is discarded; the caller gets a new one.
+                LogPoolDiscard(sandbox.Id, e.Message);
+                _ = DestroyAsync(sandbox);
+                sandbox = null;
+            }
+        }
+        var hit = sandbox is not null;
+        sandbox ??= await SpawnAsync(template, limits, env, ct).ConfigureAwait(false);
+        pool.Wake();
+
+        var now = DateTimeOffset.UtcNow;
+        sandbox.CreatedAt = now;
+        sandbox.ExpiresAt = now.AddSeconds(timeout);
+        sandbox.Metadata = metadata;
+        sandbox.PoolHit = hit;
+        sandbox.TimingsMs["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
+        _sandboxes[sandbox.Id] = sandbox;
+        (hit ? _metrics.CreatePoolHitSeconds : _metrics.CreatePoolMissSeconds).Observe(total.Elapsed.TotalSeconds);
+        LogCreated(sandbox.Id, template.Name, sandbox.Pid, hit, total.Elapsed.TotalMilliseconds);
+        return sandbox;
+    }
+
+    /// <summary>Applies what the caller asked for to a sandbox taken from the pool: limits (if not the defaults) and environment.</summary>
+    private async Task ConfigureTakenAsync(Sandbox sb, SandboxLimits limits, Dictionary<string, string>? env, CancellationToken ct)
+    {
+        var step = Stopwatch.StartNew();
+        sb.TimingsMs.Clear();
+        if (limits != sb.Limits)
+        {
+            sb.Cgroup.SetLimits(limits, sb.Limits);
+            sb.Limits = limits;
+        }
+        if (env is { Count: > 0 })
+        {
+            using var ok = await FileCallAsync(sb, w =>
+            {
+                w.WriteString("op", "setenv");
+                w.WriteStartObject("env");
+                foreach (var (k, v) in env) w.WriteString(k, v);
+                w.WriteEndObject();
+            }, default, ct).ConfigureAwait(false);
+        }
+        sb.TimingsMs["pool_take"] = Lap(step);
+    }
+
+    /// <summary>
+    /// Makes a sandbox: uid slot, cgroup, layers, a fork of the template's zygote that isolates
+    /// itself and says hello. Counts against MaxSandboxes; not yet visible to clients.
+    /// </summary>
+    internal async Task<Sandbox> SpawnAsync(TemplateDefinition template, SandboxLimits limits, Dictionary<string, string>? env, CancellationToken ct)
+    {
+        var total = Stopwatch.StartNew();
         if (Interlocked.Increment(ref _count) > _options.MaxSandboxes)
         {
             Interlocked.Decrement(ref _count);
@@ -101,7 +173,6 @@ public sealed partial class SandboxManager : IAsyncDisposable
         UserNamespaceSlot? slot = null;
         ICgroup? cgroup = null;
         SandboxLayerDirs? dirs = null;
-        var pid = 0;
         try
         {
             var step = Stopwatch.StartNew();
@@ -118,23 +189,18 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 .ConfigureAwait(false);
             if (!spawn.Ok)
                 throw new ExecutorException($"sandbox set-up failed: {spawn.Error}");
-            pid = spawn.Pid;
             timings["spawn"] = Lap(step);
             timings["zygote"] = spawn.SetupMs;
             foreach (var (name, ms) in spawn.Steps!) timings["isolate." + name] = ms;
             var agent = await hello.WaitAsync(TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
             timings["hello"] = Lap(step);
-            var now = DateTimeOffset.UtcNow;
             var sandbox = new Sandbox
             {
-                Id = id, Template = template, Limits = limits, CreatedAt = now, ExpiresAt = now.AddSeconds(timeout),
-                Metadata = metadata, Pid = pid, Agent = agent, Cgroup = cgroup, Slot = slot, Dirs = dirs, TimingsMs = timings,
+                Id = id, Template = template, Limits = limits, CreatedAt = DateTimeOffset.UtcNow, ExpiresAt = DateTimeOffset.MaxValue,
+                Metadata = new(), Pid = spawn.Pid, Agent = agent, Cgroup = cgroup, Slot = slot, Dirs = dirs, TimingsMs = timings,
             };
-            _sandboxes[id] = sandbox;
-            _byPid[pid] = sandbox;
-            timings["total"] = total.Elapsed.TotalMilliseconds;
-            _metrics.CreateSeconds.Observe(total.Elapsed.TotalSeconds);
-            LogCreated(id, template.Name, pid, total.Elapsed.TotalMilliseconds);
+            _byPid[spawn.Pid] = sandbox;
+            timings["spawn_total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
             return sandbox;
         }
         catch (Exception e)
@@ -154,6 +220,25 @@ public sealed partial class SandboxManager : IAsyncDisposable
             throw new ExecutorException($"sandbox set-up failed: {e.Message}", e);
         }
     }
+
+    internal SandboxLimits DefaultLimits => new(_options.DefaultMemoryMb, _options.DefaultCpus, _options.PidsLimit);
+
+    internal HostMetrics Metrics => _metrics;
+
+    /// <summary>True while another sandbox may be made without passing MaxSandboxes.</summary>
+    internal bool HasRoom => Volatile.Read(ref _count) < _options.MaxSandboxes;
+
+    private SandboxPool GetPool(TemplateDefinition template) =>
+        _pools.GetOrAdd(template.Name, _ => new SandboxPool(this, template, _options.PoolSize,
+            _loggers.CreateLogger<SandboxPool>()));
+
+    /// <summary>The host pid of a template's zygote, if it is running (for operators and tests).</summary>
+    public int? ZygotePid(string template) => _zygotes.TryGetValue(template, out var z) ? z.Pid : null;
+
+    /// <summary>The warm pool of each template that has one.</summary>
+    public IReadOnlyCollection<SandboxPool> Pools => (IReadOnlyCollection<SandboxPool>)_pools.Values;
+
+    public SandboxPool Pool(string template) => GetPool(_templates.Get(template));
 
     private static double Lap(Stopwatch sw)
     {
@@ -192,7 +277,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     }
 
     /// <summary>Kills the sandbox's processes now; waits for them, then releases cgroup, slot and layers in the background.</summary>
-    private Task DestroyAsync(Sandbox sb)
+    internal Task DestroyAsync(Sandbox sb)
     {
         _byPid.TryRemove(sb.Pid, out _);
         sb.TryMarkDead("closed");
@@ -210,6 +295,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             }
             _slots.Release(sb.Slot);
             Interlocked.Decrement(ref _count);
+            if (_pools.TryGetValue(sb.Template.Name, out var pool)) pool.Wake();
             return _layers.RemoveAsync(sb.Dirs);
         });
         Track(task);
@@ -452,6 +538,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        foreach (var pool in _pools.Values)
+            await pool.DisposeAsync().ConfigureAwait(false);
         foreach (var id in _sandboxes.Keys.ToArray())
             if (_sandboxes.TryRemove(id, out var sb))
                 await DestroyAsync(sb).ConfigureAwait(false);
@@ -466,8 +554,11 @@ public sealed partial class SandboxManager : IAsyncDisposable
         _zygoteStart.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created from {Template}, pid {Pid}, in {Ms:F2} ms")]
-    private partial void LogCreated(string sandboxId, string template, int pid, double ms);
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created from {Template}, pid {Pid}, pool hit {PoolHit}, in {Ms:F2} ms")]
+    private partial void LogCreated(string sandboxId, string template, int pid, bool poolHit, double ms);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: discarded from the pool: {Error}")]
+    private partial void LogPoolDiscard(string sandboxId, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId} from {Template} could not be created: {Error}")]
     private partial void LogCreateFailed(string sandboxId, string template, string error);

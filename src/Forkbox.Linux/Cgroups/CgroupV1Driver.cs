@@ -5,9 +5,9 @@ namespace Forkbox.Linux.Cgroups;
 
 /// <summary>
 /// cgroup v1: one directory per controller (memory, cpu, pids, freezer) under
-/// /sys/fs/cgroup/CONTROLLER/forkbox/NAME.
+/// /sys/fs/cgroup/CONTROLLER/PARENT/NAME.
 /// </summary>
-public sealed class CgroupV1Driver(string root = "/sys/fs/cgroup", string parent = "forkbox") : ICgroupDriver
+public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
 {
     private static readonly string[] Controllers = ["memory", "cpu", "pids", "freezer"];
 
@@ -24,15 +24,11 @@ public sealed class CgroupV1Driver(string root = "/sys/fs/cgroup", string parent
                 Directory.CreateDirectory(dir);
                 dirs[c] = dir;
             }
-            var memory = (long)limits.MemoryMb << 20;
-            CgroupFiles.Write(dirs["memory"], "memory.limit_in_bytes", memory.ToString(CultureInfo.InvariantCulture));
-            // Without swap accounting this file is absent; with it, swap must not lift the limit.
-            if (File.Exists(Path.Combine(dirs["memory"], "memory.memsw.limit_in_bytes")))
-                CgroupFiles.Write(dirs["memory"], "memory.memsw.limit_in_bytes", memory.ToString(CultureInfo.InvariantCulture));
             CgroupFiles.Write(dirs["cpu"], "cpu.cfs_period_us", "100000");
-            CgroupFiles.Write(dirs["cpu"], "cpu.cfs_quota_us", ((long)(limits.Cpus * 100_000)).ToString(CultureInfo.InvariantCulture));
             CgroupFiles.Write(dirs["pids"], "pids.max", limits.Pids.ToString(CultureInfo.InvariantCulture));
-            return new Cgroup(dirs);
+            var cgroup = new Cgroup(dirs);
+            cgroup.SetLimits(limits, null);
+            return cgroup;
         }
         catch
         {
@@ -58,9 +54,29 @@ public sealed class CgroupV1Driver(string root = "/sys/fs/cgroup", string parent
         return removed.Count;
     }
 
+    public void RemoveAll()
+    {
+        RemoveStale();
+        foreach (var c in Controllers)
+            CgroupFiles.RemoveDir(Path.Combine(root, c, parent));
+    }
+
     private sealed class Cgroup(Dictionary<string, string> dirs) : ICgroup
     {
         public IReadOnlyList<string> ProcsFiles { get; } = dirs.Values.Select(d => Path.Combine(d, "cgroup.procs")).ToArray();
+
+        public void SetLimits(SandboxLimits limits, SandboxLimits? previous)
+        {
+            var memory = ((long)limits.MemoryMb << 20).ToString(CultureInfo.InvariantCulture);
+            // memsw (memory + swap) must stay >= the memory limit at every step, so its order
+            // depends on the direction. Without swap accounting the file is absent.
+            var memsw = File.Exists(Path.Combine(dirs["memory"], "memory.memsw.limit_in_bytes"));
+            var growing = previous is not null && limits.MemoryMb > previous.MemoryMb; // a new cgroup starts unlimited
+            if (memsw && growing) CgroupFiles.Write(dirs["memory"], "memory.memsw.limit_in_bytes", memory);
+            CgroupFiles.Write(dirs["memory"], "memory.limit_in_bytes", memory);
+            if (memsw && !growing) CgroupFiles.Write(dirs["memory"], "memory.memsw.limit_in_bytes", memory);
+            CgroupFiles.Write(dirs["cpu"], "cpu.cfs_quota_us", ((long)(limits.Cpus * 100_000)).ToString(CultureInfo.InvariantCulture));
+        }
 
         public long MemoryBytes() => CgroupFiles.ReadLong(Path.Combine(dirs["memory"], "memory.usage_in_bytes"));
 

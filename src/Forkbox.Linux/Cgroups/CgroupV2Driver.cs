@@ -3,12 +3,12 @@ using Forkbox.Core;
 
 namespace Forkbox.Linux.Cgroups;
 
-/// <summary>cgroup v2: one directory per sandbox under /sys/fs/cgroup/forkbox, controllers enabled on the parent.</summary>
+/// <summary>cgroup v2: one directory per sandbox under /sys/fs/cgroup/PARENT, controllers enabled on the parent.</summary>
 public sealed class CgroupV2Driver : ICgroupDriver
 {
     private readonly string _parent;
 
-    public CgroupV2Driver(string root = "/sys/fs/cgroup", string parent = "forkbox")
+    public CgroupV2Driver(string root, string parent)
     {
         _parent = Path.Combine(root, parent);
         Directory.CreateDirectory(_parent);
@@ -25,11 +25,11 @@ public sealed class CgroupV2Driver : ICgroupDriver
         Directory.CreateDirectory(dir);
         try
         {
-            CgroupFiles.Write(dir, "memory.max", ((long)limits.MemoryMb << 20).ToString(CultureInfo.InvariantCulture));
             CgroupFiles.Write(dir, "memory.swap.max", "0");
-            CgroupFiles.Write(dir, "cpu.max", FormatCpuMax(limits.Cpus));
             CgroupFiles.Write(dir, "pids.max", limits.Pids.ToString(CultureInfo.InvariantCulture));
-            return new Cgroup(dir);
+            var cgroup = new Cgroup(dir);
+            cgroup.SetLimits(limits, null);
+            return cgroup;
         }
         catch
         {
@@ -54,9 +54,21 @@ public sealed class CgroupV2Driver : ICgroupDriver
         return n;
     }
 
+    public void RemoveAll()
+    {
+        RemoveStale();
+        CgroupFiles.RemoveDir(_parent);
+    }
+
     private sealed class Cgroup(string dir) : ICgroup
     {
         public IReadOnlyList<string> ProcsFiles { get; } = [Path.Combine(dir, "cgroup.procs")];
+
+        public void SetLimits(SandboxLimits limits, SandboxLimits? previous)
+        {
+            CgroupFiles.Write(dir, "memory.max", ((long)limits.MemoryMb << 20).ToString(CultureInfo.InvariantCulture));
+            CgroupFiles.Write(dir, "cpu.max", FormatCpuMax(limits.Cpus));
+        }
 
         public long MemoryBytes() => CgroupFiles.ReadLong(Path.Combine(dir, "memory.current"));
 

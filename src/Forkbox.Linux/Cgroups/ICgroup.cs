@@ -1,3 +1,5 @@
+using Forkbox.Core;
+
 namespace Forkbox.Linux.Cgroups;
 
 /// <summary>One sandbox's cgroup. The sandbox joins it by writing its pid to <see cref="ProcsFiles"/>.</summary>
@@ -5,6 +7,9 @@ public interface ICgroup
 {
     /// <summary>The cgroup.procs files a process writes its pid to (one per v1 controller, one on v2).</summary>
     IReadOnlyList<string> ProcsFiles { get; }
+
+    /// <summary>Changes memory and CPU limits of a live cgroup (a pooled sandbox taken with its own limits).</summary>
+    void SetLimits(SandboxLimits limits, SandboxLimits? previous);
 
     /// <summary>Memory in use, page cache and tmpfs included.</summary>
     long MemoryBytes();

@@ -2,7 +2,7 @@ using Forkbox.Core;
 
 namespace Forkbox.Linux.Cgroups;
 
-/// <summary>Creates sandbox cgroups under one parent ("forkbox") on cgroup v1 or v2.</summary>
+/// <summary>Creates sandbox cgroups under one parent per server (see <see cref="CgroupDriver.ParentName"/>) on cgroup v1 or v2.</summary>
 public interface ICgroupDriver
 {
     int Version { get; }
@@ -11,4 +11,7 @@ public interface ICgroupDriver
 
     /// <summary>Kill and remove every cgroup left under the parent by an earlier run; returns how many.</summary>
     int RemoveStale();
+
+    /// <summary>At shutdown: kill and remove whatever is left, then the parent itself.</summary>
+    void RemoveAll();
 }

@@ -231,7 +231,7 @@ class Agent:
         sys.stdin = open(os.devnull)
         threading.Thread(target=self._reap_orphans, name="forkbox-reaper", daemon=True).start()
         handlers = {"exec": self.exec, "write": self.write_file, "read": self.read_file,
-                    "list": self.list_dir, "remove": self.remove}
+                    "list": self.list_dir, "remove": self.remove, "setenv": self.setenv}
         while True:
             try:
                 header, payload = self.chan.reader.read()
@@ -397,6 +397,11 @@ class Agent:
             return 124, True
         rc = proc.returncode
         return (128 - rc if rc < 0 else rc), False
+
+    def setenv(self, req, _payload):
+        """Environment given at create, applied when a pooled sandbox is taken."""
+        os.environ.update(req["env"])
+        self.chan.send({"ev": "ok", "id": req["id"]})
 
     # ---- files --------------------------------------------------------------
 
