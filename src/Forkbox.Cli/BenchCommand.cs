@@ -31,34 +31,53 @@ internal static class BenchCommand
             Print("raw: pipe round trip to python", rawRoundTrip);
             Print("raw: fork() of python until ack", rawFork);
 
-            var createClose = await Measure(iterations, async () =>
+            // Creates are timed with the pool full and idle, so they are pool hits and no refill
+            // competes for the two cores; the close and the refill after it are not timed.
+            var serverHit = new List<double>();
+            var hit = await Measure(iterations, async () =>
             {
                 var sb = await Sandbox.CreateAsync(client: client, ct: ct);
-                await sb.CloseAsync(ct);
-            });
-            Print("create + close", createClose, rawFork, "fork");
+                serverHit.Add(sb.Info.TimingsMs!["total"]);
+                return sb;
+            }, before: () => WaitPoolFull(client, ct), after: sb => sb.CloseAsync(ct));
+            Print("create() pool hit", hit, rawFork, "fork");
+            Print("create() pool hit, server side", serverHit);
 
-            var serverCreate = new List<double>();
+            var full = await Measure(iterations, async () =>
+            {
+                await using var sb = await Sandbox.CreateAsync(client: client, ct: ct);
+                await sb.RunCodeAsync("print(1)", ct: ct);
+                return 0;
+            }, before: () => WaitPoolFull(client, ct));
+            Print("create + run_code + close", full, rawFork, "fork");
+
+            await WaitPoolFull(client, ct);
             await using (var sb = await Sandbox.CreateAsync(client: client, ct: ct))
             {
-                var hot = await Measure(iterations, () => sb.RunCodeAsync("print(1)", ct: ct));
-                Print("run_code(\"print(1)\") hot", hot, rawRoundTrip, "pipe");
-                var bash = await Measure(iterations, () => sb.ExecAsync("true", ct: ct));
-                Print("exec(\"true\") (bash)", bash);
+                await WaitPoolFull(client, ct);
+                Print("run_code(\"print(1)\") hot", await Measure(iterations, () => sb.RunCodeAsync("print(1)", ct: ct)), rawRoundTrip, "pipe");
+                Print("exec(\"true\") (bash)", await Measure(iterations, () => sb.ExecAsync("true", ct: ct)));
                 var blob = new byte[256 * 1024];
                 Random.Shared.NextBytes(blob);
-                var upload = await Measure(iterations, () => sb.UploadAsync("/root/blob.bin", blob, ct));
-                Print("upload 256 KB", upload);
-                var download = await Measure(iterations, () => sb.DownloadAsync("/root/blob.bin", ct));
-                Print("download 256 KB", download);
+                Print("upload 256 KB", await Measure(iterations, async () => { await sb.UploadAsync("/root/blob.bin", blob, ct); return 0; }));
+                Print("download 256 KB", await Measure(iterations, () => sb.DownloadAsync("/root/blob.bin", ct)));
             }
-            for (var i = 0; i < Math.Min(iterations, 10); i++)
+
+            var target = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == "default").Target;
+            await client.SetPoolSizeAsync("default", 0, ct);
+            try
             {
-                var sb = await Sandbox.CreateAsync(client: client, ct: ct);
-                serverCreate.Add(sb.Info.TimingsMs!["total"]);
-                await sb.CloseAsync(ct);
+                var miss = await Measure(iterations, () => Sandbox.CreateAsync(client: client, ct: ct), after: sb => sb.CloseAsync(ct));
+                Print("create() pool miss", miss, rawFork, "fork");
             }
-            Print("create, server side (timings_ms)", serverCreate);
+            finally
+            {
+                await client.SetPoolSizeAsync("default", target, ct);
+            }
+            await WaitPoolFull(client, ct);
+            var pool = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == "default");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"pool refill per sandbox, server side: p50 {pool.RefillMsP50:F1} ms over the last refills ({pool.RefillPerS:F1}/s)"));
 
             var idle = new List<Sandbox>();
             for (var i = 0; i < 10; i++) idle.Add(await Sandbox.CreateAsync(client: client, ct: ct));
@@ -72,17 +91,32 @@ internal static class BenchCommand
         return cmd;
     }
 
-    private static async Task<List<double>> Measure(int n, Func<Task> op)
+    private static async Task<List<double>> Measure<T>(int n, Func<Task<T>> op, Func<Task>? before = null, Func<T, Task>? after = null)
     {
-        await op(); // warm-up, discarded
         var samples = new List<double>(n);
-        for (var i = 0; i < n; i++)
+        for (var i = 0; i <= n; i++) // the first run is a warm-up, discarded
         {
+            if (before is not null) await before();
             var t = Stopwatch.GetTimestamp();
-            await op();
-            samples.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+            var result = await op();
+            var ms = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
+            if (after is not null) await after(result);
+            if (i > 0) samples.Add(ms);
         }
         return samples;
+    }
+
+    /// <summary>Waits until the default template's pool is full, so no refill runs during a measurement.</summary>
+    private static async Task WaitPoolFull(ForkboxClient client, CancellationToken ct)
+    {
+        var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 60;
+        while (true)
+        {
+            var pool = (await client.CapacityAsync(ct)).Pools?.FirstOrDefault(p => p.Template == "default");
+            if (pool is null || pool.Ready >= pool.Target) return;
+            if (Stopwatch.GetTimestamp() > deadline) throw new TimeoutException("the pool did not refill within 60 s");
+            await Task.Delay(5, ct);
+        }
     }
 
     private static void Print(string name, List<double> samples, List<double>? baseline = null, string? baselineName = null)

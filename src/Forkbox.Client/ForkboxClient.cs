@@ -84,6 +84,11 @@ public sealed class ForkboxClient
     public Task<CapacityInfo> CapacityAsync(CancellationToken ct = default) =>
         SendJsonAsync(Request(HttpMethod.Get, "v1/capacity"), WireJson.Default.CapacityInfo, ct);
 
+    /// <summary>Sets how many ready sandboxes the server keeps for a template.</summary>
+    public Task<PoolInfo> SetPoolSizeAsync(string template, int size, CancellationToken ct = default) =>
+        SendJsonAsync(Request(HttpMethod.Put, $"v1/templates/{Uri.EscapeDataString(template)}/pool",
+            Json(new PoolSizeRequest { Size = size }, WireJson.Default.PoolSizeRequest)), WireJson.Default.PoolInfo, ct);
+
     public Task<SandboxList> ListSandboxesAsync(CancellationToken ct = default) =>
         SendJsonAsync(Request(HttpMethod.Get, "v1/sandboxes"), WireJson.Default.SandboxList, ct);
 }

@@ -225,6 +225,27 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     internal HostMetrics Metrics => _metrics;
 
+    /// <summary>
+    /// Runs a few trivial cells in a new pooled sandbox so that its first real call does not pay
+    /// for first-touch work (copy-on-write faults on the zygote's pages, lazy interpreter set-up):
+    /// measured at ~5 ms on the first call and ~2 ms on the second without it.
+    /// </summary>
+    internal async Task WarmUpAsync(Sandbox sb)
+    {
+        for (var i = 0; i < 3; i++)
+            await ExecAsync(sb, new ExecRequest { Code = "print(1)\n1", Rich = true }, DiscardSink.Instance, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private sealed class DiscardSink : IExecSink
+    {
+        public static readonly DiscardSink Instance = new();
+        public void Output(bool stderr, string line) { }
+        public void Result(JsonElement data) { }
+        public void Error(string name, string value, string traceback) { }
+        public void Exit(int code, bool timeout) { }
+        public ValueTask FlushAsync(CancellationToken ct) => ValueTask.CompletedTask;
+    }
+
     /// <summary>True while another sandbox may be made without passing MaxSandboxes.</summary>
     internal bool HasRoom => Volatile.Read(ref _count) < _options.MaxSandboxes;
 

@@ -110,6 +110,7 @@ public sealed partial class SandboxPool : IAsyncDisposable
                     var started = Stopwatch.GetTimestamp();
                     // Not cancelled by shutdown: a half-made sandbox is harder to clean than a whole one.
                     var sb = await _manager.SpawnAsync(_template, _manager.DefaultLimits, null, CancellationToken.None).ConfigureAwait(false);
+                    await _manager.WarmUpAsync(sb).ConfigureAwait(false);
                     _ready.Enqueue(sb);
                     Interlocked.Increment(ref _readyCount);
                     var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;

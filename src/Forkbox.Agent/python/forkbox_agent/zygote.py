@@ -184,4 +184,8 @@ def main(config):
     gc.collect()
     gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Making sandboxes is background work (mostly pool refills): at the lowest priority it never
+    # slows the calls of running sandboxes or hostd. Each sandbox returns to normal priority as
+    # the last step of its set-up.
+    os.setpriority(os.PRIO_PROCESS, 0, 19)
     Zygote(bpf, config.get("output_limit", 16 << 20), config["agent_dir"]).serve()
