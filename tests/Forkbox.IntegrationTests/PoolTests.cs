@@ -22,6 +22,19 @@ public sealed class PoolTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task A_datasci_pool_hit_has_numpy_pandas_and_scipy_imported_already()
+    {
+        await fx.WaitForPool(1, "python-datasci");
+        await using var sb = await fx.NewSandbox(new CreateSandboxRequest { Template = "python-datasci" });
+        Assert.True(sb.Info.PoolHit);
+        Assert.Equal("python-datasci", sb.Info.Template);
+        var loaded = await sb.RunCodeAsync("import sys; [m in sys.modules for m in ('numpy', 'pandas', 'scipy')]");
+        Assert.Equal("[true,true,true]", loaded.Result!.Value.GetRawText());
+        var sum = await sb.RunCodeAsync("import pandas as pd; int(pd.DataFrame({'a': [1, 2, 3]})['a'].sum())");
+        Assert.Equal(6, sum.Result!.Value.GetInt32());
+    }
+
+    [Fact]
     public async Task Two_pooled_sandboxes_share_no_writable_state()
     {
         await fx.WaitForPool(2);

@@ -46,6 +46,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     private readonly ConcurrentDictionary<string, SandboxPool> _pools = new(StringComparer.Ordinal);
     private readonly List<Task> _cleanups = new();
     private int _count;
+    private bool _disposed;
 
     public SandboxManager(ServerOptions options, TemplateCatalog templates, ICgroupDriver cgroups,
         UserNamespaceSlots slots, SandboxLayers layers, AgentListener listener, string seccompPath,
@@ -275,6 +276,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         try
         {
             if (_zygotes.TryGetValue(template.Name, out z)) return z;
+            ObjectDisposedException.ThrowIf(_disposed, this);
             z = new ZygoteProcess(template, _seccompPath, _options.OutputLimitBytes, _loggers.CreateLogger<ZygoteProcess>());
             z.SandboxExited += OnSandboxExited;
             await z.StartAsync(ct).ConfigureAwait(false);
@@ -570,9 +572,11 @@ public sealed partial class SandboxManager : IAsyncDisposable
         // The layer removals started by the cleanups above.
         lock (_cleanups) pending = _cleanups.Where(t => !t.IsCompleted).ToArray();
         await Task.WhenAll(pending).ConfigureAwait(false);
+        // No zygote may start after this point (a template warming in the background).
+        await _zygoteStart.WaitAsync().ConfigureAwait(false);
+        _disposed = true;
         foreach (var z in _zygotes.Values)
             await z.DisposeAsync().ConfigureAwait(false);
-        _zygoteStart.Dispose();
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created from {Template}, pid {Pid}, pool hit {PoolHit}, in {Ms:F2} ms")]

@@ -13,6 +13,10 @@ namespace Forkbox.Host.Templates;
 public sealed class TemplateCatalog
 {
     public const string DefaultName = "default";
+    public const string DataSciName = "python-datasci";
+
+    /// <summary>What the python-datasci zygote imports on top of the default template's modules.</summary>
+    private static readonly string[] DataSciModules = ["numpy", "pandas", "scipy", "scipy.linalg", "scipy.stats"];
 
     // Bump when the skeleton's contents change, so an old one is rebuilt.
     private const string SkeletonVersion = "1";
@@ -36,7 +40,7 @@ public sealed class TemplateCatalog
     {
         var skeleton = Path.Combine(options.TemplatesDir, DefaultName, "rootfs");
         EnsureSkeleton(skeleton);
-        _templates[DefaultName] = new TemplateDefinition(
+        var defaultTemplate = new TemplateDefinition(
             DefaultName,
             [
                 new TemplateLayer("/", skeleton,
@@ -51,7 +55,21 @@ public sealed class TemplateCatalog
             ["json", "os", "sys", "re", "subprocess", "pathlib", "collections", "itertools", "functools", "math",
              "random", "datetime", "time", "typing", "dataclasses", "io", "shutil", "tempfile", "textwrap", "traceback"],
             options.Python);
+        _templates[DefaultName] = defaultTemplate;
+        // The same root as default, with the scientific stack (Debian's python3-numpy, -pandas,
+        // -scipy, installed by scripts/setup.sh) imported in the zygote. Offered only where installed.
+        if (DataSciModules.Take(3).All(PythonHasModule))
+            _templates[DataSciName] = defaultTemplate with
+            {
+                Name = DataSciName,
+                Preload = [.. defaultTemplate.Preload, .. DataSciModules],
+            };
     }
+
+    /// <summary>Whether a module is installed for the host Python, without importing it (a directory in dist-packages).</summary>
+    private static bool PythonHasModule(string module) =>
+        Directory.GetDirectories("/usr/lib", "python3*").Append("/usr/lib/python3")
+            .Any(lib => Directory.Exists(Path.Combine(lib, "dist-packages", module)));
 
     public IReadOnlyCollection<string> Names => _templates.Keys;
 
