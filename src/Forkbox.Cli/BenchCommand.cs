@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using Forkbox.Client;
 using Forkbox.Core.Wire;
 
@@ -8,8 +9,10 @@ namespace Forkbox.Cli;
 
 /// <summary>
 /// `forkbox bench`: latency of the API on this host over HTTP on loopback with the C# SDK and one
-/// shared connection, beside raw primitives measured in the same run. Each figure is over N
-/// iterations after one discarded warm-up.
+/// shared connection, beside floors measured in the same run (a pipe round trip and a fork() of
+/// python, an HTTP round trip to an empty handler) and the alternative a user would otherwise
+/// pick (a cold bubblewrap sandbox running python3). Each figure is over N iterations after one
+/// discarded warm-up; each ratio is p50 over the floor's p50.
 /// </summary>
 internal static class BenchCommand
 {
@@ -17,76 +20,109 @@ internal static class BenchCommand
     {
         var host = CommonOptions.Host();
         var n = new Option<int>("-n", "--iterations") { Description = "Iterations per figure", DefaultValueFactory = _ => 30 };
-        var cmd = new Command("bench", "Measure create, run_code, upload and idle memory against a running server.") { host, n };
+        var json = new Option<string?>("--json") { Description = "Also write every raw sample to this JSON file" };
+        var cmd = new Command("bench", "Measure create, run_code, files, burst rate and idle memory against a running server, beside raw floors.") { host, n, json };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {
             var client = new ForkboxClient(parse.GetValue(host));
             var iterations = Math.Max(3, parse.GetValue(n));
-            var python = "/usr/bin/python3";
+            var report = new Report();
+            const string python = "/usr/bin/python3";
             Console.WriteLine($"forkbox bench against {client.BaseAddress}, {iterations} iterations after 1 warm-up, {Environment.ProcessorCount} cores");
-            Console.WriteLine($"{"figure",-34} {"min",8} {"p50",8} {"p95",8} {"mean",8}  ms");
+            Console.WriteLine($"{"figure",-42} {"min",8} {"p50",8} {"p95",8} {"mean",8}  ms");
 
-            var rawRoundTrip = RawPipeRoundTrip(python, iterations * 10);
-            var rawFork = RawFork(python, iterations);
-            Print("raw: pipe round trip to python", rawRoundTrip);
-            Print("raw: fork() of python until ack", rawFork);
+            var pipe = report.Add("floor: pipe round trip to python", RawPipeRoundTrip(python, iterations * 10));
+            var fork = report.Add("floor: fork() of python until ack", RawFork(python, iterations));
+            using var http = new HttpClient { BaseAddress = client.BaseAddress };
+            var empty = report.Add("floor: HTTP GET /v1/healthz", await Measure(iterations, () => http.GetStringAsync("v1/healthz", ct)));
+            List<double>? bwrap = null;
+            if (File.Exists("/usr/bin/bwrap"))
+                bwrap = report.Add("alternative: bwrap python3 print(1)", await Measure(iterations, () => RunProcess("/usr/bin/bwrap",
+                    ["--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                     "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", python, "-c", "print(1)"])));
 
             // Creates are timed with the pool full and idle, so they are pool hits and no refill
             // competes for the two cores; the close and the refill after it are not timed.
-            var serverHit = new List<double>();
-            var hit = await Measure(iterations, async () =>
+            foreach (var template in (await client.CapacityAsync(ct)).Pools!.Select(p => p.Template))
             {
-                var sb = await Sandbox.CreateAsync(client: client, ct: ct);
-                serverHit.Add(sb.Info.TimingsMs!["total"]);
-                return sb;
-            }, before: () => WaitPoolFull(client, ct), after: sb => sb.CloseAsync(ct));
-            Print("create() pool hit", hit, rawFork, "fork");
-            Print("create() pool hit, server side", serverHit);
+                var serverHit = new List<double>();
+                var hit = await Measure(iterations, async () =>
+                {
+                    var sb = await Sandbox.CreateAsync(new CreateSandboxRequest { Template = template }, client, ct);
+                    serverHit.Add(sb.Info.TimingsMs!["total"]);
+                    return sb;
+                }, before: () => WaitPoolFull(client, template, ct), after: sb => sb.CloseAsync(ct));
+                report.Add($"create() pool hit [{template}]", hit, (fork, "fork"), (empty, "http"), (bwrap, "bwrap"));
+                report.Add($"create() pool hit, server [{template}]", serverHit);
+            }
 
-            var full = await Measure(iterations, async () =>
+            report.Add("create + run_code + close", await Measure(iterations, async () =>
             {
                 await using var sb = await Sandbox.CreateAsync(client: client, ct: ct);
                 await sb.RunCodeAsync("print(1)", ct: ct);
                 return 0;
-            }, before: () => WaitPoolFull(client, ct));
-            Print("create + run_code + close", full, rawFork, "fork");
+            }, before: () => WaitPoolFull(client, "default", ct)), (fork, "fork"), (bwrap, "bwrap"));
 
-            await WaitPoolFull(client, ct);
+            await WaitPoolFull(client, "default", ct);
             await using (var sb = await Sandbox.CreateAsync(client: client, ct: ct))
             {
-                await WaitPoolFull(client, ct);
-                Print("run_code(\"print(1)\") hot", await Measure(iterations, () => sb.RunCodeAsync("print(1)", ct: ct)), rawRoundTrip, "pipe");
-                Print("exec(\"true\") (bash)", await Measure(iterations, () => sb.ExecAsync("true", ct: ct)));
+                await WaitPoolFull(client, "default", ct);
+                report.Add("run_code(\"print(1)\") hot", await Measure(iterations, () => sb.RunCodeAsync("print(1)", ct: ct)), (pipe, "pipe"), (empty, "http"));
+                report.Add("exec(\"true\") (bash)", await Measure(iterations, () => sb.ExecAsync("true", ct: ct)));
                 var blob = new byte[256 * 1024];
                 Random.Shared.NextBytes(blob);
-                Print("upload 256 KB", await Measure(iterations, async () => { await sb.UploadAsync("/root/blob.bin", blob, ct); return 0; }));
-                Print("download 256 KB", await Measure(iterations, () => sb.DownloadAsync("/root/blob.bin", ct)));
+                report.Add("upload 256 KB", await Measure(iterations, async () => { await sb.UploadAsync("/root/blob.bin", blob, ct); return 0; }), (empty, "http"));
+                report.Add("download 256 KB", await Measure(iterations, () => sb.DownloadAsync("/root/blob.bin", ct)), (empty, "http"));
             }
 
             var target = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == "default").Target;
             await client.SetPoolSizeAsync("default", 0, ct);
             try
             {
-                var miss = await Measure(iterations, () => Sandbox.CreateAsync(client: client, ct: ct), after: sb => sb.CloseAsync(ct));
-                Print("create() pool miss", miss, rawFork, "fork");
+                report.Add("create() pool miss", await Measure(iterations, () => Sandbox.CreateAsync(client: client, ct: ct), after: sb => sb.CloseAsync(ct)),
+                    (fork, "fork"), (bwrap, "bwrap"));
+                // Burst: 4 clients creating at once with the pool empty, so every create makes its sandbox.
+                var burst = new List<Sandbox>();
+                var clock = Stopwatch.StartNew();
+                var made = await Task.WhenAll(Enumerable.Range(0, 4).Select(async _ =>
+                {
+                    var mine = new List<Sandbox>();
+                    for (var i = 0; i < Math.Max(5, iterations / 3); i++) mine.Add(await Sandbox.CreateAsync(client: client, ct: ct));
+                    return mine;
+                }));
+                var seconds = clock.Elapsed.TotalSeconds;
+                burst.AddRange(made.SelectMany(m => m));
+                report.Note("burst_creates_per_s", burst.Count / seconds,
+                    $"burst create rate, pool drained, 4 clients: {burst.Count / seconds:F1} sandboxes/s ({burst.Count} in {seconds:F2} s)");
+                foreach (var sb in burst) await sb.CloseAsync(ct);
             }
             finally
             {
                 await client.SetPoolSizeAsync("default", target, ct);
             }
-            await WaitPoolFull(client, ct);
-            var pool = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == "default");
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"pool refill per sandbox, server side: p50 {pool.RefillMsP50:F1} ms over the last refills ({pool.RefillPerS:F1}/s)"));
+            foreach (var template in (await client.CapacityAsync(ct)).Pools!.Select(p => p.Template))
+            {
+                await WaitPoolFull(client, template, ct);
+                var pool = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == template);
+                report.Note($"refill_ms_p50[{template}]", pool.RefillMsP50 ?? 0,
+                    $"pool refill per sandbox, server side [{template}]: p50 {pool.RefillMsP50:F1} ms ({pool.RefillPerS:F1}/s)");
+            }
 
             var idle = new List<Sandbox>();
-            for (var i = 0; i < 10; i++) idle.Add(await Sandbox.CreateAsync(client: client, ct: ct));
+            for (var i = 0; i < 20; i++) idle.Add(await Sandbox.CreateAsync(client: client, ct: ct));
             await Task.Delay(500, ct);
             var memory = new List<double>();
             foreach (var sb in idle) memory.Add((await sb.RefreshAsync(ct)).MemoryBytes!.Value / 1048576.0);
             foreach (var sb in idle) await sb.CloseAsync(ct);
             memory.Sort();
-            Console.WriteLine($"idle sandbox memory (cgroup, 10 sandboxes): p50 {memory[memory.Count / 2]:F2} MiB, max {memory[^1]:F2} MiB");
+            report.Note("idle_sandbox_mib_p50", memory[memory.Count / 2],
+                $"idle sandbox memory (its cgroup, 20 sandboxes): p50 {memory[memory.Count / 2]:F2} MiB, max {memory[^1]:F2} MiB");
+
+            if (parse.GetValue(json) is { } path)
+            {
+                await File.WriteAllTextAsync(path, report.ToJson(), ct);
+                Console.WriteLine($"raw samples written to {path}");
+            }
         }));
         return cmd;
     }
@@ -106,36 +142,55 @@ internal static class BenchCommand
         return samples;
     }
 
-    /// <summary>Waits until the default template's pool is full, so no refill runs during a measurement.</summary>
-    private static async Task WaitPoolFull(ForkboxClient client, CancellationToken ct)
+    /// <summary>Waits until a template's pool is full, so no refill runs during a measurement.</summary>
+    private static async Task WaitPoolFull(ForkboxClient client, string template, CancellationToken ct)
     {
         var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 60;
         while (true)
         {
-            var pool = (await client.CapacityAsync(ct)).Pools?.FirstOrDefault(p => p.Template == "default");
+            var pool = (await client.CapacityAsync(ct)).Pools?.FirstOrDefault(p => p.Template == template);
             if (pool is null || pool.Ready >= pool.Target) return;
             if (Stopwatch.GetTimestamp() > deadline) throw new TimeoutException("the pool did not refill within 60 s");
             await Task.Delay(5, ct);
         }
     }
 
-    private static void Print(string name, List<double> samples, List<double>? baseline = null, string? baselineName = null)
+    /// <summary>Collects figures, prints each as it is measured, and writes them all as JSON.</summary>
+    private sealed class Report
     {
-        samples.Sort();
-        var p50 = Percentile(samples, 0.5);
-        var ratio = baseline is { Count: > 0 } ? $"  ({p50 / Percentile(Sorted(baseline), 0.5):F1}x {baselineName})" : "";
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{name,-34} {samples[0],8:F3} {p50,8:F3} {Percentile(samples, 0.95),8:F3} {samples.Average(),8:F3}{ratio}"));
-    }
+        private readonly Dictionary<string, object> _all = new();
 
-    private static List<double> Sorted(List<double> s)
-    {
-        s.Sort();
-        return s;
+        public List<double> Add(string name, List<double> samples, params (List<double>? Floor, string Name)[] ratios)
+        {
+            samples.Sort();
+            _all[name] = samples;
+            var p50 = Percentile(samples, 0.5);
+            var text = string.Concat(ratios.Where(r => r.Floor is { Count: > 0 })
+                .Select(r => string.Create(CultureInfo.InvariantCulture, $"  {p50 / Percentile(r.Floor!, 0.5):F2}x {r.Name}")));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{name,-42} {samples[0],8:F3} {p50,8:F3} {Percentile(samples, 0.95),8:F3} {samples.Average(),8:F3}{text}"));
+            return samples;
+        }
+
+        public void Note(string key, double value, string line)
+        {
+            _all[key] = value;
+            Console.WriteLine(line);
+        }
+
+        public string ToJson() => JsonSerializer.Serialize(_all, new JsonSerializerOptions { WriteIndented = true });
     }
 
     private static double Percentile(List<double> sorted, double p) =>
         sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(p * sorted.Count) - 1)];
+
+    private static async Task<int> RunProcess(string file, string[] args)
+    {
+        using var p = Process.Start(new ProcessStartInfo(file, args) { RedirectStandardOutput = true, UseShellExecute = false })!;
+        await p.StandardOutput.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        return p.ExitCode;
+    }
 
     /// <summary>Round trip of a line to a python process over pipes: the floor under run_code.</summary>
     private static List<double> RawPipeRoundTrip(string python, int n) =>
