@@ -81,14 +81,13 @@ public sealed partial class HostServer : IAsyncDisposable
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        if (logging is null)
-            builder.Logging.AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
-            });
-        else
-            logging(builder.Logging);
+        // One line per event with a timestamp, unless the caller (a test) configures logging itself.
+        logging ??= l => l.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
+        });
+        logging(builder.Logging);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
         ListenAddress.TryParse(options.Listen, out var endpoint);
@@ -100,11 +99,7 @@ public sealed partial class HostServer : IAsyncDisposable
         });
         builder.Services.AddSingleton(TimeProvider.System);
 
-        var loggers = LoggerFactory.Create(l =>
-        {
-            if (logging is null) l.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff "; });
-            else logging(l);
-        });
+        var loggers = LoggerFactory.Create(logging);
         var log = loggers.CreateLogger<HostServer>();
         var cgroups = CgroupDriver.Detect(CgroupDriver.ParentName(options.DataDir));
         var stale = cgroups.RemoveStale();
