@@ -175,6 +175,10 @@ public sealed partial class HostServer : IAsyncDisposable
         {
             await manager.WarmAsync(template, CancellationToken.None).ConfigureAwait(false);
         }
+        catch (ObjectDisposedException)
+        {
+            // the server stopped before this template was warm
+        }
         catch (Exception e)
         {
             LogWarmFailed(log, template, e.Message);

@@ -46,7 +46,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     private readonly ConcurrentDictionary<string, SandboxPool> _pools = new(StringComparer.Ordinal);
     private readonly List<Task> _cleanups = new();
     private int _count;
-    private bool _disposed;
+    private volatile bool _disposed;
 
     public SandboxManager(ServerOptions options, TemplateCatalog templates, ICgroupDriver cgroups,
         UserNamespaceSlots slots, SandboxLayers layers, AgentListener listener, string seccompPath,
@@ -250,9 +250,17 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// <summary>True while another sandbox may be made without passing MaxSandboxes.</summary>
     internal bool HasRoom => Volatile.Read(ref _count) < _options.MaxSandboxes;
 
-    private SandboxPool GetPool(TemplateDefinition template) =>
-        _pools.GetOrAdd(template.Name, _ => new SandboxPool(this, template, _options.PoolSize,
-            _loggers.CreateLogger<SandboxPool>()));
+    private SandboxPool GetPool(TemplateDefinition template)
+    {
+        if (_pools.TryGetValue(template.Name, out var pool)) return pool;
+        lock (_pools)
+        {
+            // A pool made after shutdown began would refill forever from a disposed zygote.
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _pools.GetOrAdd(template.Name, _ => new SandboxPool(this, template, _options.PoolSize,
+                _loggers.CreateLogger<SandboxPool>()));
+        }
+    }
 
     /// <summary>The host pid of a template's zygote, if it is running (for operators and tests).</summary>
     public int? ZygotePid(string template) => _zygotes.TryGetValue(template, out var z) ? z.Pid : null;
@@ -561,7 +569,13 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        foreach (var pool in _pools.Values)
+        SandboxPool[] pools;
+        lock (_pools)
+        {
+            _disposed = true; // from here on no pool or zygote is made
+            pools = _pools.Values.ToArray();
+        }
+        foreach (var pool in pools)
             await pool.DisposeAsync().ConfigureAwait(false);
         foreach (var id in _sandboxes.Keys.ToArray())
             if (_sandboxes.TryRemove(id, out var sb))
@@ -572,9 +586,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
         // The layer removals started by the cleanups above.
         lock (_cleanups) pending = _cleanups.Where(t => !t.IsCompleted).ToArray();
         await Task.WhenAll(pending).ConfigureAwait(false);
-        // No zygote may start after this point (a template warming in the background).
+        // Wait out a zygote start in progress (a template warming in the background).
         await _zygoteStart.WaitAsync().ConfigureAwait(false);
-        _disposed = true;
         foreach (var z in _zygotes.Values)
             await z.DisposeAsync().ConfigureAwait(false);
     }
