@@ -108,12 +108,14 @@ public sealed partial class SandboxManager : IAsyncDisposable
             {
                 await ConfigureTakenAsync(sandbox, limits, env, ct).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (Exception e)
             {
-                // A pooled sandbox that cannot be configured is discarded; the caller gets a new one.
+                // A pooled sandbox that cannot be configured is discarded (it belongs to nobody now);
+                // the caller gets a new one, unless it has gone away.
                 LogPoolDiscard(sandbox.Id, e.Message);
                 _ = DestroyAsync(sandbox);
                 sandbox = null;
+                if (e is OperationCanceledException) throw;
             }
         }
         var hit = sandbox is not null;
