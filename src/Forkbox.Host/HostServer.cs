@@ -203,15 +203,33 @@ public sealed partial class HostServer : IAsyncDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         LogStopping(_log, _manager.Running);
-        await _app.StopAsync().ConfigureAwait(false);
-        await _manager.DisposeAsync().ConfigureAwait(false);
-        await _listener.DisposeAsync().ConfigureAwait(false);
-        _slots.Dispose();
-        _cgroups?.RemoveAll();
-        await _app.DisposeAsync().ConfigureAwait(false);
+        // Every step runs even if one before it failed: a step skipped leaves mounts or cgroups behind.
+        var failures = new List<Exception>();
+        async Task Step(Func<Task> step)
+        {
+            try
+            {
+                await step().ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                LogShutdownStepFailed(_log, e);
+                failures.Add(e);
+            }
+        }
+        await Step(() => _app.StopAsync());
+        await Step(() => _manager.DisposeAsync().AsTask());
+        await Step(() => _listener.DisposeAsync().AsTask());
+        await Step(() => { _slots.Dispose(); return Task.CompletedTask; });
+        await Step(() => { _cgroups?.RemoveAll(); return Task.CompletedTask; });
+        await Step(() => _app.DisposeAsync().AsTask());
         _dataLock?.Dispose();
+        if (failures.Count > 0) throw new AggregateException("shutdown did not complete cleanly", failures);
         LogStopped(_log);
     }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "shutdown step failed; continuing with the others")]
+    private static partial void LogShutdownStepFailed(ILogger log, Exception e);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "forkbox listening on {Address} (cgroup v{Cgroup}, storage {Storage}, auth {Auth})")]
     private static partial void LogListening(ILogger log, Uri address, int cgroup, string storage, bool auth);
