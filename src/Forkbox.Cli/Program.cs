@@ -5,6 +5,7 @@ var root = new RootCommand("Forkbox: sandboxes for AI agents that start in a mil
 root.Subcommands.Add(ServeCommand.Create());
 root.Subcommands.Add(KeysCommand.Create());
 root.Subcommands.Add(SandboxCommand.Create());
+root.Subcommands.Add(TemplateCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 return await root.Parse(args).InvokeAsync();

@@ -89,6 +89,14 @@ public sealed class ForkboxClient
         SendJsonAsync(Request(HttpMethod.Put, $"v1/templates/{Uri.EscapeDataString(template)}/pool",
             Json(new PoolSizeRequest { Size = size }, WireJson.Default.PoolSizeRequest)), WireJson.Default.PoolInfo, ct);
 
+    public Task<TemplateList> ListTemplatesAsync(CancellationToken ct = default) =>
+        SendJsonAsync(Request(HttpMethod.Get, "v1/templates"), WireJson.Default.TemplateList, ct);
+
+    public async Task DeleteTemplateAsync(string name, CancellationToken ct = default)
+    {
+        using var _ = await SendAsync(Request(HttpMethod.Delete, $"v1/templates/{Uri.EscapeDataString(name)}"), ct).ConfigureAwait(false);
+    }
+
     public Task<SandboxList> ListSandboxesAsync(CancellationToken ct = default) =>
         SendJsonAsync(Request(HttpMethod.Get, "v1/sandboxes"), WireJson.Default.SandboxList, ct);
 }

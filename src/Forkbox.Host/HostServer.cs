@@ -135,7 +135,7 @@ public sealed partial class HostServer : IAsyncDisposable
                 await next(ctx).ConfigureAwait(false);
             });
             SandboxEndpoints.Map(app, manager, options,
-                new HostInfo(cgroups.Version, layers.Strategy, templates.Names.ToList()), metrics);
+                new HostInfo(cgroups.Version, layers.Strategy), metrics);
             await app.StartAsync(ct).ConfigureAwait(false);
             var server = new HostServer(app, manager, listener, slots, log) { _dataLock = dataLock, _cgroups = cgroups };
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();

@@ -5,12 +5,16 @@ namespace Forkbox.Core.Templates;
 /// A root filesystem is one or more read-only layers, each mounted at a target path under a
 /// private copy-on-write layer. The default template is a small skeleton at "/" plus the host's
 /// /usr at "/usr"; a template built into a directory is one layer at "/".
+/// A template with a <see cref="RootDir"/> has a Python of its own: its zygote runs chrooted
+/// into that directory (which every sandbox of it then sees as its lower layer "/").
 /// </summary>
 public sealed record TemplateDefinition(
     string Name,
     IReadOnlyList<TemplateLayer> Layers,
     IReadOnlyList<string> Preload,
-    string Python);
+    string Python,
+    string? RootDir = null,
+    long? SizeBytes = null);
 
 /// <summary>
 /// One read-only tree of a template, mounted at <paramref name="Target"/> inside the sandbox.

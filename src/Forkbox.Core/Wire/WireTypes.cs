@@ -82,6 +82,19 @@ public sealed record PoolInfo
     public double? RefillPerS { get; init; }
 }
 
+/// <summary>A template as GET /v1/templates lists it.</summary>
+public sealed record TemplateInfo
+{
+    public required string Name { get; init; }
+    /// <summary>Built into the server (default, python-datasci) rather than built with `forkbox template build`.</summary>
+    public required bool Builtin { get; init; }
+    public long? SizeBytes { get; init; }
+    public IReadOnlyList<string>? Preload { get; init; }
+    public required PoolInfo Pool { get; init; }
+}
+
+public sealed record TemplateList(IReadOnlyList<TemplateInfo> Templates);
+
 /// <summary>Body of PUT /v1/templates/{name}/pool.</summary>
 public sealed record PoolSizeRequest
 {
@@ -114,6 +127,6 @@ public sealed record ErrorBody(string Error, string Code);
 [JsonSerializable(typeof(CapacityInfo))]
 [JsonSerializable(typeof(ErrorBody))]
 [JsonSerializable(typeof(PoolInfo))]
-[JsonSerializable(typeof(List<PoolInfo>))]
+[JsonSerializable(typeof(TemplateList))]
 [JsonSerializable(typeof(PoolSizeRequest))]
 public sealed partial class WireJson : JsonSerializerContext;

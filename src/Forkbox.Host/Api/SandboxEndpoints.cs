@@ -108,12 +108,24 @@ public static class SandboxEndpoints
             IsolationBackend = "namespaces",
             CgroupVersion = host.CgroupVersion,
             StorageStrategy = host.StorageStrategy,
-            Templates = host.Templates,
+            Templates = manager.Templates.Names.ToList(),
             Pools = manager.Pools.Select(p => p.ToInfo()).ToList(),
         }, WireJson.Default.CapacityInfo));
 
-        app.MapGet("/v1/templates", () => Results.Json(
-            host.Templates.Select(t => manager.Pool(t).ToInfo()).ToList(), WireJson.Default.ListPoolInfo));
+        app.MapGet("/v1/templates", () => Results.Json(new TemplateList(manager.Templates.All.Select(t => new TemplateInfo
+        {
+            Name = t.Name,
+            Builtin = t.RootDir is null,
+            SizeBytes = t.SizeBytes,
+            Preload = t.Preload,
+            Pool = manager.Pool(t.Name).ToInfo(),
+        }).ToList()), WireJson.Default.TemplateList));
+
+        app.MapDelete("/v1/templates/{name}", async (string name) =>
+        {
+            await manager.RemoveTemplateAsync(name).ConfigureAwait(false);
+            return Results.NoContent();
+        });
 
         app.MapPut("/v1/templates/{name}/pool", async (HttpContext ctx, string name) =>
         {
@@ -168,4 +180,4 @@ public static class SandboxEndpoints
 }
 
 /// <summary>Facts about this host that /v1/capacity reports.</summary>
-public sealed record HostInfo(int CgroupVersion, string StorageStrategy, IReadOnlyList<string> Templates);
+public sealed record HostInfo(int CgroupVersion, string StorageStrategy);

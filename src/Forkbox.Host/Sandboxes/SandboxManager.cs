@@ -264,6 +264,30 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
     }
 
+    public TemplateCatalog Templates => _templates;
+
+    /// <summary>Deletes a built template that no sandbox uses: its pool, its zygote, then its files.</summary>
+    public async Task RemoveTemplateAsync(string name)
+    {
+        var template = _templates.Get(name);
+        if (template.RootDir is null)
+            throw new BadRequestException($"template '{name}' is built in and cannot be deleted");
+        var users = _sandboxes.Values.Count(s => s.Template.Name == name);
+        if (users > 0)
+            throw new ConflictException($"template '{name}' is used by {users} sandbox(es); close them first");
+        if (_pools.TryRemove(name, out var pool)) await pool.DisposeAsync().ConfigureAwait(false);
+        await _zygoteStart.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_zygotes.TryRemove(name, out var zygote)) await zygote.DisposeAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _zygoteStart.Release();
+        }
+        _templates.Remove(name);
+    }
+
     /// <summary>The host pid of a template's zygote, if it is running (for operators and tests).</summary>
     public int? ZygotePid(string template) => _zygotes.TryGetValue(template, out var z) ? z.Pid : null;
 
@@ -287,7 +311,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         {
             if (_zygotes.TryGetValue(template.Name, out z)) return z;
             ObjectDisposedException.ThrowIf(_disposed, this);
-            z = new ZygoteProcess(template, _seccompPath, _options.OutputLimitBytes, _loggers.CreateLogger<ZygoteProcess>());
+            z = new ZygoteProcess(template, _options.DataDir, _seccompPath, _options.OutputLimitBytes, _loggers.CreateLogger<ZygoteProcess>());
             z.SandboxExited += OnSandboxExited;
             await z.StartAsync(ct).ConfigureAwait(false);
             _zygotes[template.Name] = z;

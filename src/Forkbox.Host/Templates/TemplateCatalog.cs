@@ -34,23 +34,29 @@ public sealed class TemplateCatalog
         ["usr", "proc", "dev", "tmp", "etc", "home", "run", "var", "var/tmp", "var/log", "var/cache", "var/lib",
          "mnt", "opt", "srv", "media", "sys"];
 
+    /// <summary>Directories of "/" that each sandbox's root owns, so it can create files there.</summary>
+    private static readonly WritableDir[] RootWritable =
+    [
+        new("root", 0b111_000_000), new("etc", 0b111_101_101), new("home", 0b111_101_101),
+        new("var/tmp", 0b1_111_111_111), new("var/log", 0b111_101_101), new("var/cache", 0b111_101_101),
+        new("var/lib", 0b111_101_101), new("run", 0b111_101_101), new("opt", 0b111_101_101),
+        new("srv", 0b111_101_101), new("mnt", 0b111_101_101),
+    ];
+
     private readonly Dictionary<string, TemplateDefinition> _templates = new(StringComparer.Ordinal);
+    private readonly Lock _lock = new();
+    private readonly string _templatesDir;
 
     public TemplateCatalog(ServerOptions options)
     {
+        _templatesDir = options.TemplatesDir;
         var skeleton = Path.Combine(options.TemplatesDir, DefaultName, "rootfs");
         EnsureSkeleton(skeleton);
         var defaultTemplate = new TemplateDefinition(
             DefaultName,
             [
-                new TemplateLayer("/", skeleton,
-                [
-                    new("root", 0b111_000_000), new("etc", 0b111_101_101), new("home", 0b111_101_101),
-                    new("var/tmp", 0b1_111_111_111), new("var/log", 0b111_101_101), new("var/cache", 0b111_101_101),
-                    new("var/lib", 0b111_101_101), new("run", 0b111_101_101), new("opt", 0b111_101_101),
-                    new("srv", 0b111_101_101), new("mnt", 0b111_101_101),
-                ]),
-                new TemplateLayer("/usr", "/usr", UsrLocalDirs()),
+                new TemplateLayer("/", skeleton, RootWritable),
+                new TemplateLayer("/usr", "/usr", UsrLocalDirs("/usr", "")),
             ],
             ["json", "os", "sys", "re", "subprocess", "pathlib", "collections", "itertools", "functools", "math",
              "random", "datetime", "time", "typing", "dataclasses", "io", "shutil", "tempfile", "textwrap", "traceback"],
@@ -71,24 +77,83 @@ public sealed class TemplateCatalog
         Directory.GetDirectories("/usr/lib", "python3*").Append("/usr/lib/python3")
             .Any(lib => Directory.Exists(Path.Combine(lib, "dist-packages", module)));
 
-    public IReadOnlyCollection<string> Names => _templates.Keys;
+    public IReadOnlyCollection<string> Names
+    {
+        get
+        {
+            lock (_lock) return _templates.Keys.ToArray();
+        }
+    }
+
+    public IReadOnlyList<TemplateDefinition> All
+    {
+        get
+        {
+            Rescan();
+            lock (_lock) return _templates.Values.ToArray();
+        }
+    }
 
     public TemplateDefinition Get(string? name)
     {
         name ??= DefaultName;
-        return _templates.TryGetValue(name, out var t)
-            ? t
-            : throw new BadRequestException($"unknown template '{name}'; known templates: {string.Join(", ", _templates.Keys)}");
+        lock (_lock)
+            if (_templates.TryGetValue(name, out var t))
+                return t;
+        // Built by `forkbox template build` while the server runs?
+        Rescan();
+        lock (_lock)
+            return _templates.TryGetValue(name, out var t)
+                ? t
+                : throw new BadRequestException($"unknown template '{name}'; known templates: {string.Join(", ", _templates.Keys)}");
     }
 
-    /// <summary>/usr/local and the site-packages directory of each host Python, so `pip install` works as root inside.</summary>
-    private static List<WritableDir> UsrLocalDirs()
+    /// <summary>Removes a built template's files; the built-in ones cannot be removed.</summary>
+    public void Remove(string name)
+    {
+        var t = Get(name);
+        if (t.RootDir is null)
+            throw new BadRequestException($"template '{name}' is built in and cannot be deleted");
+        lock (_lock) _templates.Remove(name);
+        var dir = Path.GetDirectoryName(t.RootDir)!;
+        var trash = Path.Combine(_templatesDir, $".deleted-{name}-{Environment.TickCount64}");
+        Directory.Move(dir, trash);
+        Directory.Delete(trash, recursive: true);
+    }
+
+    /// <summary>Loads the templates built into DATA/templates/NAME (those with a template.json).</summary>
+    private void Rescan()
+    {
+        if (!Directory.Exists(_templatesDir)) return;
+        foreach (var dir in Directory.GetDirectories(_templatesDir))
+        {
+            var manifest = Path.Combine(dir, TemplateBuilder.ManifestName);
+            var name = Path.GetFileName(dir);
+            if (!File.Exists(manifest)) continue;
+            lock (_lock)
+                if (_templates.ContainsKey(name) || name.StartsWith('.'))
+                    continue;
+            var m = TemplateBuilder.ReadManifest(manifest);
+            var rootfs = Path.Combine(dir, "rootfs");
+            var t = new TemplateDefinition(name,
+                [new TemplateLayer("/", "/", [.. RootWritable, .. UsrLocalDirs(Path.Combine(rootfs, "usr"), "usr/")])],
+                m.Preload, m.Python, rootfs, m.SizeBytes);
+            lock (_lock) _templates.TryAdd(name, t);
+        }
+    }
+
+    /// <summary>/usr/local and the site-packages directory of each Python under usrDir, so `pip install` works as root inside.</summary>
+    private static List<WritableDir> UsrLocalDirs(string usrDir, string prefix)
     {
         const int mode = 0b111_101_101;
-        var dirs = new List<WritableDir> { new("local", mode), new("local/bin", mode), new("local/lib", mode), new("local/share", mode) };
-        foreach (var lib in Directory.Exists("/usr/lib") ? Directory.GetDirectories("/usr/lib", "python3*") : [])
-            if (File.Exists(Path.Combine(lib, "os.py")))
-                dirs.Add(new($"local/lib/{Path.GetFileName(lib)}/dist-packages", mode));
+        var dirs = new List<WritableDir>
+        {
+            new(prefix + "local", mode), new(prefix + "local/bin", mode), new(prefix + "local/lib", mode), new(prefix + "local/share", mode),
+        };
+        var lib = Path.Combine(usrDir, "lib");
+        foreach (var py in Directory.Exists(lib) ? Directory.GetDirectories(lib, "python3*") : [])
+            if (File.Exists(Path.Combine(py, "os.py")))
+                dirs.Add(new($"{prefix}local/lib/{Path.GetFileName(py)}/dist-packages", mode));
         return dirs;
     }
 

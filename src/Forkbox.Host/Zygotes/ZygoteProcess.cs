@@ -21,18 +21,36 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         "import json, sys; c = json.loads(sys.stdin.buffer.readline()); sys.path.insert(0, c['agent_dir']); " +
         "from forkbox_agent.zygote import main; main(c)";
 
+    // For a template with a root of its own: a private mount namespace in which the root is a
+    // mount point (so sandboxes can pivot_root out of the chroot) and the data directory, the
+    // agent package, cgroups, /dev and /proc appear at the same paths as on the host; then chroot.
+    private const string ChrootLauncher = """
+        set -e
+        r="$1"; d="$2"; a="$3"; py="$4"; boot="$5"
+        mkdir -p "$r$d" "$r/.forkbox-agent" "$r/sys/fs/cgroup" "$r/dev" "$r/proc"
+        mount --bind "$r" "$r"
+        mount --rbind "$d" "$r$d"
+        mount --bind "$a" "$r/.forkbox-agent"
+        mount --rbind /sys/fs/cgroup "$r/sys/fs/cgroup"
+        mount --rbind /dev "$r/dev"
+        mount -t proc proc "$r/proc"
+        exec chroot "$r" "$py" -I -c "$boot"
+        """;
+
     private readonly TemplateDefinition _template;
+    private readonly string _dataDir;
     private readonly string _seccompPath;
     private readonly long _outputLimit;
     private readonly ILogger _log;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
-    private readonly ConcurrentDictionary<string, TaskCompletionSource<SpawnResult>> _pending = new();
+    // Each spawn waits on the zygote process it was written to; a process that dies fails only its own.
+    private readonly ConcurrentDictionary<string, (TaskCompletionSource<SpawnResult> Tcs, Process Process)> _pending = new();
     private Process? _process;
-    private TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public ZygoteProcess(TemplateDefinition template, string seccompPath, long outputLimit, ILogger log)
+    public ZygoteProcess(TemplateDefinition template, string dataDir, string seccompPath, long outputLimit, ILogger log)
     {
         _template = template;
+        _dataDir = dataDir;
         _seccompPath = seccompPath;
         _outputLimit = outputLimit;
         _log = log;
@@ -45,18 +63,20 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
 
     public async Task StartAsync(CancellationToken ct)
     {
-        var psi = new ProcessStartInfo(_template.Python, ["-I", "-c", Bootstrap])
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = "/",
-        };
+        var chrooted = _template.RootDir is not null;
+        var psi = chrooted
+            ? new ProcessStartInfo("/usr/bin/unshare", ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", ChrootLauncher, "sh",
+                _template.RootDir!, Path.GetFullPath(_dataDir), AgentFiles.PythonPath, _template.Python, Bootstrap])
+            : new ProcessStartInfo(_template.Python, ["-I", "-c", Bootstrap]);
+        psi.RedirectStandardInput = true;
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        psi.UseShellExecute = false;
+        psi.WorkingDirectory = "/";
         psi.Environment.Clear();
         psi.Environment["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
         psi.Environment["LANG"] = "C.UTF-8";
-        _ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var process = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {_template.Python}");
         _process = process;
         process.StandardInput.AutoFlush = true;
@@ -65,16 +85,16 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             if (e.Data is not null) LogZygoteStderr(_template.Name, e.Data);
         };
         process.BeginErrorReadLine();
-        _ = Task.Run(() => ReadLoopAsync(process));
+        _ = Task.Run(() => ReadLoopAsync(process, ready));
         var config = JsonSerializer.Serialize(new Dictionary<string, object>
         {
-            ["agent_dir"] = AgentFiles.PythonPath,
+            ["agent_dir"] = chrooted ? "/.forkbox-agent" : AgentFiles.PythonPath,
             ["seccomp"] = _seccompPath,
             ["preload"] = _template.Preload,
             ["output_limit"] = _outputLimit,
         });
         await process.StandardInput.WriteLineAsync(config.AsMemory(), ct).ConfigureAwait(false);
-        await _ready.Task.WaitAsync(TimeSpan.FromSeconds(60), ct).ConfigureAwait(false);
+        await ready.Task.WaitAsync(TimeSpan.FromSeconds(60), ct).ConfigureAwait(false);
         LogZygoteStarted(_template.Name, process.Id);
     }
 
@@ -82,18 +102,30 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
     {
         var line = SerializeSpec(spec);
         var tcs = new TaskCompletionSource<SpawnResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _pending[spec.Id] = tcs;
         try
         {
             await _writeLock.WaitAsync(ct).ConfigureAwait(false);
             try
             {
-                if (_process is null || _process.HasExited)
+                for (var attempt = 0; ; attempt++)
                 {
-                    if (_process is not null) LogZygoteRestart(_template.Name, _process.ExitCode);
-                    await StartAsync(ct).ConfigureAwait(false);
+                    if (_process is null || _process.HasExited)
+                    {
+                        if (_process is not null) LogZygoteRestart(_template.Name, _process.ExitCode);
+                        await StartAsync(ct).ConfigureAwait(false);
+                    }
+                    _pending[spec.Id] = (tcs, _process!);
+                    try
+                    {
+                        await _process!.StandardInput.WriteLineAsync(line.AsMemory(), ct).ConfigureAwait(false);
+                        break;
+                    }
+                    catch (IOException) when (attempt == 0)
+                    {
+                        // It died just now and we have not seen it exit yet: wait for that, then start another.
+                        _process!.WaitForExit(TimeSpan.FromSeconds(5));
+                    }
                 }
-                await _process!.StandardInput.WriteLineAsync(line.AsMemory(), ct).ConfigureAwait(false);
             }
             finally
             {
@@ -107,7 +139,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         }
     }
 
-    private async Task ReadLoopAsync(Process process)
+    private async Task ReadLoopAsync(Process process, TaskCompletionSource ready)
     {
         var stdout = process.StandardOutput;
         while (await stdout.ReadLineAsync().ConfigureAwait(false) is { } line)
@@ -119,9 +151,9 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
                 if (root.TryGetProperty("exited", out var exited))
                     SandboxExited?.Invoke(exited.GetInt32(), root.GetProperty("status").GetInt32());
                 else if (root.TryGetProperty("ready", out _))
-                    _ready.TrySetResult();
-                else if (root.TryGetProperty("id", out var id) && _pending.TryGetValue(id.GetString() ?? "", out var tcs))
-                    tcs.TrySetResult(root.GetProperty("ok").GetBoolean()
+                    ready.TrySetResult();
+                else if (root.TryGetProperty("id", out var id) && _pending.TryGetValue(id.GetString() ?? "", out var pending))
+                    pending.Tcs.TrySetResult(root.GetProperty("ok").GetBoolean()
                         ? new SpawnResult(true, root.GetProperty("pid").GetInt32(), root.GetProperty("setup_ms").GetDouble(),
                             root.GetProperty("steps").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble()), null)
                         : new SpawnResult(false, 0, 0, null, root.GetProperty("error").GetString()));
@@ -132,9 +164,10 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             }
         }
         // The zygote is gone: whoever waits on it learns now rather than at a timeout.
-        _ready.TrySetException(new InvalidOperationException($"zygote for template '{_template.Name}' exited during start-up"));
-        foreach (var tcs in _pending.Values)
-            tcs.TrySetResult(new SpawnResult(false, 0, 0, null, $"zygote for template '{_template.Name}' exited"));
+        ready.TrySetException(new InvalidOperationException($"zygote for template '{_template.Name}' exited during start-up"));
+        foreach (var pending in _pending.Values)
+            if (ReferenceEquals(pending.Process, process))
+                pending.Tcs.TrySetResult(new SpawnResult(false, 0, 0, null, $"zygote for template '{_template.Name}' exited"));
     }
 
     private static string SerializeSpec(SpawnSpec spec)

@@ -1,0 +1,118 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Forkbox.Core;
+using Forkbox.Core.Errors;
+
+namespace Forkbox.Host.Templates;
+
+/// <summary>
+/// Builds a template into DATA/templates/NAME/rootfs from a directory, a tarball or debootstrap,
+/// with a template.json beside it. The build happens in a staging directory that is renamed into
+/// place at the end, so a server never sees half a template. The root filesystem must have its own
+/// Python 3.9 or newer at /usr/bin/python3: its zygote runs that Python, chrooted into it.
+/// </summary>
+public static partial class TemplateBuilder
+{
+    public const string ManifestName = "template.json";
+
+    public sealed record Manifest(string Name, string Source, IReadOnlyList<string> Preload, string Python, long SizeBytes, DateTimeOffset CreatedAt);
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")]
+    private static partial Regex NamePattern();
+
+    public static Manifest ReadManifest(string path) =>
+        JsonSerializer.Deserialize<Manifest>(File.ReadAllText(path), JsonOptions)
+        ?? throw new InvalidDataException($"{path} is empty");
+
+    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web) { WriteIndented = true };
+
+    /// <param name="from">"debootstrap", a directory, or a .tar/.tar.gz/.tar.xz/.tar.zst file.</param>
+    public static async Task<Manifest> BuildAsync(ServerOptions options, string name, string from, IReadOnlyList<string> packages,
+        IReadOnlyList<string> preload, Action<string> progress, CancellationToken ct)
+    {
+        if (!NamePattern().IsMatch(name) || name is TemplateCatalog.DefaultName or TemplateCatalog.DataSciName)
+            throw new BadRequestException($"template name '{name}' must be 1–63 of a-z, 0-9 and '-', and not a built-in name");
+        var target = Path.Combine(options.TemplatesDir, name);
+        if (Directory.Exists(target))
+            throw new ConflictException($"template '{name}' already exists; delete it first (forkbox template rm {name})");
+        var staging = Path.Combine(options.TemplatesDir, $".build-{name}-{Environment.ProcessId}");
+        var rootfs = Path.Combine(staging, "rootfs");
+        if (Directory.Exists(staging)) Directory.Delete(staging, true);
+        Directory.CreateDirectory(rootfs);
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            if (from == "debootstrap")
+            {
+                var include = string.Join(',', new[] { "python3" }.Concat(packages));
+                progress($"debootstrap: Debian bookworm (minbase) with {include}");
+                await RunAsync("debootstrap", ["--variant=minbase", $"--include={include}", "bookworm", rootfs], progress, ct);
+            }
+            else if (Directory.Exists(from))
+            {
+                progress($"copying {from} (reflinks where the filesystem allows)");
+                await RunAsync("cp", ["-a", "--reflink=auto", Path.GetFullPath(from) + "/.", rootfs], progress, ct);
+            }
+            else if (File.Exists(from))
+            {
+                progress($"extracting {from}");
+                await RunAsync("tar", ["-xpf", Path.GetFullPath(from), "--numeric-owner", "-C", rootfs], progress, ct);
+            }
+            else
+            {
+                throw new BadRequestException($"--from '{from}' is neither 'debootstrap', a directory nor a tarball");
+            }
+            if (packages.Count > 0 && from != "debootstrap")
+                progress("note: --packages is used with --from debootstrap only; install packages into the directory or tarball yourself");
+            const string python = "/usr/bin/python3";
+            if (!File.Exists(rootfs + python) && new FileInfo(rootfs + python).LinkTarget is null)
+                throw new BadRequestException($"the root filesystem has no {python}: a template needs Python 3.9+ of its own");
+            progress("measuring size");
+            var size = SizeOf(rootfs);
+            var manifest = new Manifest(name, from, preload, python, size, DateTimeOffset.UtcNow);
+            await File.WriteAllTextAsync(Path.Combine(staging, ManifestName), JsonSerializer.Serialize(manifest, JsonOptions), ct);
+            Directory.Move(staging, target);
+            progress($"template '{name}' ready: {size / 1048576.0:F1} MiB in {clock.Elapsed.TotalSeconds:F1} s");
+            return manifest;
+        }
+        catch
+        {
+            if (Directory.Exists(staging)) Directory.Delete(staging, true);
+            throw;
+        }
+    }
+
+    private static long SizeOf(string dir)
+    {
+        long total = 0;
+        foreach (var f in new DirectoryInfo(dir).EnumerateFiles("*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0, IgnoreInaccessible = true }))
+            if (f.LinkTarget is null) total += f.Length;
+        return total;
+    }
+
+    /// <summary>Runs a build tool, passing each line it prints to progress; a non-zero exit is an error naming the tool.</summary>
+    private static async Task RunAsync(string file, string[] args, Action<string> progress, CancellationToken ct)
+    {
+        var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {file}");
+        var lastLines = new Queue<string>();
+        void OnLine(string? line)
+        {
+            if (line is null) return;
+            progress("  " + line);
+            lock (lastLines)
+            {
+                lastLines.Enqueue(line);
+                if (lastLines.Count > 5) lastLines.Dequeue();
+            }
+        }
+        p.OutputDataReceived += (_, e) => OnLine(e.Data);
+        p.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        await p.WaitForExitAsync(ct);
+        if (p.ExitCode != 0)
+            throw new ExecutorException($"{file} failed with exit code {p.ExitCode}: {string.Join(" | ", lastLines)}");
+    }
+}
