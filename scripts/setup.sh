@@ -10,8 +10,9 @@ fi
 
 # Runtime: the default template's Python and coreutils, libseccomp for the filter, unshare for
 # user namespaces, ps for the tests, curl for the demo, the scientific stack for the
-# python-datasci template, bubblewrap as the benchmark's point of comparison. Build: the .NET 10 SDK.
-packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap)
+# python-datasci template, bubblewrap as the benchmark's point of comparison, debootstrap for
+# `forkbox template build --from debootstrap`. Build: the .NET 10 SDK.
+packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
