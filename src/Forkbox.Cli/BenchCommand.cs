@@ -21,7 +21,8 @@ internal static class BenchCommand
         var host = CommonOptions.Host();
         var n = new Option<int>("-n", "--iterations") { Description = "Iterations per figure", DefaultValueFactory = _ => 30 };
         var json = new Option<string?>("--json") { Description = "Also write every raw sample to this JSON file" };
-        var cmd = new Command("bench", "Measure create, run_code, files, burst rate and idle memory against a running server, beside raw floors.") { host, n, json };
+        var hold = new Option<int>("--hold") { Description = "Idle sandboxes to hold at once at the end (0 skips)", DefaultValueFactory = _ => 500 };
+        var cmd = new Command("bench", "Measure create, run_code, files, burst rate and idle memory against a running server, beside raw floors.") { host, n, json, hold };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {
             var client = new ForkboxClient(parse.GetValue(host));
@@ -108,15 +109,29 @@ internal static class BenchCommand
                     $"pool refill per sandbox, server side [{template}]: p50 {pool.RefillMsP50:F1} ms ({pool.RefillPerS:F1}/s)");
             }
 
+            // Idle sandboxes held at once: create until --hold or until the server says it is full.
             var idle = new List<Sandbox>();
-            for (var i = 0; i < 20; i++) idle.Add(await Sandbox.CreateAsync(client: client, ct: ct));
+            var want = Math.Max(20, parse.GetValue(hold));
+            var holdClock = Stopwatch.StartNew();
+            try
+            {
+                while (idle.Count < want) idle.Add(await Sandbox.CreateAsync(client: client, ct: ct));
+            }
+            catch (ForkboxApiException e) when (e.Status == 503)
+            {
+                Console.WriteLine($"server full after {idle.Count} sandboxes: {e.ServerMessage}");
+            }
+            var holdSeconds = holdClock.Elapsed.TotalSeconds;
             await Task.Delay(500, ct);
             var memory = new List<double>();
             foreach (var sb in idle) memory.Add((await sb.RefreshAsync(ct)).MemoryBytes!.Value / 1048576.0);
+            var stillWorks = (await idle[^1].RunCodeAsync("print('ok')", ct: ct)).Stdout == "ok";
             foreach (var sb in idle) await sb.CloseAsync(ct);
             memory.Sort();
+            report.Note("idle_sandboxes_held", idle.Count,
+                $"idle sandboxes held at once: {idle.Count} (created in {holdSeconds:F1} s; the last one still answers: {stillWorks})");
             report.Note("idle_sandbox_mib_p50", memory[memory.Count / 2],
-                $"idle sandbox memory (its cgroup, 20 sandboxes): p50 {memory[memory.Count / 2]:F2} MiB, max {memory[^1]:F2} MiB");
+                $"idle sandbox memory (its cgroup): p50 {memory[memory.Count / 2]:F2} MiB, max {memory[^1]:F2} MiB, total {memory.Sum():F0} MiB");
 
             if (parse.GetValue(json) is { } path)
             {

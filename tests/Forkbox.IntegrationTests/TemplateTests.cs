@@ -58,6 +58,13 @@ public sealed class TemplateTests(ServerFixture fx)
                 var inUse = await Assert.ThrowsAsync<ForkboxApiException>(() => fx.Client.DeleteTemplateAsync(name));
                 Assert.Equal(409, inUse.Status);
             }
+            // Its pool refills too: sandboxes made after its zygote started (with uid slots made since) work.
+            await fx.WaitForPool(fx.Options.PoolSize, name);
+            await using (var hit = await fx.NewSandbox(new CreateSandboxRequest { Template = name }))
+            {
+                Assert.True(hit.Info.PoolHit);
+                Assert.Equal("2", (await hit.RunCodeAsync("print(1 + 1)")).Stdout);
+            }
             await fx.Client.DeleteTemplateAsync(name);
             var gone = await Assert.ThrowsAsync<ForkboxApiException>(() => fx.NewSandbox(new CreateSandboxRequest { Template = name }));
             Assert.Equal(400, gone.Status);

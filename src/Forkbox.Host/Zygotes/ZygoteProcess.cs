@@ -21,8 +21,8 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         "import json, sys; c = json.loads(sys.stdin.buffer.readline()); sys.path.insert(0, c['agent_dir']); " +
         "from forkbox_agent.zygote import main; main(c)";
 
-    // For a template with a root of its own: a private mount namespace in which the root is a
-    // mount point (so sandboxes can pivot_root out of the chroot) and the data directory, the
+    // For a template with a root of its own: a mount namespace of its own (a slave of the host's,
+    // so user-namespace slots made later appear in it) in which the root is a mount point (so sandboxes can pivot_root out of the chroot) and the data directory, the
     // agent package, cgroups, /dev and /proc appear at the same paths as on the host; then chroot.
     private const string ChrootLauncher = """
         set -e
@@ -65,7 +65,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
     {
         var chrooted = _template.RootDir is not null;
         var psi = chrooted
-            ? new ProcessStartInfo("/usr/bin/unshare", ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", ChrootLauncher, "sh",
+            ? new ProcessStartInfo("/usr/bin/unshare", ["--mount", "--propagation", "slave", "--", "/bin/sh", "-c", ChrootLauncher, "sh",
                 _template.RootDir!, Path.GetFullPath(_dataDir), AgentFiles.PythonPath, _template.Python, Bootstrap])
             : new ProcessStartInfo(_template.Python, ["-I", "-c", Bootstrap]);
         psi.RedirectStandardInput = true;

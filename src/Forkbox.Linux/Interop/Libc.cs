@@ -8,6 +8,7 @@ internal static partial class Libc
     public const int SIGKILL = 9;
     public const int MNT_DETACH = 2;
     public const ulong MS_BIND = 4096;
+    public const ulong MS_SHARED = 1 << 20;
 
     /// <summary>see: man 2 mount</summary>
     [LibraryImport("libc", EntryPoint = "mount", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]

@@ -32,6 +32,10 @@ public sealed class UserNamespaceSlots : IDisposable
         _count = count;
         Directory.CreateDirectory(dir);
         RemoveStale(dir);
+        // The directory is a shared mount of its own, so slots made later also appear in mount
+        // namespaces copied earlier (the chrooted zygotes of built templates see it as a slave).
+        if (Libc.Mount(dir, dir, null, Libc.MS_BIND, 0) != 0 || Libc.Mount(null, dir, null, Libc.MS_SHARED, 0) != 0)
+            throw new IOException($"cannot make {dir} a shared mount: {Libc.LastError()}");
         for (var i = 0; i < count; i++) _free.Add(i);
     }
 
@@ -118,13 +122,18 @@ public sealed class UserNamespaceSlots : IDisposable
         }
     }
 
+    /// <summary>Unmounts and deletes the slot files, then the directory's own bind mount, down to the plain directory.</summary>
     private static void RemoveStale(string dir)
     {
-        foreach (var file in Directory.GetFiles(dir))
+        do
         {
-            Libc.Umount2(file, Libc.MNT_DETACH);
-            File.Delete(file);
+            foreach (var file in Directory.GetFiles(dir))
+            {
+                Libc.Umount2(file, Libc.MNT_DETACH);
+                File.Delete(file);
+            }
         }
+        while (Libc.Umount2(dir, Libc.MNT_DETACH) == 0); // a crashed run may have left its bind mount
     }
 
     public void Dispose() => RemoveStale(_dir);
