@@ -34,6 +34,9 @@ internal static class BenchCommand
 
             var pipe = report.Add("floor: pipe round trip to python", RawPipeRoundTrip(python, iterations * 10));
             var fork = report.Add("floor: fork() of python until ack", RawFork(python, iterations));
+            var forkZygote = report.Add("floor: fork() of a zygote-sized python", RawFork(python, iterations, preload: true));
+            var forkUnshare = RawFork(python, iterations, preload: true, unshare: true);
+            if (forkUnshare.Count > 0) report.Add("floor: fork() + unshare(mnt,net,ipc,uts)", forkUnshare);
             using var http = new HttpClient { BaseAddress = client.BaseAddress };
             var empty = report.Add("floor: HTTP GET /v1/healthz", await Measure(iterations, () => http.GetStringAsync("v1/healthz", ct)));
             List<double>? bwrap = null;
@@ -81,7 +84,7 @@ internal static class BenchCommand
             try
             {
                 report.Add("create() pool miss", await Measure(iterations, () => Sandbox.CreateAsync(client: client, ct: ct), after: sb => sb.CloseAsync(ct)),
-                    (fork, "fork"), (bwrap, "bwrap"));
+                    (forkUnshare.Count > 0 ? forkUnshare : forkZygote, "fork+unshare"), (bwrap, "bwrap"));
                 // Burst: 4 clients creating at once with the pool empty, so every create makes its sandbox.
                 var burst = new List<Sandbox>();
                 var clock = Stopwatch.StartNew();
@@ -226,17 +229,28 @@ internal static class BenchCommand
             """);
 
     /// <summary>fork() of a bare python until the child answers on a pipe: the floor under create.</summary>
-    private static List<double> RawFork(string python, int n) =>
+    /// <summary>
+    /// fork() of a python until the child answers on a pipe: the floor under a sandbox's start.
+    /// With preload, the process first imports what the default template's zygote imports; with
+    /// unshare, the child also unshares mount, network, IPC and UTS namespaces (needs root).
+    /// </summary>
+    private static List<double> RawFork(string python, int n, bool preload = false, bool unshare = false) =>
         RunPythonSamples(python, $$"""
-            import os, time
+            import ctypes, gc, os, time
+            if {{(preload ? "True" : "False")}}:
+                import json, re, subprocess, pathlib, collections, itertools, functools, math, random, datetime, typing, dataclasses, io, shutil, tempfile, textwrap, traceback, selectors, socket, ast
+            libc = ctypes.CDLL(None, use_errno=True)
+            gc.freeze()
             for i in range({{n + 1}}):
                 r, w = os.pipe()
                 t = time.perf_counter()
                 pid = os.fork()
                 if pid == 0:
+                    if {{(unshare ? "True" : "False")}} and libc.unshare(0x00020000 | 0x40000000 | 0x08000000 | 0x04000000) != 0:
+                        os._exit(1)
                     os.write(w, b"1"); os._exit(0)
-                os.read(r, 1)
-                if i: print((time.perf_counter() - t) * 1000)
+                ok = os.read(r, 1)
+                if i and ok: print((time.perf_counter() - t) * 1000)
                 os.waitpid(pid, 0); os.close(r); os.close(w)
             """);
 
