@@ -54,8 +54,6 @@ public sealed class HostMetrics
             Interlocked.Add(ref _sumMicros, (long)(seconds * 1e6));
         }
 
-        public long Count => _counts.Sum(c => Interlocked.Read(ref c));
-
         internal void Render(StringBuilder sb, bool withHeader = true)
         {
             if (withHeader)
