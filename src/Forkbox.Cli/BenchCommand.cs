@@ -21,7 +21,7 @@ internal static class BenchCommand
         var host = CommonOptions.Host();
         var n = new Option<int>("-n", "--iterations") { Description = "Iterations per figure", DefaultValueFactory = _ => 30 };
         var json = new Option<string?>("--json") { Description = "Also write every raw sample to this JSON file" };
-        var hold = new Option<int>("--hold") { Description = "Idle sandboxes to hold at once at the end (0 skips)", DefaultValueFactory = _ => 500 };
+        var hold = new Option<int>("--hold") { Description = "Idle sandboxes to hold at once at the end (at least 20)", DefaultValueFactory = _ => 500 };
         var cmd = new Command("bench", "Measure create, run_code, files, burst rate and idle memory against a running server, beside raw floors.") { host, n, json, hold };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {

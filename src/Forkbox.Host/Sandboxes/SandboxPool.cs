@@ -26,6 +26,11 @@ public sealed partial class SandboxPool : IAsyncDisposable
     private int _recentCount;
     private int _readyCount;
     private int _target;
+    private long _lastTake;
+
+    // After a take, the refill waits this long (unless the pool runs low) so that the reply to the
+    // create, and the caller's first calls, do not share the two cores with a fork and its mounts.
+    private const int RefillDelayMs = 15;
 
     public SandboxPool(SandboxManager manager, TemplateDefinition template, int target, ILogger log)
     {
@@ -57,6 +62,7 @@ public sealed partial class SandboxPool : IAsyncDisposable
         while (_ready.TryDequeue(out var sb))
         {
             Interlocked.Decrement(ref _readyCount);
+            Volatile.Write(ref _lastTake, Environment.TickCount64);
             if (!sb.IsDead) return sb;
             _ = _manager.DestroyAsync(sb);
         }
@@ -107,6 +113,8 @@ public sealed partial class SandboxPool : IAsyncDisposable
                     await _manager.DestroyAsync(extra).ConfigureAwait(false);
                 while (Ready < Target && _manager.HasRoom && !stop.IsCancellationRequested)
                 {
+                    while (Ready >= Target / 2 && Environment.TickCount64 - Volatile.Read(ref _lastTake) < RefillDelayMs)
+                        await Task.Delay(RefillDelayMs, stop).ConfigureAwait(false);
                     var started = Stopwatch.GetTimestamp();
                     // Not cancelled by shutdown: a half-made sandbox is harder to clean than a whole one.
                     var sb = await _manager.SpawnAsync(_template, _manager.DefaultLimits, null, CancellationToken.None).ConfigureAwait(false);
