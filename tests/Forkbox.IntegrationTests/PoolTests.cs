@@ -74,7 +74,7 @@ public sealed class PoolTests(ServerFixture fx)
         {
             var drained = await SetPoolSize(0);
             Assert.Equal(0, drained.GetProperty("target").GetInt32());
-            await WaitUntil(() => fx.Server.Sandboxes.Pool("default").Ready == 0);
+            await ServerFixture.WaitUntil(() => fx.Server.Sandboxes.Pool("default").Ready == 0, "the default pool draining");
             await using (var miss = await fx.NewSandbox())
             {
                 Assert.False(miss.Info.PoolHit);
@@ -113,11 +113,11 @@ public sealed class PoolTests(ServerFixture fx)
         try
         {
             await SetPoolSize(0);
-            await WaitUntil(() => fx.Server.Sandboxes.Pool("default").Ready == 0);
+            await ServerFixture.WaitUntil(() => fx.Server.Sandboxes.Pool("default").Ready == 0, "the default pool draining");
             var zygote = fx.Server.Sandboxes.ZygotePid("default");
             Assert.NotNull(zygote);
             System.Diagnostics.Process.GetProcessById(zygote.Value).Kill();
-            await WaitUntil(() => !Directory.Exists($"/proc/{zygote}"));
+            await ServerFixture.WaitUntil(() => !Directory.Exists($"/proc/{zygote}"), "the killed zygote exiting");
             await using var after = await fx.NewSandbox();
             Assert.False(after.Info.PoolHit);
             Assert.Equal("new", (await after.RunCodeAsync("print('new')")).Stdout);
@@ -136,15 +136,5 @@ public sealed class PoolTests(ServerFixture fx)
         using var resp = await fx.Http.PutAsJsonAsync("/v1/templates/default/pool", new { size });
         resp.EnsureSuccessStatusCode();
         return JsonDocument.Parse(await resp.Content.ReadAsStringAsync()).RootElement.Clone();
-    }
-
-    private static async Task WaitUntil(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException("condition not met in 30 s");
-            await Task.Delay(20);
-        }
     }
 }

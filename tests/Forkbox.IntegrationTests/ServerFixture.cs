@@ -46,12 +46,16 @@ public sealed class ServerFixture : IAsyncLifetime
     }
 
     /// <summary>Waits (bounded) until the default template's pool holds at least <paramref name="ready"/> sandboxes.</summary>
-    public async Task WaitForPool(int ready, string template = "default")
+    public Task WaitForPool(int ready, string template = "default") =>
+        WaitUntil(() => Server.Sandboxes.Pool(template).Ready >= ready, $"pool {template} reaching {ready} ready sandboxes", 60);
+
+    /// <summary>Polls a condition every 20 ms; throws naming it if it does not hold within the time given.</summary>
+    public static async Task WaitUntil(Func<bool> condition, string what, double seconds = 30)
     {
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (Server.Sandboxes.Pool(template).Ready < ready)
+        var deadline = DateTime.UtcNow.AddSeconds(seconds);
+        while (!condition())
         {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"pool {template} did not reach {ready} ready sandboxes in 60 s");
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"{what}: not within {seconds} s");
             await Task.Delay(20);
         }
     }

@@ -39,6 +39,19 @@ public sealed class AgentFrame(JsonDocument header, byte[] payload) : IDisposabl
         return bytes;
     }
 
+    /// <summary>Writes "env": {…} when there are variables to pass (exec, setenv and spawn requests).</summary>
+    public static void WriteEnv(Utf8JsonWriter w, IReadOnlyDictionary<string, string>? env)
+    {
+        if (env is not { Count: > 0 }) return;
+        w.WriteStartObject("env");
+        foreach (var (k, v) in env) w.WriteString(k, v);
+        w.WriteEndObject();
+    }
+
+    /// <summary>Whether an exception from reading or writing the control socket means the agent is gone.</summary>
+    public static bool IsChannelLost(Exception e) =>
+        e is EndOfStreamException or IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidDataException;
+
     /// <summary>Reads one frame; throws EndOfStreamException when the agent has gone.</summary>
     public static async ValueTask<AgentFrame> ReadAsync(Stream stream, byte[] prefix, CancellationToken ct)
     {

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json;
 using Forkbox.Core;
@@ -149,9 +148,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             using var ok = await FileCallAsync(sb, w =>
             {
                 w.WriteString("op", "setenv");
-                w.WriteStartObject("env");
-                foreach (var (k, v) in env) w.WriteString(k, v);
-                w.WriteEndObject();
+                AgentFrame.WriteEnv(w, env);
             }, default, ct).ConfigureAwait(false);
         }
         sb.TimingsMs["pool_take"] = Lap(step);
@@ -427,6 +424,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             EnsureUsable(sb);
             sb.State = SandboxState.Running;
             var callId = sb.Agent.NextCallId();
+            var rich = req.Rich == true;
             var frame = AgentFrame.Encode(w =>
             {
                 w.WriteString("op", "exec");
@@ -434,18 +432,25 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 w.WriteString("lang", language);
                 w.WriteString("code", req.Code);
                 w.WriteNumber("timeout", timeout);
-                w.WriteBoolean("rich", req.Rich == true);
+                w.WriteBoolean("rich", rich);
                 if (req.Cwd is not null) w.WriteString("cwd", req.Cwd);
-                if (env is { Count: > 0 })
-                {
-                    w.WriteStartObject("env");
-                    foreach (var (k, v) in env) w.WriteString(k, v);
-                    w.WriteEndObject();
-                }
+                AgentFrame.WriteEnv(w, env);
             }, default);
             using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(timeout) + AgentGrace);
-            var rich = req.Rich == true;
             var clientOk = true;
+            // Once the client has gone, events are still read (to keep the channel in step) but no longer sent.
+            async ValueTask FlushToClient()
+            {
+                if (!clientOk) return;
+                try
+                {
+                    await sink.FlushAsync(clientGone).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException)
+                {
+                    clientOk = false;
+                }
+            }
             await sb.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
             while (true)
             {
@@ -461,7 +466,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
                     WriteFatal(sink, rich, "TimeoutError", reason, 124, timeout: true);
                     break;
                 }
-                catch (Exception e) when (e is EndOfStreamException or IOException or SocketException or ObjectDisposedException or InvalidDataException)
+                catch (Exception e) when (AgentFrame.IsChannelLost(e))
                 {
                     var reason = DeathReason(sb, sb.DeadReason ?? "the sandbox's agent closed its control channel");
                     if (sb.TryMarkDead(reason)) LogDied(sb.Id, reason);
@@ -471,24 +476,10 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 bool done;
                 using (f)
                     done = Forward(f, sink);
-                if (clientOk)
-                {
-                    try
-                    {
-                        await sink.FlushAsync(clientGone).ConfigureAwait(false);
-                    }
-                    catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException)
-                    {
-                        clientOk = false;
-                    }
-                }
+                await FlushToClient().ConfigureAwait(false);
                 if (done) break;
             }
-            if (clientOk)
-            {
-                try { await sink.FlushAsync(clientGone).ConfigureAwait(false); }
-                catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException) { }
-            }
+            await FlushToClient().ConfigureAwait(false); // the events of a fatal end
         }
         finally
         {
@@ -564,7 +555,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 await sb.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
                 answer = await sb.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is EndOfStreamException or IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+            catch (Exception e) when (AgentFrame.IsChannelLost(e) || e is OperationCanceledException)
             {
                 var reason = DeathReason(sb, "the sandbox's agent stopped answering during a file call");
                 Kill(sb, reason);

@@ -208,12 +208,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-            if (spec.Env is { Count: > 0 })
-            {
-                w.WriteStartObject("env");
-                foreach (var (k, v) in spec.Env) w.WriteString(k, v);
-                w.WriteEndObject();
-            }
+            Agents.AgentFrame.WriteEnv(w, spec.Env);
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(buffer.WrittenSpan);

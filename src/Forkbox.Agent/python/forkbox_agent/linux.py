@@ -35,7 +35,6 @@ MNT_DETACH = 2
 PR_SET_NAME = 15
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
-PR_SET_PDEATHSIG = 1
 SECCOMP_MODE_FILTER = 2
 
 # glibc has no pivot_root wrapper.
