@@ -24,6 +24,9 @@ public sealed record ServerOptions
     /// <summary>Ready sandboxes kept per template (the warm pool); PUT /v1/templates/{name}/pool changes it at run time.</summary>
     public int PoolSize { get; init; } = 8;
     public int TmpSizeMb { get; init; } = 512;
+    /// <summary>How long a fork waits for the sandbox's running call to end before it answers 409.</summary>
+    public double ForkWaitS { get; init; } = 10;
+    public TimeSpan ForkWait => TimeSpan.FromSeconds(ForkWaitS);
     public long MaxUploadBytes { get; init; } = 64L << 20;
     public long MaxDownloadBytes { get; init; } = 256L << 20;
     /// <summary>Output one call may produce before it is truncated with a marker line.</summary>
@@ -56,6 +59,7 @@ public sealed record ServerOptions
         Require(PidsLimit >= 8, "pids_limit must be at least 8");
         Require(PoolSize >= 0 && PoolSize <= MaxSandboxes, "pool_size must be between 0 and max_sandboxes");
         Require(TmpSizeMb >= 1, "tmp_size_mb must be at least 1");
+        Require(ForkWaitS >= 0 && ForkWaitS <= 3600, "fork_wait_s must be between 0 and 3600");
         Require(MaxUploadBytes > 0 && MaxDownloadBytes > 0, "max_upload_bytes and max_download_bytes must be positive");
         Require(OutputLimitBytes >= 4096, "output_limit_bytes must be at least 4096");
         Require(UidBase >= 65_536 && UidBase + (long)MaxSandboxes * 65_536 < uint.MaxValue,

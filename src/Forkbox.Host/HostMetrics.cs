@@ -10,6 +10,7 @@ public sealed class HostMetrics
     public Histogram CreatePoolMissSeconds { get; } = new("forkbox_create_seconds", "Time to create a sandbox, server side", "pool=\"miss\"");
     public Histogram RefillSeconds { get; } = new("forkbox_pool_refill_seconds", "Time to make one pooled sandbox, server side");
     public Histogram ExecSeconds { get; } = new("forkbox_exec_seconds", "Duration of exec calls, server side");
+    public Histogram ForkSeconds { get; } = new("forkbox_fork_seconds", "Time to fork a sandbox n ways, server side");
     public Counter CreateFailures { get; } = new("forkbox_create_failures_total", "Creates that failed after validation");
 
     public string Render(IEnumerable<(string Name, string Help, double Value)> gauges)
@@ -23,6 +24,7 @@ public sealed class HostMetrics
         CreatePoolMissSeconds.Render(sb, withHeader: false);
         RefillSeconds.Render(sb);
         ExecSeconds.Render(sb);
+        ForkSeconds.Render(sb);
         return sb.ToString();
     }
 

@@ -32,10 +32,10 @@ public sealed class NotFoundException(string message, string code = "not_found")
 }
 
 /// <summary>409: the sandbox is not in a state that allows the call.</summary>
-public sealed class ConflictException(string message) : ForkboxException(message)
+public sealed class ConflictException(string message, string code = "conflict") : ForkboxException(message)
 {
     public override int Status => 409;
-    public override string Code => "conflict";
+    public override string Code { get; } = code;
 }
 
 /// <summary>413: a body or file over the configured limit.</summary>

@@ -36,7 +36,23 @@ public sealed record SandboxInfo
     public Dictionary<string, double>? TimingsMs { get; init; }
     /// <summary>Whether create took a ready sandbox from the template's warm pool.</summary>
     public bool? PoolHit { get; init; }
+    /// <summary>Extension: the sandbox this one is a fork of.</summary>
+    public string? ForkedFrom { get; init; }
+    /// <summary>Extension: the live forks of this sandbox.</summary>
+    public IReadOnlyList<string>? Children { get; init; }
 }
+
+/// <summary>Body of POST /v1/sandboxes/{id}/fork.</summary>
+public sealed record ForkRequest
+{
+    /// <summary>How many forks, 1 to 32; 1 when absent.</summary>
+    public int? N { get; init; }
+}
+
+public sealed record ForkResponse(IReadOnlyList<string> Children);
+
+/// <summary>GET /v1/sandboxes/{a}/diff/{b}: paths inside the sandboxes, sorted.</summary>
+public sealed record DiffResponse(IReadOnlyList<string> Added, IReadOnlyList<string> Removed, IReadOnlyList<string> Changed);
 
 public sealed record SandboxList(IReadOnlyList<SandboxInfo> Sandboxes);
 
@@ -129,4 +145,7 @@ public sealed record ErrorBody(string Error, string Code);
 [JsonSerializable(typeof(PoolInfo))]
 [JsonSerializable(typeof(TemplateList))]
 [JsonSerializable(typeof(PoolSizeRequest))]
+[JsonSerializable(typeof(ForkRequest))]
+[JsonSerializable(typeof(ForkResponse))]
+[JsonSerializable(typeof(DiffResponse))]
 public sealed partial class WireJson : JsonSerializerContext;

@@ -36,6 +36,19 @@ public static class SandboxEndpoints
             return Results.NoContent();
         });
 
+        app.MapPost("/v1/sandboxes/{id}/fork", async (HttpContext ctx, string id) =>
+        {
+            var req = await ReadJsonAsync(ctx, WireJson.Default.ForkRequest).ConfigureAwait(false) ?? new ForkRequest();
+            var children = await manager.ForkAsync(id, req.N, ctx.RequestAborted).ConfigureAwait(false);
+            return Results.Json(new ForkResponse(children.Select(c => c.Id).ToList()), WireJson.Default.ForkResponse);
+        });
+
+        app.MapPost("/v1/sandboxes/{id}/merge_into/{winner}", async (string id, string winner) =>
+        {
+            await manager.MergeIntoAsync(id, winner).ConfigureAwait(false);
+            return Results.NoContent();
+        });
+
         app.MapPost("/v1/sandboxes/{id}/exec", async (HttpContext ctx, string id) =>
         {
             var sb = manager.Get(id);

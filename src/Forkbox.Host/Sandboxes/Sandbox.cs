@@ -17,7 +17,8 @@ public sealed class Sandbox
     private readonly Lock _deadLock = new();
     private string _state = SandboxState.Ready;
 
-    public required string Id { get; init; }
+    /// <summary>Changes once at most: a merge_into winner takes over its target's id.</summary>
+    public required string Id { get; set; }
     public required TemplateDefinition Template { get; init; }
     public required SandboxLimits Limits { get; set; }
     public required DateTimeOffset CreatedAt { get; set; }
@@ -32,6 +33,16 @@ public sealed class Sandbox
     public required UserNamespaceSlot Slot { get; init; }
     public required SandboxLayerDirs Dirs { get; init; }
     public required Dictionary<string, double> TimingsMs { get; init; }
+
+    /// <summary>The sandbox this one was forked from, and the id it had then.</summary>
+    public Sandbox? Parent { get; set; }
+    public string? ForkedFrom { get; set; }
+
+    /// <summary>Forks of this sandbox until they are released; guarded by the manager's tree lock.</summary>
+    public List<Sandbox> Children { get; } = new();
+
+    /// <summary>Set once every resource is given back (its processes are all gone).</summary>
+    public bool Released { get; set; }
 
     public string State
     {
@@ -69,5 +80,16 @@ public sealed class Sandbox
         MemoryBytes = withUsage ? Cgroup.MemoryBytes() : null,
         TimingsMs = TimingsMs,
         PoolHit = PoolHit,
+        ForkedFrom = ForkedFrom,
+        Children = LiveChildIds(),
     };
+
+    private List<string>? LiveChildIds()
+    {
+        lock (Children)
+        {
+            var ids = Children.Where(c => !c.IsDead && !c.Released).Select(c => c.Id).ToList();
+            return ids.Count > 0 ? ids : null;
+        }
+    }
 }

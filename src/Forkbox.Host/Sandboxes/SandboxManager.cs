@@ -338,19 +338,30 @@ public sealed partial class SandboxManager : IAsyncDisposable
         sb.Agent.Abort();
         var task = Task.Run(() =>
         {
+            // With forks still running, PID 1 must stay (see SandboxManager.Fork.cs): everything else goes.
+            var retire = HasLiveForks(sb);
             try
             {
-                sb.Cgroup.KillAll(KillWait);
-                sb.Cgroup.Delete();
+                if (retire)
+                {
+                    sb.Cgroup.KillAllBut(sb.Pid, KillWait);
+                }
+                else
+                {
+                    sb.Cgroup.KillAll(KillWait);
+                    sb.Cgroup.Delete();
+                }
             }
             catch (Exception e)
             {
                 LogCleanupFailed(sb.Id, e.Message);
             }
-            _slots.Release(sb.Slot);
             Interlocked.Decrement(ref _count);
             if (_pools.TryGetValue(sb.Template.Name, out var pool)) pool.Wake();
-            return _layers.RemoveAsync(sb.Dirs);
+            if (!retire) return ReleaseAsync(sb);
+            lock (_retired) _retired.Add(sb);
+            LogRetired(sb.Id);
+            return Task.CompletedTask;
         });
         Track(task);
         return Task.CompletedTask;
@@ -598,6 +609,13 @@ public sealed partial class SandboxManager : IAsyncDisposable
             if (_sandboxes.TryRemove(id, out var sb))
                 await DestroyAsync(sb).ConfigureAwait(false);
         Task[] pending;
+        lock (_cleanups) pending = _cleanups.ToArray();
+        await Task.WhenAll(pending).ConfigureAwait(false);
+        // Every fork is closed too, so retired sandboxes go now, PID 1 and all.
+        List<Sandbox> retired;
+        lock (_retired) retired = _retired.ToList();
+        foreach (var sb in retired) sb.Cgroup.KillAll(KillWait);
+        SweepRetired();
         lock (_cleanups) pending = _cleanups.ToArray();
         await Task.WhenAll(pending).ConfigureAwait(false);
         // The layer removals started by the cleanups above.

@@ -11,7 +11,10 @@ public sealed class SandboxReaper(SandboxManager manager, TimeProvider time) : B
         try
         {
             while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
+            {
                 manager.ReapExpired(time.GetUtcNow());
+                manager.SweepRetired();
+            }
         }
         catch (OperationCanceledException)
         {

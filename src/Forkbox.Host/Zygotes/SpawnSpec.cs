@@ -18,3 +18,19 @@ public sealed record SpawnSpec(
 
 /// <summary>The zygote's answer: the sandbox's PID 1 as the host sees it, or why set-up failed.</summary>
 public sealed record SpawnResult(bool Ok, int Pid, double SetupMs, IReadOnlyDictionary<string, double>? Steps, string? Error);
+
+/// <summary>One fork to finish: its id and token, its PID 1 on the host, and its (not yet filled) layer directories.</summary>
+public sealed record GraftChild(string Id, string Token, int Pid, SandboxLayerDirs Dirs);
+
+/// <summary>Everything the zygote needs to finish the forks of one parent (see forkbox_agent/graft.py).</summary>
+public sealed record GraftSpec(
+    string Id,
+    string Strategy,
+    string AgentSocket,
+    TemplateDefinition Template,
+    SandboxLayerDirs ParentDirs,
+    int TmpSizeMb,
+    IReadOnlyList<GraftChild> Children);
+
+/// <summary>The zygote's answer to a graft: the helpers' step timings, or why one failed.</summary>
+public sealed record GraftResult(bool Ok, IReadOnlyDictionary<string, double>? Steps, string? Error);

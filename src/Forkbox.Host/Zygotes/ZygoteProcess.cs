@@ -43,8 +43,8 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
     private readonly long _outputLimit;
     private readonly ILogger _log;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
-    // Each spawn waits on the zygote process it was written to; a process that dies fails only its own.
-    private readonly ConcurrentDictionary<string, (TaskCompletionSource<SpawnResult> Tcs, Process Process)> _pending = new();
+    // Each request waits on the zygote process it was written to; a process that dies fails only its own.
+    private readonly ConcurrentDictionary<string, (TaskCompletionSource<JsonElement> Tcs, Process Process)> _pending = new();
     private Process? _process;
 
     public ZygoteProcess(TemplateDefinition template, string dataDir, string seccompPath, long outputLimit, ILogger log)
@@ -100,8 +100,28 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
 
     public async Task<SpawnResult> SpawnAsync(SpawnSpec spec, CancellationToken ct)
     {
-        var line = SerializeSpec(spec);
-        var tcs = new TaskCompletionSource<SpawnResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var r = await RequestAsync(spec.Id, SerializeSpec(spec), ct).ConfigureAwait(false);
+        return r.GetProperty("ok").GetBoolean()
+            ? new SpawnResult(true, r.GetProperty("pid").GetInt32(), r.GetProperty("setup_ms").GetDouble(), Steps(r), null)
+            : new SpawnResult(false, 0, 0, null, r.GetProperty("error").GetString());
+    }
+
+    /// <summary>Finishes a fork: gives each child (already forked by its parent's agent) its root and control socket.</summary>
+    public async Task<GraftResult> GraftAsync(GraftSpec spec, CancellationToken ct)
+    {
+        var r = await RequestAsync(spec.Id, SerializeGraft(spec), ct).ConfigureAwait(false);
+        return r.GetProperty("ok").GetBoolean()
+            ? new GraftResult(true, Steps(r), null)
+            : new GraftResult(false, null, r.GetProperty("error").GetString());
+    }
+
+    private static Dictionary<string, double> Steps(JsonElement r) =>
+        r.GetProperty("steps").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble());
+
+    /// <summary>Writes one request line and waits for the answer line with the same id.</summary>
+    private async Task<JsonElement> RequestAsync(string id, string line, CancellationToken ct)
+    {
+        var tcs = new TaskCompletionSource<JsonElement>(TaskCreationOptions.RunContinuationsAsynchronously);
         try
         {
             await _writeLock.WaitAsync(ct).ConfigureAwait(false);
@@ -114,7 +134,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
                         if (_process is not null) LogZygoteRestart(_template.Name, _process.ExitCode);
                         await StartAsync(ct).ConfigureAwait(false);
                     }
-                    _pending[spec.Id] = (tcs, _process!);
+                    _pending[id] = (tcs, _process!);
                     try
                     {
                         await _process!.StandardInput.WriteLineAsync(line.AsMemory(), ct).ConfigureAwait(false);
@@ -135,7 +155,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         }
         finally
         {
-            _pending.TryRemove(spec.Id, out _);
+            _pending.TryRemove(id, out _);
         }
     }
 
@@ -153,10 +173,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
                 else if (root.TryGetProperty("ready", out _))
                     ready.TrySetResult();
                 else if (root.TryGetProperty("id", out var id) && _pending.TryGetValue(id.GetString() ?? "", out var pending))
-                    pending.Tcs.TrySetResult(root.GetProperty("ok").GetBoolean()
-                        ? new SpawnResult(true, root.GetProperty("pid").GetInt32(), root.GetProperty("setup_ms").GetDouble(),
-                            root.GetProperty("steps").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble()), null)
-                        : new SpawnResult(false, 0, 0, null, root.GetProperty("error").GetString()));
+                    pending.Tcs.TrySetResult(root.Clone());
             }
             catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
             {
@@ -165,9 +182,14 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         }
         // The zygote is gone: whoever waits on it learns now rather than at a timeout.
         ready.TrySetException(new InvalidOperationException($"zygote for template '{_template.Name}' exited during start-up"));
+        using var gone = JsonDocument.Parse(JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["ok"] = false,
+            ["error"] = $"zygote for template '{_template.Name}' exited",
+        }));
         foreach (var pending in _pending.Values)
             if (ReferenceEquals(pending.Process, process))
-                pending.Tcs.TrySetResult(new SpawnResult(false, 0, 0, null, $"zygote for template '{_template.Name}' exited"));
+                pending.Tcs.TrySetResult(gone.RootElement.Clone());
     }
 
     private static string SerializeSpec(SpawnSpec spec)
@@ -209,6 +231,44 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             }
             w.WriteEndArray();
             Agents.AgentFrame.WriteEnv(w, spec.Env);
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    private static string SerializeGraft(GraftSpec spec)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(1024);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("op", "graft");
+            w.WriteString("id", spec.Id);
+            w.WriteString("strategy", spec.Strategy);
+            w.WriteStartArray("children");
+            foreach (var child in spec.Children)
+            {
+                w.WriteStartObject();
+                w.WriteString("id", child.Id);
+                w.WriteString("token", child.Token);
+                w.WriteNumber("pid", child.Pid);
+                w.WriteString("agent_socket", spec.AgentSocket);
+                w.WriteNumber("tmp_size_mb", spec.TmpSizeMb);
+                w.WriteStartArray("layers");
+                for (var i = 0; i < spec.Template.Layers.Count; i++)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("target", spec.Template.Layers[i].Target);
+                    w.WriteString("lower", spec.Template.Layers[i].LowerDir);
+                    w.WriteString("src_upper", spec.ParentDirs.Layers[i].Upper);
+                    w.WriteString("upper", child.Dirs.Layers[i].Upper);
+                    w.WriteString("work", child.Dirs.Layers[i].Work);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(buffer.WrittenSpan);

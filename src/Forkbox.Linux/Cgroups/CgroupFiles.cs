@@ -60,15 +60,16 @@ internal static class CgroupFiles
     }
 
     /// <summary>SIGKILL the pids listed in procsFile until it is empty or the wait is over.</summary>
-    public static void KillUntilEmpty(string procsFile, TimeSpan wait)
+    public static void KillUntilEmpty(string procsFile, TimeSpan wait, int spare = 0)
     {
         var deadline = Environment.TickCount64 + (long)wait.TotalMilliseconds;
         while (true)
         {
             var pids = ReadPids(procsFile);
-            if (pids.Count == 0) return;
+            if (pids.All(p => p == spare)) return;
             foreach (var pid in pids)
-                Libc.Kill(pid, Libc.SIGKILL);
+                if (pid != spare)
+                    Libc.Kill(pid, Libc.SIGKILL);
             if (Environment.TickCount64 > deadline) return;
             Thread.Sleep(2);
         }

@@ -95,6 +95,17 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
             CgroupFiles.KillUntilEmpty(Path.Combine(dirs["pids"], "cgroup.procs"), wait);
         }
 
+        public void KillAllBut(int spare, TimeSpan wait)
+        {
+            var freezer = dirs["freezer"];
+            TryWrite(freezer, "freezer.state", "FROZEN");
+            foreach (var pid in Pids())
+                if (pid != spare)
+                    Interop.Libc.Kill(pid, Interop.Libc.SIGKILL);
+            TryWrite(freezer, "freezer.state", "THAWED");
+            CgroupFiles.KillUntilEmpty(Path.Combine(dirs["pids"], "cgroup.procs"), wait, spare);
+        }
+
         public void Delete()
         {
             foreach (var dir in dirs.Values) CgroupFiles.RemoveDir(dir);

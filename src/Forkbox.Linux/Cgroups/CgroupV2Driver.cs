@@ -83,6 +83,22 @@ public sealed class CgroupV2Driver : ICgroupDriver
             CgroupFiles.KillUntilEmpty(ProcsFiles[0], wait);
         }
 
+        public void KillAllBut(int spare, TimeSpan wait)
+        {
+            // cgroup.kill cannot spare one process: freeze, kill the others one by one, thaw.
+            TryWrite("cgroup.freeze", "1");
+            foreach (var pid in Pids())
+                if (pid != spare)
+                    Interop.Libc.Kill(pid, Interop.Libc.SIGKILL);
+            TryWrite("cgroup.freeze", "0");
+            CgroupFiles.KillUntilEmpty(ProcsFiles[0], wait, spare);
+        }
+
+        private void TryWrite(string file, string value)
+        {
+            try { CgroupFiles.Write(dir, file, value); } catch (IOException) { }
+        }
+
         public void Delete() => CgroupFiles.RemoveDir(dir);
     }
 }

@@ -23,6 +23,16 @@ public interface ICgroup
     /// <summary>SIGKILL every process in the cgroup and wait (bounded) until it is empty.</summary>
     void KillAll(TimeSpan wait);
 
+    /// <summary>SIGKILL every process but <paramref name="spare"/> and wait (bounded) until no other is left.</summary>
+    void KillAllBut(int spare, TimeSpan wait);
+
+    /// <summary>Moves a running process (and none of its threads' siblings elsewhere) into the cgroup.</summary>
+    void Attach(int pid)
+    {
+        foreach (var file in ProcsFiles)
+            File.WriteAllText(file, pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
     /// <summary>Remove the cgroup; it must be empty.</summary>
     void Delete();
 }

@@ -9,6 +9,7 @@ internal static partial class LibSeccomp
 
     public const uint SCMP_ACT_ALLOW = 0x7fff0000;
     public const uint SCMP_ACT_ERRNO_BASE = 0x00050000;
+    public const int SCMP_CMP_EQ = 4;
     public const int SCMP_CMP_MASKED_EQ = 7;
     public const int SCMP_FLTATR_CTL_NNP = 3;
 

@@ -5,9 +5,15 @@ namespace Forkbox.Linux.Seccomp;
 /// <summary>
 /// The system-call filter every sandbox runs under, compiled with libseccomp once at start-up and
 /// handed to the zygotes as a BPF program. It refuses (EPERM) what Docker's default profile refuses
-/// to a container without CAP_SYS_ADMIN, plus the whole new mount API, namespace creation and
-/// joining, and io_uring. Everything else is allowed: the namespaces, cgroups and the unprivileged
-/// uid do the rest.
+/// to a container without CAP_SYS_ADMIN, plus the whole new mount API, joining namespaces, new
+/// user and time namespaces, and io_uring. Everything else is allowed: the namespaces, cgroups and
+/// the unprivileged uid do the rest.
+///
+/// One call Docker refuses is allowed, because fork needs it from inside the sandbox: unshare of
+/// mount, net, ipc, uts, pid and cgroup namespaces (never a user namespace). They belong to the
+/// sandbox's own user namespace, so root inside gets capabilities over them; with every mount
+/// call refused, what that opens is network configuration of an empty namespace, and its
+/// riskiest part, netfilter (nf_tables), is refused too: no NETLINK_NETFILTER sockets.
 /// </summary>
 public static class SeccompProfile
 {
@@ -21,8 +27,8 @@ public static class SeccompProfile
         "mount", "umount", "umount2", "pivot_root", "chroot", "open_tree", "move_mount", "fsopen", "fsconfig",
         "fsmount", "fspick", "mount_setattr", "swapon", "swapoff", "quotactl", "quotactl_fd",
         "name_to_handle_at", "open_by_handle_at", "nfsservctl", "sysfs", "_sysctl", "ustat", "uselib",
-        // namespaces
-        "unshare", "setns",
+        // namespaces (unshare is limited by its flags below)
+        "setns",
         // kernel, modules, reboot, clock
         "init_module", "finit_module", "delete_module", "create_module", "query_module", "get_kernel_syms",
         "kexec_load", "kexec_file_load", "reboot", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
@@ -34,6 +40,9 @@ public static class SeccompProfile
         "keyctl", "add_key", "request_key", "set_mempolicy", "mbind", "move_pages", "get_mempolicy",
         "io_uring_setup", "io_uring_enter", "io_uring_register",
     ];
+
+    private const ulong CloneNewUser = 0x10000000, CloneNewTime = 0x00000080;
+    private const ulong AfNetlink = 16, NetlinkNetfilter = 12;
 
     private const ulong NamespaceFlags =
         0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080;
@@ -59,6 +68,21 @@ public static class SeccompProfile
                 var cmp = new[] { new LibSeccomp.ArgCmp { Arg = 0, Op = LibSeccomp.SCMP_CMP_MASKED_EQ, DatumA = bit, DatumB = bit } };
                 Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), clone, 1, cmp), "clone");
             }
+            // unshare: no new user or time namespace (those would give a full set of capabilities).
+            var unshare = LibSeccomp.ResolveName("unshare");
+            foreach (var bit in new ulong[] { CloneNewUser, CloneNewTime })
+            {
+                var cmp = new[] { new LibSeccomp.ArgCmp { Arg = 0, Op = LibSeccomp.SCMP_CMP_MASKED_EQ, DatumA = bit, DatumB = bit } };
+                Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), unshare, 1, cmp), "unshare");
+            }
+            // socket(AF_NETLINK, *, NETLINK_NETFILTER): nf_tables, in namespaces the sandbox owns.
+            var socket = LibSeccomp.ResolveName("socket");
+            var netfilter = new[]
+            {
+                new LibSeccomp.ArgCmp { Arg = 0, Op = LibSeccomp.SCMP_CMP_EQ, DatumA = AfNetlink },
+                new LibSeccomp.ArgCmp { Arg = 2, Op = LibSeccomp.SCMP_CMP_EQ, DatumA = NetlinkNetfilter },
+            };
+            Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), socket, 2, netfilter), "socket");
             // TIOCSTI (push input into another terminal) and TIOCLINUX, as Docker does.
             var ioctl = LibSeccomp.ResolveName("ioctl");
             foreach (var request in new ulong[] { 0x5412, 0x541C })

@@ -35,6 +35,22 @@ public sealed class SandboxLayers(string sandboxesDir)
         return new SandboxLayerDirs(dir, root, layers);
     }
 
+    /// <summary>The directories of a fork: like <see cref="Create"/> but without the uppers, which are snapshots of its parent's.</summary>
+    public SandboxLayerDirs CreateFork(string id, TemplateDefinition template)
+    {
+        var dir = Path.Combine(sandboxesDir, id);
+        var root = Path.Combine(dir, "root");
+        Directory.CreateDirectory(root);
+        var layers = new List<(string, string)>(template.Layers.Count);
+        for (var i = 0; i < template.Layers.Count; i++)
+        {
+            var work = Path.Combine(dir, $"work{i}");
+            Directory.CreateDirectory(work);
+            layers.Add((Path.Combine(dir, $"upper{i}"), work));
+        }
+        return new SandboxLayerDirs(dir, root, layers);
+    }
+
     /// <summary>Moves the sandbox's directory out of the way now and deletes it in the background.</summary>
     public Task RemoveAsync(SandboxLayerDirs dirs)
     {

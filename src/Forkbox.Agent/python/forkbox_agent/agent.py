@@ -1,4 +1,4 @@
-"""The agent: PID 1 of a sandbox, serving hostd over one control socket.
+"""The agent: PID 2 of a sandbox (PID 1 is init.py), serving hostd over one control socket.
 
 It runs Python cells in one persistent namespace (the value of a last
 expression comes back, like a notebook), runs shell commands in fresh
@@ -11,12 +11,15 @@ nothing here touches the sandbox's disk to start.
 
 import ast
 import builtins
+import fcntl
 import io
+import json
 import linecache
 import math
 import os
 import selectors
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -24,10 +27,15 @@ import threading
 import time
 import traceback
 
+from . import init, linux
 from .protocol import FrameReader, encode
 
 LINE_CHUNK = 64 * 1024
-ZOMBIE_GRACE = 5.0
+# Where a fork waits for hostd's helper to hand it its control socket: an abstract socket in the
+# fork's own, brand-new network namespace, so nothing else can reach it.
+HANDOFF_ADDRESS = b"\0forkbox-fork"
+HANDOFF_TIMEOUT = 30.0
+FORK_NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWNET | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS | linux.CLONE_NEWPID
 
 
 class CellTimeout(BaseException):
@@ -134,7 +142,6 @@ class Agent:
         self.cells = 0
         self.sinks = {1: OutputSink(self, 1), 2: OutputSink(self, 2)}
         self.emit_lock = threading.Lock()
-        self.tracked = set()
 
     # ---- output -------------------------------------------------------------
 
@@ -193,35 +200,6 @@ class Agent:
         for sink in self.sinks.values():
             sink.flush()
 
-    # ---- orphans ------------------------------------------------------------
-
-    def _reap_orphans(self):
-        """As PID 1 the agent inherits every orphan and must reap it, without stealing the exit
-        status of a child that user code will wait for (subprocess.run, os.system). A zombie is
-        reaped at once if it is from another session (what bash calls leave behind: each runs in
-        a session of its own), else only after it has stayed a zombie for ZOMBIE_GRACE seconds."""
-        own_sid = os.getsid(0)
-        first_seen = {}
-        while True:
-            try:
-                os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # sleeps until a child is a zombie
-            except ChildProcessError:
-                time.sleep(0.5)
-                continue
-            now = time.monotonic()
-            zombies = set()
-            for pid, sid in _zombie_children():
-                zombies.add(pid)
-                if pid in self.tracked:
-                    continue
-                if sid != own_sid or now - first_seen.setdefault(pid, now) >= ZOMBIE_GRACE:
-                    try:
-                        os.waitpid(pid, os.WNOHANG)
-                    except ChildProcessError:
-                        pass
-            first_seen = {p: t for p, t in first_seen.items() if p in zombies}
-            time.sleep(0.2)
-
     # ---- calls --------------------------------------------------------------
 
     def serve(self):
@@ -229,9 +207,11 @@ class Agent:
         sys.stdout = StreamWriter(self.sinks[1], "<stdout>")
         sys.stderr = StreamWriter(self.sinks[2], "<stderr>")
         sys.stdin = open(os.devnull)
-        threading.Thread(target=self._reap_orphans, name="forkbox-reaper", daemon=True).start()
+        self._serve_calls()
+
+    def _serve_calls(self):
         handlers = {"exec": self.exec, "write": self.write_file, "read": self.read_file,
-                    "list": self.list_dir, "remove": self.remove, "setenv": self.setenv}
+                    "list": self.list_dir, "remove": self.remove, "setenv": self.setenv, "fork": self.fork}
         while True:
             try:
                 header, payload = self.chan.reader.read()
@@ -350,7 +330,6 @@ class Agent:
         except OSError as e:
             self.sinks[2].feed(f"forkbox: cannot start bash: {e}\n".encode())
             return 127, False
-        self.tracked.add(proc.pid)
         deadline = time.monotonic() + timeout if timeout > 0 else None
         # The call ends when bash exits, not when its pipes close: a command that leaves
         # something running in the background (`server &`) must not hold the call open.
@@ -391,7 +370,6 @@ class Agent:
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
-        self.tracked.discard(proc.pid)
         if timed_out:
             self.sinks[2].feed(f"forkbox: command exceeded the timeout of {timeout:g} s and was killed\n".encode())
             return 124, True
@@ -402,6 +380,101 @@ class Agent:
         """Environment given at create, applied when a pooled sandbox is taken."""
         os.environ.update(req["env"])
         self.chan.send({"ev": "ok", "id": req["id"]})
+
+    # ---- fork ---------------------------------------------------------------
+
+    def fork(self, req, _payload):
+        """Forks this agent n times, between two calls. Each fork goes through an intermediate
+        process that unshares fresh mount, net, ipc, uts and pid namespaces and forks again, so
+        the fork is PID 1 of its own namespace; it then waits on an abstract socket in its new
+        network namespace for hostd's helper, which gives it its own root (a snapshot of ours)
+        and its own control socket. Answers the forks' pids as this sandbox sees them."""
+        self._finish_output()
+        started = []
+        for _ in range(req["n"]):
+            r, w = os.pipe2(os.O_CLOEXEC)
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                self._fork_intermediate(w)  # never returns
+            os.close(w)
+            started.append((pid, r))
+        pids, errors = [], []
+        for pid, r in started:
+            with os.fdopen(r, "rb") as f:
+                report = f.read().decode("utf-8", "replace")
+            os.waitpid(pid, 0)
+            if report.startswith("ok "):
+                pids.append(int(report[3:]))
+            else:
+                errors.append(report or "the fork exited before it was ready")
+        if errors:
+            for pid in pids:
+                _kill_quietly(pid)
+            self.chan.send({"ev": "fail", "id": req["id"], "code": "agent_error",
+                            "message": f"fork failed: {errors[0]}"})
+            return
+        self.chan.send({"ev": "ok", "id": req["id"], "pids": pids})
+
+    def _fork_intermediate(self, report_fd):
+        code = 1
+        try:
+            linux.unshare(FORK_NAMESPACES)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(HANDOFF_ADDRESS)
+            listener.listen(1)
+            pid = os.fork()
+            if pid == 0:
+                os.close(report_fd)
+                self._forked(listener)  # never returns
+            os.write(report_fd, f"ok {pid}".encode())
+            code = 0
+        except BaseException as e:
+            os.write(report_fd, f"{type(e).__name__}: {e}".encode()[:4000])
+        finally:
+            os._exit(code)
+
+    def _forked(self, listener):
+        """The fork, PID 1 of its namespaces: waits for its root and control socket, then splits
+        into PID 1 (init) and the agent, which carries on with this process's memory."""
+        try:
+            skip = {listener.fileno(), self.chan.sock.fileno(), *self.pump_fds}
+            files = _open_files(skip)
+            cwd = os.getcwd()
+            listener.settimeout(HANDOFF_TIMEOUT)
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(HANDOFF_TIMEOUT)
+                message, fds, _, _ = socket.recv_fds(conn, 65536, 1)
+            listener.close()
+            info = json.loads(message)
+            sock = socket.socket(fileno=fds[0])
+            linux.unshare(linux.CLONE_NEWCGROUP)  # hostd has moved us into our own cgroup by now
+            agent_pid = os.fork()
+            if agent_pid:
+                init.run(agent_pid)
+            self._resume_as_fork(sock, info, files, cwd)
+        except BaseException as e:
+            try:
+                os.write(2, f"forkbox: fork set-up failed: {type(e).__name__}: {e}\n".encode())
+            finally:
+                os._exit(1)
+
+    def _resume_as_fork(self, sock, info, files, cwd):
+        old = self.chan.sock
+        self.chan = Channel(sock)
+        old.close()
+        for fd in self.pump_fds:
+            os.close(fd)
+        _reopen_files(files)
+        try:
+            os.chdir(cwd)
+        except OSError:
+            os.chdir("/")
+        self._install_fd_pump()
+        linux.set_process_name("forkbox-agent")
+        self.chan.send({"ev": "hello", "id": info["id"], "token": info["token"]})
+        self._serve_calls()  # never returns
 
     # ---- files --------------------------------------------------------------
 
@@ -495,19 +568,46 @@ def _on_alarm(_signum, _frame):
     raise CellTimeout()
 
 
-def _zombie_children():
-    """(pid, session id) of each zombie whose parent is PID 1, from /proc."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
+def _open_files(skip):
+    """(fd, path, flags, offset, cloexec) of each file or directory this process has open, so a
+    fork can open the same paths again in its own root: until then they are the parent's files."""
+    files = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2 or fd in skip:
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            mode = os.fstat(fd).st_mode
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            cloexec = bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
+            offset = os.lseek(fd, 0, os.SEEK_CUR) if stat.S_ISREG(mode) else 0
         except OSError:
             continue
-        fields = stat[stat.rindex(b")") + 2:].split()  # state, ppid, pgrp, session, …
-        if fields[0] == b"Z" and fields[1] == b"1":
-            yield int(name), int(fields[3])
+        if path.startswith("/") and not path.endswith(" (deleted)") and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            files.append((fd, path, flags, offset, cloexec))
+    return files
+
+
+def _reopen_files(files):
+    """Points each fd of _open_files at the same path in this root. One that cannot be opened
+    again becomes /dev/null rather than stay a window into the parent's files."""
+    for fd, path, flags, offset, cloexec in files:
+        try:
+            new = os.open(path, flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+            if offset:
+                os.lseek(new, offset, os.SEEK_SET)
+        except OSError:
+            new = os.open("/dev/null", flags & os.O_ACCMODE)
+        os.dup2(new, fd, inheritable=not cloexec)
+        os.close(new)
+
+
+def _kill_quietly(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _kill_group(pgid):

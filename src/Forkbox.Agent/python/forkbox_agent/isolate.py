@@ -10,8 +10,9 @@ new PID namespace. The order matters:
    of its own user namespace) can never mount, change the hostname or
    reconfigure the network in them.
 3. Build the root: each template layer is the template's read-only tree under
-   an overlay with the sandbox's private upper directory; then /proc, a
-   minimal /dev, a private /tmp; pivot_root into it. Template files keep their
+   an overlay with the sandbox's private upper directory (/tmp included, so a
+   fork's snapshot of the upper carries it); then /proc and a minimal /dev;
+   pivot_root into it. Template files keep their
    host owner, which is unmapped inside (it shows as nobody): the sandbox reads
    and runs them but cannot change them. The directories a template names as
    writable (/root, /etc, /usr/local, …) are created in the upper layer owned
@@ -46,7 +47,10 @@ def _prepare_upper(layer, uid):
     """Give the sandbox's root its layer's root and writable directories (host uid `uid`)."""
     upper = layer["upper"]
     os.chown(upper, uid, uid)
-    for rel, mode in layer.get("writable", ()):
+    writable = list(layer.get("writable", ()))
+    if layer["target"] == "/":
+        writable.append(("/tmp", 0o1777))
+    for rel, mode in writable:
         path = f"{upper}/{rel.strip('/')}"
         os.makedirs(path, exist_ok=True)
         os.chmod(path, mode)
@@ -58,7 +62,7 @@ def _mount_overlay(target, layer):
     linux.mount("overlay", target, "overlay", linux.MS_NOSUID, opts)
 
 
-def _mount_dev(root, tmp_size_mb):
+def mount_dev(root, tmp_size_mb):
     dev = root + "/dev"
     linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=755,size=64k,nr_inodes=64")
     for name in _DEVICES:
@@ -82,6 +86,10 @@ def _mount_dev(root, tmp_size_mb):
 def _mount_proc(root):
     proc = root + "/proc"
     linux.mount("proc", proc, "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    mask_proc(proc)
+
+
+def mask_proc(proc):
     for name in _PROC_MASKED:
         if os.path.exists(f"{proc}/{name}"):
             linux.mount("/dev/null", f"{proc}/{name}", None, linux.MS_BIND)
@@ -99,9 +107,7 @@ def build_root(spec):
         _prepare_upper(layer, spec["uid"])
         _mount_overlay(root + layer["target"].rstrip("/"), layer)
     _mount_proc(root)
-    _mount_dev(root, spec["tmp_size_mb"])
-    linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                f"mode=1777,size={spec['tmp_size_mb']}m")
+    mount_dev(root, spec["tmp_size_mb"])
     os.chdir(root)
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)

@@ -8,6 +8,13 @@ and the zygote answers one JSON line on stdout:
     <- {"id": "sbx_…", "ok": false, "error": "mount overlay on …: Invalid argument"}
     <- {"exited": 1234, "status": 9}          (a sandbox's PID 1 is gone)
 
+    -> {"op": "graft", "id": "…", "strategy": "copy", "children": [{…}, …]}
+    <- {"id": "…", "ok": true, "steps": {…}}   (each fork has its root and control socket)
+
+A graft finishes a fork of a running sandbox (see agent.py and graft.py): for
+each child, a helper is forked into the child's PID namespace and gives it
+its own root and control socket.
+
 It stays single-threaded: fork() is only safe in a process with one thread.
 """
 
@@ -22,7 +29,7 @@ import sys
 import time
 import traceback
 
-from . import agent, isolate, linux
+from . import agent, graft, init, isolate, linux
 from .protocol import encode
 
 
@@ -103,6 +110,10 @@ class Zygote:
             os.environ.update(spec.get("env") or {})
             os.chdir("/root")
             sys.path[:] = [p for p in sys.path if p != self.agent_dir]
+            agent_pid = os.fork()
+            if agent_pid:
+                os.close(err_w)
+                init.run(agent_pid)  # PID 1; the agent is PID 2
             linux.set_process_name("forkbox-agent")
             sock.sendall(encode({"ev": "hello", "id": spec["id"], "token": spec["token"]}))
             steps.update(fork=round((forked - started) * 1000, 3), prepare=round((prepared - forked) * 1000, 3),
@@ -116,6 +127,59 @@ class Zygote:
             if err_w >= 0:
                 msg = traceback.format_exc(limit=-1).strip().splitlines()
                 os.write(err_w, (msg[-1] if msg else "unknown error").encode()[:4000])
+        finally:
+            os._exit(code)
+
+    def graft(self, req):
+        """Forks one helper per child, each into that child's PID namespace, and waits for all."""
+        started = time.perf_counter()
+        helpers = []
+        try:
+            for child in req["children"]:
+                pidns = os.open(f"/proc/{child['pid']}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+                r, w = os.pipe2(os.O_CLOEXEC)
+                linux.setns(pidns, linux.CLONE_NEWPID)
+                os.close(pidns)
+                try:
+                    pid = os.fork()
+                except BaseException:
+                    linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+                    raise
+                if pid == 0:
+                    os.close(r)
+                    self._graft_child(child, req["strategy"], w)  # never returns
+                linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+                os.close(w)
+                helpers.append((pid, r))
+        finally:
+            results = [self._collect(pid, r) for pid, r in helpers]
+        errors = [r for r in results if not r.startswith(b"\0")]
+        if errors or len(results) < len(req["children"]):
+            error = errors[0].decode("utf-8", "replace") if errors else "graft helper did not start"
+            return {"id": req["id"], "ok": False, "error": error.strip() or "graft helper exited"}
+        steps = json.loads(results[0][1:])
+        steps["total"] = round((time.perf_counter() - started) * 1000, 3)
+        return {"id": req["id"], "ok": True, "steps": steps}
+
+    def _collect(self, pid, r):
+        ready, _, _ = select.select([r], [], [], 30)
+        report = os.read(r, 65536) if ready else b"graft timed out"
+        os.close(r)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        return report
+
+    def _graft_child(self, child, strategy, w):
+        code = 1
+        try:
+            steps = graft.graft(child, strategy)
+            os.write(w, b"\0" + json.dumps(steps).encode())
+            code = 0
+        except BaseException:
+            msg = traceback.format_exc(limit=-1).strip().splitlines()
+            os.write(w, (msg[-1] if msg else "unknown error").encode()[:4000])
         finally:
             os._exit(code)
 
@@ -159,9 +223,10 @@ class Zygote:
         except ValueError as e:
             _log(f"bad request line: {e}")
             return
-        if req.get("op") == "spawn":
+        ops = {"spawn": self.spawn, "graft": self.graft}
+        if req.get("op") in ops:
             try:
-                self.reply(self.spawn(req))
+                self.reply(ops[req["op"]](req))
             except Exception as e:
                 self.reply({"id": req.get("id"), "ok": False, "error": f"{type(e).__name__}: {e}"})
             self.reap()

@@ -1,0 +1,336 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using Forkbox.Core;
+using Forkbox.Core.Errors;
+using Forkbox.Host.Agents;
+using Forkbox.Host.Zygotes;
+using Forkbox.Linux.Cgroups;
+using Forkbox.Linux.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace Forkbox.Host.Sandboxes;
+
+/// <summary>
+/// fork(n), merge_into and the retirement of closed sandboxes whose forks live on.
+///
+/// A fork is made in three steps: the parent's agent forks itself (each fork ends up PID 1 of
+/// fresh namespaces, waiting); hostd gives each fork a cgroup of its own, charged with the
+/// parent's limits; the template's zygote snapshots the parent's writable layers and gives each
+/// fork its root and its control socket (forkbox_agent/graft.py). The parent's call lock is held
+/// throughout, so the parent changes nothing while its state is copied.
+///
+/// A fork's PID namespace nests in its parent's, and the kernel kills every nested namespace when
+/// a PID 1 exits. So closing a sandbox whose forks still run kills everything in it but its PID 1
+/// (a reaper holding no user state) and keeps its cgroup, layers and uid range until that PID 1
+/// has exited, which it does when its last fork is gone: the sandbox is "retired".
+/// </summary>
+public sealed partial class SandboxManager
+{
+    public const int MaxForks = 32;
+
+    private readonly List<Sandbox> _retired = new();
+    private readonly Dictionary<int, int> _slotRefs = new();
+
+    /// <summary>Closed sandboxes waiting for their last fork to end.</summary>
+    public int Retired
+    {
+        get
+        {
+            lock (_retired) return _retired.Count;
+        }
+    }
+
+    public async Task<IReadOnlyList<Sandbox>> ForkAsync(string parentId, int? count, CancellationToken ct)
+    {
+        var n = count ?? 1;
+        if (n is < 1 or > MaxForks)
+            throw new BadRequestException($"'n' must be between 1 and {MaxForks} (got {n})");
+        var parent = Get(parentId);
+        EnsureUsable(parent);
+        if (Interlocked.Add(ref _count, n) > _options.MaxSandboxes)
+        {
+            Interlocked.Add(ref _count, -n);
+            throw new AtCapacityException($"this host has no room for {n} more sandbox(es) (maximum {_options.MaxSandboxes}); close some or fork fewer");
+        }
+
+        var total = Stopwatch.StartNew();
+        var step = Stopwatch.StartNew();
+        var timings = new Dictionary<string, double>();
+        var made = new List<Forkling>(n);
+        var hostPids = new List<int>();
+        var locked = false;
+        try
+        {
+            locked = await parent.Agent.CallLock.WaitAsync(_options.ForkWait, ct).ConfigureAwait(false);
+            if (!locked)
+                throw new ConflictException(
+                    $"sandbox '{parentId}' is still running a call after {_options.ForkWait.TotalSeconds:g} s; fork waits that long for the call to end, then gives up. Retry when it is done",
+                    "sandbox_busy");
+            EnsureUsable(parent);
+            timings["wait_idle"] = Lap(step);
+
+            var childPids = await AgentForkAsync(parent, n, ct).ConfigureAwait(false);
+            timings["agent_fork"] = Lap(step);
+            hostPids.AddRange(HostPids(parent.Pid, childPids));
+            timings["pids"] = Lap(step);
+
+            foreach (var pid in hostPids)
+            {
+                var id = SandboxId.New();
+                var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+                var cgroup = _cgroups.Create(id, parent.Limits);
+                var forkling = new Forkling(id, token, pid, cgroup, _layers.CreateFork(id, parent.Template), _listener.Expect(id, token));
+                made.Add(forkling);
+                cgroup.Attach(pid);
+            }
+            timings["cgroups"] = Lap(step);
+
+            var zygote = await GetZygoteAsync(parent.Template, ct).ConfigureAwait(false);
+            var graft = await zygote.GraftAsync(new GraftSpec("graft-" + made[0].Id, _layers.Strategy, _listener.Path,
+                parent.Template, parent.Dirs, _options.TmpSizeMb,
+                made.Select(f => new GraftChild(f.Id, f.Token, f.Pid, f.Dirs)).ToList()), ct).ConfigureAwait(false);
+            if (!graft.Ok)
+                throw new ExecutorException($"fork failed while giving the forks their own root: {graft.Error}");
+            timings["graft"] = Lap(step);
+            foreach (var (name, ms) in graft.Steps!) timings["graft." + name] = ms;
+        }
+        catch (Exception e)
+        {
+            foreach (var pid in hostPids) KillProcess(pid);
+            foreach (var f in made) AbandonForkling(f);
+            Interlocked.Add(ref _count, -n);
+            LogForkFailed(parentId, e.Message);
+            if (e is ForkboxException or OperationCanceledException) throw;
+            throw new ExecutorException($"fork failed: {e.Message}", e);
+        }
+        finally
+        {
+            if (locked) parent.Agent.CallLock.Release();
+        }
+
+        var children = new List<Sandbox>(n);
+        try
+        {
+            foreach (var f in made)
+            {
+                var agent = await f.Hello.WaitAsync(TimeSpan.FromSeconds(10), ct).ConfigureAwait(false);
+                children.Add(NewFork(parent, f, agent, timings));
+            }
+        }
+        catch (Exception e)
+        {
+            foreach (var f in made.Skip(children.Count)) AbandonForkling(f);
+            Interlocked.Add(ref _count, -(n - children.Count));
+            foreach (var child in children) _ = DeleteAsync(child.Id, "a sibling fork failed");
+            LogForkFailed(parentId, e.Message);
+            throw new ExecutorException($"fork failed: a fork did not connect back: {e.Message}", e);
+        }
+        timings["hello"] = Lap(step);
+        timings["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
+        _metrics.ForkSeconds.Observe(total.Elapsed.TotalSeconds);
+        LogForked(parentId, n, total.Elapsed.TotalMilliseconds);
+        return children;
+    }
+
+    private static void KillProcess(int pid)
+    {
+        try
+        {
+            using var p = Process.GetProcessById(pid);
+            p.Kill();
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+        }
+    }
+
+    private sealed record Forkling(string Id, string Token, int Pid, ICgroup Cgroup, SandboxLayerDirs Dirs, Task<AgentConnection> Hello);
+
+    private Sandbox NewFork(Sandbox parent, Forkling f, AgentConnection agent, Dictionary<string, double> timings)
+    {
+        var now = DateTimeOffset.UtcNow;
+        var child = new Sandbox
+        {
+            Id = f.Id, Template = parent.Template, Limits = parent.Limits, CreatedAt = now,
+            ExpiresAt = now + (parent.ExpiresAt - parent.CreatedAt), Metadata = new(parent.Metadata),
+            Pid = f.Pid, Agent = agent, Cgroup = f.Cgroup, Slot = parent.Slot, Dirs = f.Dirs,
+            TimingsMs = new(timings), Parent = parent, ForkedFrom = parent.Id,
+        };
+        lock (_slotRefs) _slotRefs[parent.Slot.Index] = _slotRefs.GetValueOrDefault(parent.Slot.Index, 1) + 1;
+        lock (parent.Children) parent.Children.Add(child);
+        _sandboxes[child.Id] = child;
+        return child;
+    }
+
+    private void AbandonForkling(Forkling f)
+    {
+        _listener.Forget(f.Id);
+        try
+        {
+            f.Cgroup.KillAll(KillWait);
+            f.Cgroup.Delete();
+        }
+        catch (Exception e)
+        {
+            LogCleanupFailed(f.Id, e.Message);
+        }
+        Track(_layers.RemoveAsync(f.Dirs));
+    }
+
+    /// <summary>Asks the parent's agent to fork; returns the forks' pids as the parent's PID namespace sees them.</summary>
+    private static async Task<List<int>> AgentForkAsync(Sandbox parent, int n, CancellationToken ct)
+    {
+        var callId = parent.Agent.NextCallId();
+        var frame = AgentFrame.Encode(w =>
+        {
+            w.WriteString("op", "fork");
+            w.WriteNumber("id", callId);
+            w.WriteNumber("n", n);
+        }, default);
+        using var hard = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        hard.CancelAfter(TimeSpan.FromSeconds(30));
+        await parent.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
+        using var answer = await parent.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
+        if (answer.Event != "ok")
+            throw new ExecutorException(answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "fork failed" : "fork failed");
+        return answer.Header.GetProperty("pids").EnumerateArray().Select(p => p.GetInt32()).ToList();
+    }
+
+    /// <summary>
+    /// Host pids of the forks, from the pids the parent's agent saw. Each fork's intermediate
+    /// process has exited, so the fork is now a child of the parent's PID 1; its NSpid line lists
+    /// its pid in every namespace from the host's down, the parent's among them.
+    /// </summary>
+    private static List<int> HostPids(int parentInit, IReadOnlyList<int> pidsInParent)
+    {
+        var level = NsPids(parentInit).Length - 1;
+        var children = File.ReadAllText($"/proc/{parentInit}/task/{parentInit}/children")
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture));
+        var byInnerPid = new Dictionary<int, int>();
+        foreach (var host in children)
+        {
+            var ns = NsPids(host);
+            if (ns.Length > level) byInnerPid[ns[level]] = host;
+        }
+        return pidsInParent.Select(p => byInnerPid.TryGetValue(p, out var host)
+            ? host
+            : throw new ExecutorException($"fork {p} is not a child of the sandbox's PID 1; it exited during set-up")).ToList();
+    }
+
+    private static int[] NsPids(int pid)
+    {
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            if (line.StartsWith("NSpid:", StringComparison.Ordinal))
+                return line[6..].Split('\t', ' ', StringSplitOptions.RemoveEmptyEntries)
+                    .Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        return [];
+    }
+
+    // ---- merge_into ----------------------------------------------------------------------------
+
+    /// <summary>
+    /// The winner (a fork of the target, or a fork of one of its forks) takes over the target's id
+    /// with its own REPL, files and limits; the target's former sandbox is closed and the winner's
+    /// own id is retired. The target's other forks are untouched.
+    /// </summary>
+    public Task MergeIntoAsync(string targetId, string winnerId)
+    {
+        if (targetId == winnerId)
+            throw new BadRequestException($"cannot merge sandbox '{targetId}' into itself; name one of its forks as the winner");
+        var target = Get(targetId);
+        var winner = Get(winnerId);
+        if (!IsDescendant(winner, target))
+            throw new BadRequestException($"sandbox '{winnerId}' is not a fork of '{targetId}' or of one of its forks; merge_into only takes a descendant of the target");
+        EnsureUsable(winner);
+        lock (_sandboxes)
+        {
+            if (!_sandboxes.TryGetValue(targetId, out var t) || t != target || !_sandboxes.TryGetValue(winnerId, out var w) || w != winner)
+                throw new NotFoundException($"sandbox '{winnerId}' or '{targetId}' was closed or merged meanwhile");
+            _sandboxes.TryRemove(winnerId, out _);
+            winner.Id = targetId;
+            winner.ForkedFrom = target.ForkedFrom;
+            winner.Metadata = target.Metadata;
+            winner.ExpiresAt = target.ExpiresAt;
+            _sandboxes[targetId] = winner;
+        }
+        LogMerged(winnerId, targetId);
+        LogDestroyed(targetId + " (former)", $"merged: {winnerId} took its place");
+        return DestroyAsync(target);
+    }
+
+    private static bool IsDescendant(Sandbox sb, Sandbox ancestor)
+    {
+        for (var p = sb.Parent; p is not null; p = p.Parent)
+            if (ReferenceEquals(p, ancestor)) return true;
+        return false;
+    }
+
+    // ---- retirement ---------------------------------------------------------------------------
+
+    private static bool HasLiveForks(Sandbox sb)
+    {
+        lock (sb.Children) return sb.Children.Any(c => !c.Released);
+    }
+
+    /// <summary>Releases the retired sandboxes whose PID 1 has exited; called once a second.</summary>
+    public int SweepRetired()
+    {
+        List<Sandbox> done;
+        lock (_retired)
+        {
+            done = _retired.Where(sb => sb.Cgroup.Pids().Count == 0).ToList();
+            _retired.RemoveAll(done.Contains);
+        }
+        foreach (var sb in done)
+        {
+            try
+            {
+                sb.Cgroup.Delete();
+            }
+            catch (Exception e)
+            {
+                LogCleanupFailed(sb.Id, e.Message);
+            }
+            Track(ReleaseAsync(sb));
+            LogRetiredGone(sb.Id);
+        }
+        return done.Count;
+    }
+
+    /// <summary>Gives back a sandbox's uid range (when its family no longer uses it) and layers.</summary>
+    private Task ReleaseAsync(Sandbox sb)
+    {
+        var last = true;
+        lock (_slotRefs)
+        {
+            if (_slotRefs.TryGetValue(sb.Slot.Index, out var refs) && refs > 1)
+            {
+                _slotRefs[sb.Slot.Index] = refs - 1;
+                last = false;
+            }
+            else
+            {
+                _slotRefs.Remove(sb.Slot.Index);
+            }
+        }
+        if (last) _slots.Release(sb.Slot);
+        sb.Released = true;
+        return _layers.RemoveAsync(sb.Dirs);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} forked {Count} way(s) in {Ms:F2} ms")]
+    private partial void LogForked(string sandboxId, int count, double ms);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: fork failed: {Error}")]
+    private partial void LogForkFailed(string sandboxId, string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Winner} merged into {Target}: it answers to that id from now on")]
+    private partial void LogMerged(string winner, string target);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} retired: closed, but its PID 1 stays until its forks are gone")]
+    private partial void LogRetired(string sandboxId);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "retired sandbox {SandboxId}: its last fork is gone; resources released")]
+    private partial void LogRetiredGone(string sandboxId);
+}
