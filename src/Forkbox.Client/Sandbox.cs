@@ -154,6 +154,41 @@ public sealed class Sandbox : IAsyncDisposable
             _client.Request(HttpMethod.Delete, FilesPath("files", path) + (recursive ? "&recursive=true" : "")), ct).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Forks the sandbox <paramref name="n"/> ways (1 to 32). Each fork starts from this sandbox's
+    /// state now, memory and files; the call waits for a running call on this sandbox to end first.
+    /// </summary>
+    public async Task<IReadOnlyList<Sandbox>> ForkAsync(int n = 1, CancellationToken ct = default)
+    {
+        var resp = await _client.SendJsonAsync(
+            _client.Request(HttpMethod.Post, $"v1/sandboxes/{Id}/fork", ForkboxClient.Json(new ForkRequest { N = n }, WireJson.Default.ForkRequest)),
+            WireJson.Default.ForkResponse, ct).ConfigureAwait(false);
+        var now = DateTimeOffset.UtcNow;
+        return resp.Children.Select(id => new Sandbox(_client, new SandboxInfo
+        {
+            Id = id, State = "ready", Template = Info.Template, CreatedAt = now, ExpiresAt = Info.ExpiresAt,
+            Metadata = Info.Metadata, Limits = Info.Limits, ForkedFrom = Id,
+        })).ToList();
+    }
+
+    /// <summary>
+    /// Makes <paramref name="winner"/> (a fork of this sandbox, or a fork of one of its forks) take this
+    /// sandbox's place: from now on this id answers with the winner's memory and files. This
+    /// sandbox's former state is destroyed and the winner's own id is retired.
+    /// </summary>
+    public async Task MergeIntoAsync(Sandbox winner, CancellationToken ct = default)
+    {
+        using var _ = await _client.SendAsync(_client.Request(HttpMethod.Post, $"v1/sandboxes/{Id}/merge_into/{winner.Id}"), ct).ConfigureAwait(false);
+        winner._closed = true;
+    }
+
+    /// <summary>What differs between this sandbox's files and <paramref name="other"/>'s under <paramref name="paths"/> (default /root and /tmp).</summary>
+    public Task<DiffResponse> DiffAsync(Sandbox other, IEnumerable<string>? paths = null, CancellationToken ct = default)
+    {
+        var query = paths is null ? "" : "?paths=" + Uri.EscapeDataString(string.Join(',', paths));
+        return _client.SendJsonAsync(_client.Request(HttpMethod.Get, $"v1/sandboxes/{Id}/diff/{other.Id}{query}"), WireJson.Default.DiffResponse, ct);
+    }
+
     private string FilesPath(string route, string path) => $"v1/sandboxes/{Id}/{route}?path={Uri.EscapeDataString(path)}";
 
     /// <summary>Destroys the sandbox. Closing one already gone is not an error.</summary>

@@ -134,10 +134,12 @@ public sealed class ReplTests(ServerFixture fx)
         await using var sb = await fx.NewSandbox();
         await sb.ExecAsync("for i in $(seq 40); do (sleep 0.2 &) ; done");
         await sb.RunCodeAsync("import os\nfor i in range(10): os.system('sleep 0.2 &')");
-        await Task.Delay(TimeSpan.FromSeconds(1)); // the sandbox's PID 1 reaps orphans as they exit
+        await Task.Delay(TimeSpan.FromSeconds(ZombieGraceSeconds + 2));
         var zombies = await sb.ExecAsync("ps -e -o stat= | grep -c '^Z' || true");
         Assert.Equal("0", zombies.Stdout);
     }
+
+    private const double ZombieGraceSeconds = 5;
 
     [Fact]
     public async Task Env_and_cwd_apply_to_one_call()

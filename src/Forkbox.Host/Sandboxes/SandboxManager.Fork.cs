@@ -5,6 +5,7 @@ using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Host.Agents;
 using Forkbox.Host.Zygotes;
+using Forkbox.Linux;
 using Forkbox.Linux.Cgroups;
 using Forkbox.Linux.Storage;
 using Microsoft.Extensions.Logging;
@@ -21,9 +22,10 @@ namespace Forkbox.Host.Sandboxes;
 /// throughout, so the parent changes nothing while its state is copied.
 ///
 /// A fork's PID namespace nests in its parent's, and the kernel kills every nested namespace when
-/// a PID 1 exits. So closing a sandbox whose forks still run kills everything in it but its PID 1
-/// (a reaper holding no user state) and keeps its cgroup, layers and uid range until that PID 1
-/// has exited, which it does when its last fork is gone: the sandbox is "retired".
+/// a PID 1 exits. So closing a sandbox whose forks still run kills everything in it but its PID 1,
+/// the agent, which replaces itself with a reaper that holds none of the sandbox's memory (agent.py,
+/// _retire), and keeps its cgroup, layers and uid range until that reaper has exited, which it does
+/// when its last fork is gone: the sandbox is "retired".
 /// </summary>
 public sealed partial class SandboxManager
 {
@@ -97,7 +99,7 @@ public sealed partial class SandboxManager
         }
         catch (Exception e)
         {
-            foreach (var pid in hostPids) KillProcess(pid);
+            foreach (var pid in hostPids) Processes.Signal(pid, Processes.SIGKILL);
             foreach (var f in made) AbandonForkling(f);
             Interlocked.Add(ref _count, -n);
             LogForkFailed(parentId, e.Message);
@@ -131,18 +133,6 @@ public sealed partial class SandboxManager
         _metrics.ForkSeconds.Observe(total.Elapsed.TotalSeconds);
         LogForked(parentId, n, total.Elapsed.TotalMilliseconds);
         return children;
-    }
-
-    private static void KillProcess(int pid)
-    {
-        try
-        {
-            using var p = Process.GetProcessById(pid);
-            p.Kill();
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
-        {
-        }
     }
 
     private sealed record Forkling(string Id, string Token, int Pid, ICgroup Cgroup, SandboxLayerDirs Dirs, Task<AgentConnection> Hello);

@@ -9,6 +9,7 @@ using Forkbox.Core.Wire;
 using Forkbox.Host.Agents;
 using Forkbox.Host.Templates;
 using Forkbox.Host.Zygotes;
+using Forkbox.Linux;
 using Forkbox.Linux.Cgroups;
 using Forkbox.Linux.Namespaces;
 using Forkbox.Linux.Storage;
@@ -345,6 +346,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 if (retire)
                 {
                     sb.Cgroup.KillAllBut(sb.Pid, KillWait);
+                    // The agent retires when it reads the closed channel; this reaches it mid-call too.
+                    Processes.Signal(sb.Pid, Processes.SIGUSR2);
                 }
                 else
                 {

@@ -1,4 +1,4 @@
-"""The agent: PID 2 of a sandbox (PID 1 is init.py), serving hostd over one control socket.
+"""The agent: PID 1 of a sandbox, serving hostd over one control socket.
 
 It runs Python cells in one persistent namespace (the value of a last
 expression comes back, like a notebook), runs shell commands in fresh
@@ -27,10 +27,11 @@ import threading
 import time
 import traceback
 
-from . import init, linux
+from . import linux
 from .protocol import FrameReader, encode
 
 LINE_CHUNK = 64 * 1024
+ZOMBIE_GRACE = 5.0
 # Where a fork waits for hostd's helper to hand it its control socket: an abstract socket in the
 # fork's own, brand-new network namespace, so nothing else can reach it.
 HANDOFF_ADDRESS = b"\0forkbox-fork"
@@ -142,6 +143,7 @@ class Agent:
         self.cells = 0
         self.sinks = {1: OutputSink(self, 1), 2: OutputSink(self, 2)}
         self.emit_lock = threading.Lock()
+        self.tracked = set()
 
     # ---- output -------------------------------------------------------------
 
@@ -200,6 +202,35 @@ class Agent:
         for sink in self.sinks.values():
             sink.flush()
 
+    # ---- orphans ------------------------------------------------------------
+
+    def _reap_orphans(self):
+        """As PID 1 the agent inherits every orphan and must reap it, without stealing the exit
+        status of a child that user code will wait for (subprocess.run, os.system). A zombie is
+        reaped at once if it is from another session (what bash calls leave behind: each runs in
+        a session of its own), else only after it has stayed a zombie for ZOMBIE_GRACE seconds."""
+        own_sid = os.getsid(0)
+        first_seen = {}
+        while True:
+            try:
+                os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # sleeps until a child is a zombie
+            except ChildProcessError:
+                time.sleep(0.5)
+                continue
+            now = time.monotonic()
+            zombies = set()
+            for pid, sid in _zombie_children():
+                zombies.add(pid)
+                if pid in self.tracked:
+                    continue
+                if sid != own_sid or now - first_seen.setdefault(pid, now) >= ZOMBIE_GRACE:
+                    try:
+                        os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        pass
+            first_seen = {p: t for p, t in first_seen.items() if p in zombies}
+            time.sleep(0.2)
+
     # ---- calls --------------------------------------------------------------
 
     def serve(self):
@@ -207,6 +238,8 @@ class Agent:
         sys.stdout = StreamWriter(self.sinks[1], "<stdout>")
         sys.stderr = StreamWriter(self.sinks[2], "<stderr>")
         sys.stdin = open(os.devnull)
+        threading.Thread(target=self._reap_orphans, name="forkbox-reaper", daemon=True).start()
+        signal.signal(signal.SIGUSR2, lambda *_: _retire())
         self._serve_calls()
 
     def _serve_calls(self):
@@ -216,7 +249,7 @@ class Agent:
             try:
                 header, payload = self.chan.reader.read()
             except EOFError:
-                os._exit(0)
+                _retire()
             except KeyboardInterrupt:
                 continue
             op = header.get("op")
@@ -330,6 +363,7 @@ class Agent:
         except OSError as e:
             self.sinks[2].feed(f"forkbox: cannot start bash: {e}\n".encode())
             return 127, False
+        self.tracked.add(proc.pid)
         deadline = time.monotonic() + timeout if timeout > 0 else None
         # The call ends when bash exits, not when its pipes close: a command that leaves
         # something running in the background (`server &`) must not hold the call open.
@@ -370,6 +404,7 @@ class Agent:
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+        self.tracked.discard(proc.pid)
         if timed_out:
             self.sinks[2].feed(f"forkbox: command exceeded the timeout of {timeout:g} s and was killed\n".encode())
             return 124, True
@@ -435,8 +470,8 @@ class Agent:
             os._exit(code)
 
     def _forked(self, listener):
-        """The fork, PID 1 of its namespaces: waits for its root and control socket, then splits
-        into PID 1 (init) and the agent, which carries on with this process's memory."""
+        """The fork, PID 1 of its namespaces: waits for its root and control socket, then carries
+        on as the agent, with this process's memory."""
         try:
             skip = {listener.fileno(), self.chan.sock.fileno(), *self.pump_fds}
             files = _open_files(skip)
@@ -450,9 +485,6 @@ class Agent:
             info = json.loads(message)
             sock = socket.socket(fileno=fds[0])
             linux.unshare(linux.CLONE_NEWCGROUP)  # hostd has moved us into our own cgroup by now
-            agent_pid = os.fork()
-            if agent_pid:
-                init.run(agent_pid)
             self._resume_as_fork(sock, info, files, cwd)
         except BaseException as e:
             try:
@@ -472,7 +504,7 @@ class Agent:
         except OSError:
             os.chdir("/")
         self._install_fd_pump()
-        linux.set_process_name("forkbox-agent")
+        threading.Thread(target=self._reap_orphans, name="forkbox-reaper", daemon=True).start()
         self.chan.send({"ev": "hello", "id": info["id"], "token": info["token"]})
         self._serve_calls()  # never returns
 
@@ -566,6 +598,65 @@ def _on_alarm(_signum, _frame):
         _timer.pending = True
         return
     raise CellTimeout()
+
+
+def _zombie_children():
+    """(pid, session id) of each zombie whose parent is PID 1, from /proc."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()  # state, ppid, pgrp, session, …
+        if fields[0] == b"Z" and fields[1] == b"1":
+            yield int(name), int(fields[3])
+
+
+# What PID 1 becomes when its sandbox is closed while forks of it still run: the kernel kills
+# every nested PID namespace (a fork's among them) when PID 1 exits, so it stays, as a process
+# that holds none of the sandbox's memory, until its last fork has exited.
+_REAPER = """import os
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+
+
+def _retire():
+    """The sandbox is closed (hostd closed the channel, or sent SIGUSR2 while a call ran): exit,
+    or if forks of this sandbox still run, become the reaper."""
+    if _has_forks():
+        os.execv(sys.executable, ["forkbox-reaper", "-I", "-S", "-c", _REAPER])
+    os._exit(0)
+
+
+def _ns_depth(pid):
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"NSpid:"):
+                return len(line.split()) - 1
+    return 0
+
+
+def _has_forks():
+    """Whether a child of ours runs in a deeper PID namespace: a fork, or something of the user's."""
+    depth = _ns_depth("self")
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or name == "1":
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            if stat[stat.rindex(b")") + 2:].split()[1] == b"1" and _ns_depth(name) > depth:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def _open_files(skip):

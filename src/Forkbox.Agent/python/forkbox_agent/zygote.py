@@ -29,7 +29,7 @@ import sys
 import time
 import traceback
 
-from . import agent, graft, init, isolate, linux
+from . import agent, graft, isolate, linux
 from .protocol import encode
 
 
@@ -110,10 +110,6 @@ class Zygote:
             os.environ.update(spec.get("env") or {})
             os.chdir("/root")
             sys.path[:] = [p for p in sys.path if p != self.agent_dir]
-            agent_pid = os.fork()
-            if agent_pid:
-                os.close(err_w)
-                init.run(agent_pid)  # PID 1; the agent is PID 2
             linux.set_process_name("forkbox-agent")
             sock.sendall(encode({"ev": "hello", "id": spec["id"], "token": spec["token"]}))
             steps.update(fork=round((forked - started) * 1000, 3), prepare=round((prepared - forked) * 1000, 3),

@@ -1,0 +1,13 @@
+using Forkbox.Linux.Interop;
+
+namespace Forkbox.Linux;
+
+/// <summary>Signals to host processes by pid, for callers outside this assembly.</summary>
+public static class Processes
+{
+    public const int SIGKILL = Libc.SIGKILL;
+    public const int SIGUSR2 = 12;
+
+    /// <summary>Sends <paramref name="signal"/>; a process already gone is not an error.</summary>
+    public static void Signal(int pid, int signal) => Libc.Kill(pid, signal);
+}
