@@ -22,7 +22,8 @@ internal static class BenchCommand
         var n = new Option<int>("-n", "--iterations") { Description = "Iterations per figure", DefaultValueFactory = _ => 30 };
         var json = new Option<string?>("--json") { Description = "Also write every raw sample to this JSON file" };
         var hold = new Option<int>("--hold") { Description = "Idle sandboxes to hold at once at the end (at least 20)", DefaultValueFactory = _ => 500 };
-        var cmd = new Command("bench", "Measure create, run_code, files, burst rate and idle memory against a running server, beside raw floors.") { host, n, json, hold };
+        var cycles = new Option<int>("--fork-cycles") { Description = "fork/close cycles for the leak check", DefaultValueFactory = _ => 1000 };
+        var cmd = new Command("bench", "Measure create, run_code, files, fork, burst rate and idle memory against a running server, beside raw floors.") { host, n, json, hold, cycles };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {
             var client = new ForkboxClient(parse.GetValue(host));
@@ -78,6 +79,12 @@ internal static class BenchCommand
                 report.Add("upload 256 KB", await Measure(iterations, async () => { await sb.UploadAsync("/root/blob.bin", blob, ct); return 0; }), (empty, "http"));
                 report.Add("download 256 KB", await Measure(iterations, () => sb.DownloadAsync("/root/blob.bin", ct)), (empty, "http"));
             }
+
+            await ForkFigures(client, report, iterations, "default", "state = list(range(100000))", ct);
+            await ForkFigures(client, report, Math.Max(3, iterations / 3), "python-datasci",
+                "import numpy as np, pandas as pd\ndf = pd.DataFrame(np.random.rand(1_310_720, 10))  # 100 MB", ct);
+            await MergeFigures(client, report, iterations, ct);
+            await ForkCycles(client, report, parse.GetValue(cycles), ct);
 
             var target = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == "default").Target;
             await client.SetPoolSizeAsync("default", 0, ct);
@@ -143,6 +150,99 @@ internal static class BenchCommand
             }
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// fork(1) and fork(5) of a warm sandbox of <paramref name="template"/> holding the state
+    /// <paramref name="setup"/> makes, end to end and server side, beside two floors measured in the
+    /// same run: a bare fork() of the parent process itself (inside the sandbox, so the same size),
+    /// and the server's snapshot of the writable layer alone. Also the private memory of a fresh fork.
+    /// </summary>
+    private static async Task ForkFigures(ForkboxClient client, Report report, int iterations, string template, string setup, CancellationToken ct)
+    {
+        await WaitPoolFull(client, template, ct);
+        await using var parent = await Sandbox.CreateAsync(new CreateSandboxRequest { Template = template, MemoryMb = 2048 }, client, ct);
+        var ready = await parent.RunCodeAsync(setup, ct: ct);
+        if (ready.ExitCode != 0) throw new InvalidOperationException($"fork bench set-up failed: {ready.Stderr}");
+        var floor = await parent.RunCodeAsync($$"""
+            import os, time
+            for i in range({{iterations + 1}}):
+                r, w = os.pipe()
+                t = time.perf_counter()
+                pid = os.fork()
+                if pid == 0:
+                    os.write(w, b"1"); os._exit(0)
+                os.read(r, 1)
+                if i: print((time.perf_counter() - t) * 1000)
+                os.waitpid(pid, 0); os.close(r); os.close(w)
+            """, ct: ct);
+        var bare = report.Add($"floor: fork() of the parent process [{template}]",
+            floor.StdoutLines.Select(l => double.Parse(l, CultureInfo.InvariantCulture)).ToList());
+        foreach (var n in new[] { 1, 5 })
+        {
+            var server = new List<double>();
+            var snapshot = new List<double>();
+            var memory = new List<double>();
+            var e2e = await Measure(iterations, () => parent.ForkAsync(n, ct), after: async children =>
+            {
+                var info = await children[0].RefreshAsync(ct);
+                server.Add(info.TimingsMs!["total"]);
+                snapshot.Add(info.TimingsMs.GetValueOrDefault("graft.snapshot"));
+                memory.Add(info.MemoryBytes!.Value / 1048576.0);
+                foreach (var c in children) await c.CloseAsync(ct);
+            });
+            report.Add($"fork() n={n} [{template}]", e2e, (bare, "fork"));
+            report.Add($"fork() n={n}, server [{template}]", server, (bare, "fork"));
+            if (n == 1)
+            {
+                report.Add($"floor: layer snapshot alone [{template}]", snapshot);
+                memory.Sort();
+                report.Note($"fork_private_mib[{template}]", memory[memory.Count / 2],
+                    $"private memory of one fresh fork (its cgroup) [{template}]: p50 {memory[memory.Count / 2]:F2} MiB");
+            }
+        }
+    }
+
+    /// <summary>merge_into of a fresh fork into its parent; each parent is new, so the measurement does not deepen one family.</summary>
+    private static async Task MergeFigures(ForkboxClient client, Report report, int iterations, CancellationToken ct)
+    {
+        var families = new List<Sandbox>();
+        var merges = new List<double>();
+        await Measure(iterations, async () =>
+        {
+            var parent = await Sandbox.CreateAsync(client: client, ct: ct);
+            families.Add(parent);
+            var winner = (await parent.ForkAsync(1, ct)).Single();
+            await winner.RunCodeAsync("won = True", ct: ct);
+            var t = Stopwatch.GetTimestamp();
+            await parent.MergeIntoAsync(winner, ct);
+            merges.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+            return 0;
+        }, before: () => WaitPoolFull(client, "default", ct));
+        foreach (var sb in families) await sb.CloseAsync(ct);
+        report.Add("merge_into", merges.Skip(1).ToList());
+    }
+
+    /// <summary>Fork/close cycles of one parent: the server must end where it started.</summary>
+    private static async Task ForkCycles(ForkboxClient client, Report report, int cycles, CancellationToken ct)
+    {
+        if (cycles <= 0) return;
+        await WaitPoolFull(client, "default", ct);
+        static int Agents() => Process.GetProcesses().Count(p => p.ProcessName.StartsWith("forkbox-", StringComparison.Ordinal));
+        var before = ((await client.CapacityAsync(ct)).Running, Agents());
+        var clock = Stopwatch.StartNew();
+        await using (var parent = await Sandbox.CreateAsync(client: client, ct: ct))
+        {
+            for (var i = 0; i < cycles; i++)
+                foreach (var child in await parent.ForkAsync(1, ct))
+                    await child.CloseAsync(ct);
+        }
+        var seconds = clock.Elapsed.TotalSeconds;
+        await WaitPoolFull(client, "default", ct);
+        await Task.Delay(1500, ct); // closes finish in the background
+        var after = ((await client.CapacityAsync(ct)).Running, Agents());
+        report.Note("fork_close_cycles_per_s", cycles / seconds,
+            $"{cycles} fork/close cycles: {cycles / seconds:F1}/s; sandboxes and forkbox processes on this host before {before}, after {after}");
     }
 
     private static async Task<List<double>> Measure<T>(int n, Func<Task<T>> op, Func<Task>? before = null, Func<T, Task>? after = null)

@@ -24,6 +24,55 @@ public sealed class IsolationTests(ServerFixture fx)
         results
         """;
 
+    // What fork needs the filter to allow (unshare of non-user namespaces) opens nothing else:
+    // after such an unshare, mounting, netfilter, user and time namespaces and setns stay refused.
+    private const string TryAfterUnshare = """
+        import ctypes, os, socket
+        libc = ctypes.CDLL(None, use_errno=True)
+        def errno_of(rc):
+            return ctypes.get_errno() if rc != 0 else 0
+        def socket_errno(*args):
+            try:
+                socket.socket(*args).close()
+                return 0
+            except OSError as e:
+                return e.errno
+        pid = os.fork()
+        if pid == 0:
+            import json
+            out = {'unshare_ns_net': libc.unshare(0x00020000 | 0x40000000)}
+            os.makedirs('/tmp/m', exist_ok=True)
+            out.update({
+                'mount': errno_of(libc.mount(b'none', b'/tmp/m', b'tmpfs', 0, None)),
+                'unshare_user': errno_of(libc.unshare(0x10000000)),
+                'unshare_time': errno_of(libc.unshare(0x00000080)),
+                'setns': errno_of(libc.setns(os.open('/proc/self/ns/net', os.O_RDONLY), 0)),
+                'netfilter': socket_errno(socket.AF_NETLINK, socket.SOCK_RAW, 12),
+            })
+            open('/tmp/calls.json', 'w').write(json.dumps(out))
+            os._exit(0)
+        os.waitpid(pid, 0)
+        import json
+        json.load(open('/tmp/calls.json'))
+        """;
+
+    [Fact]
+    public async Task Unsharing_namespaces_opens_no_privileged_call_in_a_sandbox_or_a_fork()
+    {
+        await using var sb = await fx.NewSandbox();
+        var fork = (await sb.ForkAsync()).Single();
+        await using var _ = fork;
+        foreach (var target in new[] { sb, fork })
+        {
+            var r = await target.RunCodeAsync(TryAfterUnshare);
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            var calls = r.Result!.Value;
+            Assert.Equal(0, calls.GetProperty("unshare_ns_net").GetInt32());
+            foreach (var call in calls.EnumerateObject().Where(c => c.Name != "unshare_ns_net"))
+                Assert.True(call.Value.GetInt32() == 1, $"{call.Name} gave errno {call.Value.GetInt32()}, expected EPERM (1)");
+        }
+    }
+
     [Fact]
     public async Task Privileged_calls_fail_with_EPERM()
     {
