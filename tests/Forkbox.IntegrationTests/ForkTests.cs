@@ -213,6 +213,42 @@ public sealed class ForkTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task Diff_reports_what_a_fork_added_removed_and_changed()
+    {
+        await using var parent = await fx.NewSandbox();
+        await parent.RunCodeAsync("""
+            import os
+            os.makedirs('/root/dir', exist_ok=True)
+            for name in ('same', 'common', 'gone', 'dir/inner'):
+                open('/root/' + name, 'w').write(name)
+            """);
+        var child = (await parent.ForkAsync()).Single();
+        await using var _ = child;
+        await child.RunCodeAsync("""
+            import os, shutil
+            open('/root/common', 'w').write('changed by the fork')
+            os.remove('/root/gone')
+            shutil.rmtree('/root/dir')
+            open('/root/new', 'w').write('new')
+            open('/tmp/scratch', 'w').write('tmp')
+            os.makedirs('/var/tmp/elsewhere', exist_ok=True)
+            """);
+        var d = await parent.DiffAsync(child);
+        Assert.Equal(["/root/new", "/tmp/scratch"], d.Added);
+        Assert.Equal(["/root/dir", "/root/dir/inner", "/root/gone"], d.Removed);
+        Assert.Equal(["/root/common"], d.Changed);
+        var back = await child.DiffAsync(parent);
+        Assert.Equal(d.Removed, back.Added);
+        Assert.Equal(d.Added, back.Removed);
+        var only = await parent.DiffAsync(child, ["/var"]);
+        Assert.Equal(["/var/tmp/elsewhere"], only.Added);
+        Assert.Empty(only.Removed);
+        Assert.Empty((await parent.DiffAsync(parent)).Added);
+        var bad = await Assert.ThrowsAsync<ForkboxApiException>(() => parent.DiffAsync(child, ["relative/path"]));
+        Assert.Equal(400, bad.Status);
+    }
+
+    [Fact]
     public async Task Fork_of_a_busy_sandbox_waits_for_the_running_call()
     {
         await using var parent = await fx.NewSandbox();

@@ -49,6 +49,9 @@ public static class SandboxEndpoints
             return Results.NoContent();
         });
 
+        app.MapGet("/v1/sandboxes/{id}/diff/{other}", (string id, string other, string? paths) =>
+            Results.Json(manager.Diff(id, other, paths), WireJson.Default.DiffResponse));
+
         app.MapPost("/v1/sandboxes/{id}/exec", async (HttpContext ctx, string id) =>
         {
             var sb = manager.Get(id);

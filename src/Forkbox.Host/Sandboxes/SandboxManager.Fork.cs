@@ -256,6 +256,37 @@ public sealed partial class SandboxManager
         return false;
     }
 
+    // ---- diff ---------------------------------------------------------------------------------
+
+    /// <summary>
+    /// What differs between the files of <paramref name="aId"/> and <paramref name="bId"/> under
+    /// <paramref name="paths"/> (comma-separated; /root and /tmp when absent), read from their
+    /// copy-on-write layers on the host: only what either upper layer holds is looked at.
+    /// </summary>
+    public DiffResponse Diff(string aId, string bId, string? paths)
+    {
+        var a = Get(aId);
+        var b = Get(bId);
+        var list = (string.IsNullOrWhiteSpace(paths) ? "/root,/tmp" : paths)
+            .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(p => Validate.SandboxPath(p, "paths")).ToList();
+        if (list.Count == 0) throw new BadRequestException("'paths' names no path; give absolute paths separated by commas, e.g. /root,/tmp");
+        if (a.Template.Name != b.Template.Name)
+            throw new BadRequestException($"'{aId}' runs template '{a.Template.Name}' and '{bId}' runs '{b.Template.Name}'; diff compares sandboxes of one template");
+        var (added, removed, changed) = (new List<string>(), new List<string>(), new List<string>());
+        for (var i = 0; i < a.Template.Layers.Count; i++)
+        {
+            var layer = a.Template.Layers[i];
+            string[] Stack(Sandbox sb) => [sb.Dirs.Layers[i].Upper, .. layer.LowerDir.Split(':')];
+            var r = LayerDiff.Compare(Stack(a), Stack(b), list, layer.Target);
+            added.AddRange(r.Added);
+            removed.AddRange(r.Removed);
+            changed.AddRange(r.Changed);
+        }
+        return new DiffResponse(added.Order(StringComparer.Ordinal).ToList(), removed.Order(StringComparer.Ordinal).ToList(),
+            changed.Order(StringComparer.Ordinal).ToList());
+    }
+
     // ---- retirement ---------------------------------------------------------------------------
 
     private static bool HasLiveForks(Sandbox sb)
