@@ -103,7 +103,8 @@ public sealed partial class HostServer : IAsyncDisposable
         var log = loggers.CreateLogger<HostServer>();
         var cgroups = CgroupDriver.Detect(CgroupDriver.ParentName(options.DataDir));
         var stale = cgroups.RemoveStale();
-        var layers = new SandboxLayers(options.SandboxesDir);
+        var storage = StorageProbe.Choose(options.SandboxesDir, options.Storage);
+        var layers = new SandboxLayers(options.SandboxesDir, storage);
         stale = Math.Max(stale, layers.RemoveStale());
         if (stale > 0) LogStaleRemoved(log, stale);
         var seccompPath = Path.Combine(options.RunDir, "seccomp.bpf");
