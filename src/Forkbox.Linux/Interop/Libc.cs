@@ -67,6 +67,18 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "llistxattr", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial nint Llistxattr(string path, ref byte list, nuint size);
 
+    /// <summary>see: man 3 opendir</summary>
+    [LibraryImport("libc", EntryPoint = "opendir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial nint Opendir(string path);
+
+    /// <summary>see: man 3 readdir; the struct dirent it returns has d_name at offset 19 on 64-bit Linux</summary>
+    [LibraryImport("libc", EntryPoint = "readdir", SetLastError = true)]
+    public static partial nint Readdir(nint dir);
+
+    /// <summary>see: man 3 closedir</summary>
+    [LibraryImport("libc", EntryPoint = "closedir", SetLastError = true)]
+    public static partial int Closedir(nint dir);
+
     /// <summary>struct statfs: f_type is the first word on every 64-bit Linux; the rest is room.</summary>
     [StructLayout(LayoutKind.Sequential, Size = 128)]
     public struct StatfsBuffer
