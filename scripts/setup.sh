@@ -11,8 +11,9 @@ fi
 # Runtime: the default template's Python and coreutils, libseccomp for the filter, unshare for
 # user namespaces, ps for the tests, curl for the demo, the scientific stack for the
 # python-datasci template, bubblewrap as the benchmark's point of comparison, debootstrap for
-# `forkbox template build --from debootstrap`. Build: the .NET 10 SDK.
-packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap)
+# `forkbox template build --from debootstrap`, btrfs-progs and xfsprogs for --storage-image (and the
+# storage tests). Build: the .NET 10 SDK.
+packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

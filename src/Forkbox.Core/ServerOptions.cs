@@ -37,11 +37,21 @@ public sealed record ServerOptions
     public long UidBase { get; init; } = 1_000_000_000;
     /// <summary>The interpreter the default template's zygote runs.</summary>
     public string Python { get; init; } = "/usr/bin/python3";
+    /// <summary>How forks snapshot writable layers: auto (the best DATA/sandboxes' filesystem can do), btrfs, reflink or copy.</summary>
+    public string Storage { get; init; } = "auto";
+    /// <summary>When set, a sparse image file of this size (DATA/storage.img) is made and loop-mounted on DATA/sandboxes.</summary>
+    public long? StorageImageBytes { get; init; }
+    /// <summary>The filesystem of the storage image: btrfs (snapshots) or xfs (made with reflink=1).</summary>
+    public string StorageImageFs { get; init; } = "btrfs";
 
     public string RunDir => Path.Combine(DataDir, "run");
     public string SandboxesDir => Path.Combine(DataDir, "sandboxes");
     public string TemplatesDir => Path.Combine(DataDir, "templates");
     public string KeysFile => Path.Combine(DataDir, "keys.json");
+    public string StorageImageFile => Path.Combine(DataDir, "storage.img");
+
+    /// <summary>The smallest storage image: xfs refuses less than 300 MiB, and sandboxes need room.</summary>
+    public const long MinStorageImageBytes = 512L << 20;
 
     /// <summary>Throws a message a user can act on for the first invalid setting.</summary>
     public void Validate()
@@ -65,5 +75,11 @@ public sealed record ServerOptions
         Require(UidBase >= 65_536 && UidBase + (long)MaxSandboxes * 65_536 < uint.MaxValue,
             "uid_base must be >= 65536 and leave room for max_sandboxes ranges of 65536 below 2^32");
         Require(Path.IsPathRooted(Python), $"python '{Python}' must be an absolute path");
+        Require(Storage.ToLowerInvariant() is "auto" or "btrfs" or "reflink" or "copy",
+            $"storage '{Storage}' must be auto, btrfs, reflink or copy");
+        Require(StorageImageBytes is null or >= MinStorageImageBytes,
+            $"storage_image_bytes {StorageImageBytes} is too small: the storage image must be at least 512M");
+        Require(StorageImageFs.ToLowerInvariant() is "btrfs" or "xfs",
+            $"storage_image_fs '{StorageImageFs}' must be btrfs or xfs");
     }
 }

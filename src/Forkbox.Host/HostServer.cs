@@ -36,6 +36,7 @@ public sealed partial class HostServer : IAsyncDisposable
     private int _disposed;
     private FileStream? _dataLock;
     private ICgroupDriver? _cgroups;
+    private StorageImage? _storageImage;
 
     private HostServer(WebApplication app, SandboxManager manager, AgentListener listener, UserNamespaceSlots slots, ILogger log)
     {
@@ -51,6 +52,12 @@ public sealed partial class HostServer : IAsyncDisposable
 
     public SandboxManager Sandboxes => _manager;
 
+    /// <summary>How forks snapshot writable layers here ("btrfs", "reflink", "copy"), as /v1/capacity reports.</summary>
+    public string StorageStrategy { get; private set; } = null!;
+
+    /// <summary>The filesystem under the sandboxes directory ("ext4", "btrfs", "xfs", …).</summary>
+    public string StorageFilesystem { get; private set; } = null!;
+
     public static async Task<HostServer> StartAsync(ServerOptions options, Action<ILoggingBuilder>? logging = null, CancellationToken ct = default)
     {
         options.Validate();
@@ -59,18 +66,24 @@ public sealed partial class HostServer : IAsyncDisposable
         Directory.CreateDirectory(options.DataDir);
         File.SetUnixFileMode(options.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var dataLock = LockDataDir(options.DataDir);
+        StorageImage? image = null;
         try
         {
-            return await StartLockedAsync(options, dataLock, logging, ct).ConfigureAwait(false);
+            // Before anything uses the sandboxes directory: the image is mounted on it.
+            if (options.StorageImageBytes is { } size)
+                image = StorageImage.Attach(options.StorageImageFile, options.SandboxesDir, size, options.StorageImageFs);
+            return await StartLockedAsync(options, dataLock, image, logging, ct).ConfigureAwait(false);
         }
         catch
         {
+            image?.Dispose();
             dataLock.Dispose();
             throw;
         }
     }
 
-    private static async Task<HostServer> StartLockedAsync(ServerOptions options, FileStream dataLock, Action<ILoggingBuilder>? logging, CancellationToken ct)
+    private static async Task<HostServer> StartLockedAsync(ServerOptions options, FileStream dataLock, StorageImage? image,
+        Action<ILoggingBuilder>? logging, CancellationToken ct)
     {
         Directory.CreateDirectory(options.RunDir);
         Directory.CreateDirectory(options.SandboxesDir);
@@ -103,7 +116,12 @@ public sealed partial class HostServer : IAsyncDisposable
         var log = loggers.CreateLogger<HostServer>();
         var cgroups = CgroupDriver.Detect(CgroupDriver.ParentName(options.DataDir));
         var stale = cgroups.RemoveStale();
-        var layers = new SandboxLayers(options.SandboxesDir);
+        var storage = StorageProbe.Choose(options.SandboxesDir, options.Storage);
+        var filesystem = StorageProbe.FilesystemType(options.SandboxesDir);
+        if (image is not null) LogStorageImage(log, image.ImagePath, image.Filesystem, image.MountPoint, image.Reused ? "reused" : image.Formatted ? "formatted" : "mounted");
+        LogStorage(log, storage.Name(), filesystem, options.SandboxesDir);
+        if (storage == StorageKind.Copy) LogCopyStorage(log);
+        var layers = new SandboxLayers(options.SandboxesDir, storage);
         stale = Math.Max(stale, layers.RemoveStale());
         if (stale > 0) LogStaleRemoved(log, stale);
         var seccompPath = Path.Combine(options.RunDir, "seccomp.bpf");
@@ -135,9 +153,13 @@ public sealed partial class HostServer : IAsyncDisposable
                 await next(ctx).ConfigureAwait(false);
             });
             SandboxEndpoints.Map(app, manager, options,
-                new HostInfo(cgroups.Version, layers.Strategy), metrics);
+                new HostInfo(cgroups.Version, layers.Strategy, filesystem), metrics);
             await app.StartAsync(ct).ConfigureAwait(false);
-            var server = new HostServer(app, manager, listener, slots, log) { _dataLock = dataLock, _cgroups = cgroups };
+            var server = new HostServer(app, manager, listener, slots, log)
+            {
+                _dataLock = dataLock, _cgroups = cgroups, _storageImage = image,
+                StorageStrategy = layers.Strategy, StorageFilesystem = filesystem,
+            };
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             server.Address = new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "[::1]"));
             LogListening(log, server.Address, cgroups.Version, layers.Strategy, keys.Enabled);
@@ -222,6 +244,7 @@ public sealed partial class HostServer : IAsyncDisposable
         await Step(() => _listener.DisposeAsync().AsTask());
         await Step(() => { _slots.Dispose(); return Task.CompletedTask; });
         await Step(() => { _cgroups?.RemoveAll(); return Task.CompletedTask; });
+        await Step(() => { _storageImage?.Dispose(); return Task.CompletedTask; });
         await Step(() => _app.DisposeAsync().AsTask());
         _dataLock?.Dispose();
         if (failures.Count > 0) throw new AggregateException("shutdown did not complete cleanly", failures);
@@ -233,6 +256,16 @@ public sealed partial class HostServer : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "forkbox listening on {Address} (cgroup v{Cgroup}, storage {Storage}, auth {Auth})")]
     private static partial void LogListening(ILogger log, Uri address, int cgroup, string storage, bool auth);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "storage image {Image} ({Fs}) on {Dir}: {How}")]
+    private static partial void LogStorageImage(ILogger log, string image, string fs, string dir, string how);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "storage {Strategy}: sandbox layers on {Filesystem} at {Dir}")]
+    private static partial void LogStorage(ILogger log, string strategy, string filesystem, string dir);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "storage copy: each fork copies every file its sandbox changed; " +
+        "for forks at the cost of a snapshot put the data directory on btrfs or xfs (reflink=1), or pass --storage-image SIZE (e.g. 8G)")]
+    private static partial void LogCopyStorage(ILogger log);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "removed {Count} sandboxes left by an earlier run that did not shut down cleanly")]
     private static partial void LogStaleRemoved(ILogger log, int count);

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using Forkbox.Linux.Storage;
 
 namespace Forkbox.IntegrationTests;
 
@@ -127,7 +128,7 @@ public sealed class ApiInputTests(ServerFixture fx)
         var capacity = await fx.Client.CapacityAsync();
         Assert.Equal("namespaces", capacity.IsolationBackend);
         Assert.Equal(File.Exists("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1, capacity.CgroupVersion);
-        Assert.Equal("overlay", capacity.StorageStrategy);
+        Assert.Equal(StorageProbe.Detect(fx.Options.SandboxesDir).Name(), capacity.StorageStrategy);
         Assert.True(capacity.Running >= 1);
         Assert.Equal(fx.Options.MaxSandboxes, capacity.Maximum);
         var metrics = await fx.Http.GetStringAsync("/metrics");

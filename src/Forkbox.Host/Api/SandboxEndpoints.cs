@@ -124,6 +124,7 @@ public static class SandboxEndpoints
             IsolationBackend = "namespaces",
             CgroupVersion = host.CgroupVersion,
             StorageStrategy = host.StorageStrategy,
+            StorageFilesystem = host.StorageFilesystem,
             Templates = manager.Templates.Names.ToList(),
             Pools = manager.Pools.Select(p => p.ToInfo()).ToList(),
         }, WireJson.Default.CapacityInfo));
@@ -196,4 +197,4 @@ public static class SandboxEndpoints
 }
 
 /// <summary>Facts about this host that /v1/capacity reports.</summary>
-public sealed record HostInfo(int CgroupVersion, string StorageStrategy);
+public sealed record HostInfo(int CgroupVersion, string StorageStrategy, string StorageFilesystem);

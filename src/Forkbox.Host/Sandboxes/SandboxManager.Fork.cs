@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
+using Forkbox.Core.Wire;
 using Forkbox.Host.Agents;
 using Forkbox.Host.Zygotes;
 using Forkbox.Linux;

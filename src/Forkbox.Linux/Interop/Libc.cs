@@ -9,6 +9,19 @@ internal static partial class Libc
     public const int MNT_DETACH = 2;
     public const ulong MS_BIND = 4096;
     public const ulong MS_SHARED = 1 << 20;
+    public const int O_RDONLY = 0;
+    public const int O_DIRECTORY = 0x10000;
+    public const int O_CLOEXEC = 0x80000;
+    public const int AT_FDCWD = -100;
+    public const int AT_SYMLINK_NOFOLLOW = 0x100;
+    public const uint STATX_BASIC_STATS = 0x7ff;
+    public const int ENODATA = 61;
+    public const int ERANGE = 34;
+    /// <summary>_IOW(0x94, 9, int): share the extents of the fd given with the fd called on.</summary>
+    public const ulong FICLONE = 0x40049409;
+    /// <summary>_IOW(0x94, 14, struct btrfs_ioctl_vol_args), 4096 bytes: {s64 fd; char name[4088]}.</summary>
+    public const ulong BTRFS_IOC_SUBVOL_CREATE = 0x5000940E;
+    public const long BTRFS_SUPER_MAGIC = 0x9123683E;
 
     /// <summary>see: man 2 mount</summary>
     [LibraryImport("libc", EntryPoint = "mount", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
@@ -25,6 +38,74 @@ internal static partial class Libc
     /// <summary>see: man 2 geteuid</summary>
     [LibraryImport("libc", EntryPoint = "geteuid")]
     public static partial uint Geteuid();
+
+    /// <summary>see: man 2 open</summary>
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int Open(string path, int flags);
+
+    /// <summary>see: man 2 close</summary>
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    /// <summary>see: man 2 ioctl (the argument is an int or a pointer, passed as a word)</summary>
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int Ioctl(int fd, ulong request, nint arg);
+
+    /// <summary>see: man 2 statfs (only f_type, the first word, is read)</summary>
+    [LibraryImport("libc", EntryPoint = "statfs", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int Statfs(string path, out StatfsBuffer buf);
+
+    /// <summary>see: man 2 statx (its struct is the same on every architecture, unlike struct stat)</summary>
+    [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int Statx(int dirfd, string path, int flags, uint mask, out StatxBuffer buf);
+
+    /// <summary>see: man 2 lgetxattr</summary>
+    [LibraryImport("libc", EntryPoint = "lgetxattr", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial nint Lgetxattr(string path, string name, ref byte value, nuint size);
+
+    /// <summary>see: man 2 llistxattr</summary>
+    [LibraryImport("libc", EntryPoint = "llistxattr", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial nint Llistxattr(string path, ref byte list, nuint size);
+
+    /// <summary>see: man 3 opendir</summary>
+    [LibraryImport("libc", EntryPoint = "opendir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial nint Opendir(string path);
+
+    /// <summary>see: man 3 readdir; the struct dirent it returns has d_name at offset 19 on 64-bit Linux</summary>
+    [LibraryImport("libc", EntryPoint = "readdir", SetLastError = true)]
+    public static partial nint Readdir(nint dir);
+
+    /// <summary>see: man 3 closedir</summary>
+    [LibraryImport("libc", EntryPoint = "closedir", SetLastError = true)]
+    public static partial int Closedir(nint dir);
+
+    /// <summary>struct statfs: f_type is the first word on every 64-bit Linux; the rest is room.</summary>
+    [StructLayout(LayoutKind.Sequential, Size = 128)]
+    public struct StatfsBuffer
+    {
+        public long Type;
+    }
+
+    /// <summary>struct statx (linux/stat.h), 256 bytes.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 256)]
+    public struct StatxBuffer
+    {
+        [FieldOffset(0)] public uint Mask;
+        [FieldOffset(16)] public uint Nlink;
+        [FieldOffset(20)] public uint Uid;
+        [FieldOffset(24)] public uint Gid;
+        [FieldOffset(28)] public ushort Mode;
+        [FieldOffset(32)] public ulong Ino;
+        [FieldOffset(40)] public ulong Size;
+        [FieldOffset(64)] public long AtimeSec;
+        [FieldOffset(72)] public uint AtimeNsec;
+        [FieldOffset(112)] public long MtimeSec;
+        [FieldOffset(120)] public uint MtimeNsec;
+        [FieldOffset(128)] public uint RdevMajor;
+        [FieldOffset(132)] public uint RdevMinor;
+        [FieldOffset(136)] public uint DevMajor;
+        [FieldOffset(140)] public uint DevMinor;
+    }
 
     public static string LastError() => Marshal.GetLastPInvokeErrorMessage();
 }

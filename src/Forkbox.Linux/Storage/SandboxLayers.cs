@@ -10,33 +10,37 @@ public sealed record SandboxLayerDirs(string Dir, string Root, IReadOnlyList<(st
 /// mkdirs; the overlay itself is mounted by the sandbox inside its own mount namespace, so it
 /// disappears with the sandbox and nothing is ever mounted on the host. Removal renames the
 /// directory away first so a new sandbox never races the (possibly slow) recursive delete.
+/// With <see cref="StorageKind.Btrfs"/> each upper directory is a subvolume, so that a fork can
+/// snapshot it; the other kinds use plain directories and copy (or clone) files on fork.
 /// </summary>
-public sealed class SandboxLayers(string sandboxesDir)
+public sealed class SandboxLayers(string sandboxesDir, StorageKind kind)
 {
     private readonly string _trash = Path.Combine(sandboxesDir, ".trash");
 
-    /// <summary>What `/v1/capacity` reports: this is the plain-directory strategy.</summary>
-    public string Strategy => "overlay";
+    public StorageKind Kind => kind;
 
+    /// <summary>What `/v1/capacity` reports: "btrfs", "reflink" or "copy".</summary>
+    public string Strategy => kind.Name();
+
+    /// <summary>The directories of a new sandbox, with empty upper directories (subvolumes on btrfs).</summary>
     public SandboxLayerDirs Create(string id, TemplateDefinition template)
     {
-        var dir = Path.Combine(sandboxesDir, id);
-        var root = Path.Combine(dir, "root");
-        Directory.CreateDirectory(root);
-        var layers = new List<(string, string)>(template.Layers.Count);
-        for (var i = 0; i < template.Layers.Count; i++)
+        var dirs = Make(id, template);
+        foreach (var (upper, _) in dirs.Layers)
         {
-            var upper = Path.Combine(dir, $"upper{i}");
-            var work = Path.Combine(dir, $"work{i}");
-            Directory.CreateDirectory(upper);
-            Directory.CreateDirectory(work);
-            layers.Add((upper, work));
+            if (kind == StorageKind.Btrfs) BtrfsSubvolume.Create(upper);
+            else Directory.CreateDirectory(upper);
         }
-        return new SandboxLayerDirs(dir, root, layers);
+        return dirs;
     }
 
-    /// <summary>The directories of a fork: like <see cref="Create"/> but without the uppers, which are snapshots of its parent's.</summary>
-    public SandboxLayerDirs CreateFork(string id, TemplateDefinition template)
+    /// <summary>
+    /// The directories of a forked sandbox: like <see cref="Create"/> but the upper directories
+    /// are not made, because the snapshot of the parent's upper directories creates them.
+    /// </summary>
+    public SandboxLayerDirs CreateFork(string id, TemplateDefinition template) => Make(id, template);
+
+    private SandboxLayerDirs Make(string id, TemplateDefinition template)
     {
         var dir = Path.Combine(sandboxesDir, id);
         var root = Path.Combine(dir, "root");
@@ -80,6 +84,7 @@ public sealed class SandboxLayers(string sandboxesDir)
         return n;
     }
 
+    // Subvolumes and snapshots need no special case: as root, rmdir deletes an empty subvolume.
     private static void DeleteTree(string dir)
     {
         try
