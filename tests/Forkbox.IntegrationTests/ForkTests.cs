@@ -244,7 +244,7 @@ public sealed class ForkTests(ServerFixture fx)
         Assert.Equal(["/var/tmp/elsewhere"], only.Added);
         Assert.Empty(only.Removed);
         Assert.Empty((await parent.DiffAsync(parent)).Added);
-        var bad = await Assert.ThrowsAsync<ForkboxApiException>(() => parent.DiffAsync(child, ["relative/path"]));
+        var bad = await Assert.ThrowsAsync<ForkboxApiException>(() => parent.DiffAsync(child, ["/root/../etc"]));
         Assert.Equal(400, bad.Status);
     }
 
