@@ -146,7 +146,7 @@ public sealed partial class SandboxManager
             Id = f.Id, Template = parent.Template, Limits = parent.Limits, CreatedAt = now,
             ExpiresAt = now + (parent.ExpiresAt - parent.CreatedAt), Metadata = new(parent.Metadata),
             Pid = f.Pid, Agent = agent, Cgroup = f.Cgroup, Slot = parent.Slot, Dirs = f.Dirs,
-            TimingsMs = new(timings), Parent = parent, ForkedFrom = parent.Id,
+            TimingsMs = timings, Parent = parent, ForkedFrom = parent.Id,
         };
         lock (_slotRefs) _slotRefs[parent.Slot.Index] = _slotRefs.GetValueOrDefault(parent.Slot.Index, 1) + 1;
         lock (parent.Children) parent.Children.Add(child);
@@ -201,7 +201,15 @@ public sealed partial class SandboxManager
         var byInnerPid = new Dictionary<int, int>();
         foreach (var host in children)
         {
-            var ns = NsPids(host);
+            int[] ns;
+            try
+            {
+                ns = NsPids(host);
+            }
+            catch (IOException)
+            {
+                continue; // an earlier fork that is exiting now
+            }
             if (ns.Length > level) byInnerPid[ns[level]] = host;
         }
         return pidsInParent.Select(p => byInnerPid.TryGetValue(p, out var host)

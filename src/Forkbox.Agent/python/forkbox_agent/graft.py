@@ -1,5 +1,4 @@
-"""Gives a fork its own root: runs as host root in a process the zygote forked
-into the fork's PID namespace (so the /proc it mounts is the fork's).
+"""Gives a fork its own root: runs as host root in a process the zygote forked.
 
 The fork itself cannot do this: it runs under the sandbox's seccomp filter,
 which refuses every mount call. So this helper, which can, does it from
@@ -45,11 +44,12 @@ def graft(spec, strategy):
     overlays = [(layer["target"], linux.fsmount("overlay", {
         "lowerdir": layer["lower"], "upperdir": layer["upper"], "workdir": layer["work"]},
         linux.MOUNT_ATTR_NOSUID)) for layer in spec["layers"]]
-    proc = linux.fsmount("proc", {}, linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC)
+    pid = spec["pid"]
+    ns = {name: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("net", "uts", "mnt", "pid")}
+    proc = linux.fsmount("proc", {}, linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC,
+                         fds={"pidns": ns["pid"]})
     control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     control.connect(spec["agent_socket"])
-    pid = spec["pid"]
-    ns = {name: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("net", "uts", "mnt")}
     lap("prepare")
 
     linux.setns(ns["net"], linux.CLONE_NEWNET)

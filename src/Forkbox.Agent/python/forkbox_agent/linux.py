@@ -44,6 +44,7 @@ _NR_MOVE_MOUNT, _NR_FSOPEN, _NR_FSCONFIG, _NR_FSMOUNT = 429, 430, 431, 432
 
 FSOPEN_CLOEXEC = 1
 FSCONFIG_SET_STRING = 1
+FSCONFIG_SET_FD = 5
 FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 1
 MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x2, 0x4, 0x8
@@ -90,14 +91,17 @@ def pivot_root(new_root, put_old):
     _check(_libc.syscall(_NR_PIVOT_ROOT, new_root.encode(), put_old.encode()), "pivot_root")
 
 
-def fsmount(fstype, options, attrs=0):
+def fsmount(fstype, options, attrs=0, fds=None):
     """A detached mount of a new `fstype` filesystem, as an fd: made where the caller's paths and
-    privileges apply, attached later with move_mount, possibly in another mount namespace."""
+    privileges apply, attached later with move_mount, possibly in another mount namespace.
+    `fds` are options that take a file descriptor (proc's "pidns")."""
     fs = _check(_libc.syscall(_NR_FSOPEN, fstype.encode(), FSOPEN_CLOEXEC), f"fsopen {fstype}")
     try:
         for key, value in options.items():
             _check(_libc.syscall(_NR_FSCONFIG, fs, FSCONFIG_SET_STRING, key.encode(), value.encode(), 0),
                    f"fsconfig {fstype} {key}")
+        for key, fd in (fds or {}).items():
+            _check(_libc.syscall(_NR_FSCONFIG, fs, FSCONFIG_SET_FD, key.encode(), None, fd), f"fsconfig {fstype} {key}")
         _check(_libc.syscall(_NR_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), f"fsconfig {fstype} create")
         return _check(_libc.syscall(_NR_FSMOUNT, fs, FSMOUNT_CLOEXEC, attrs), f"fsmount {fstype}")
     finally:
