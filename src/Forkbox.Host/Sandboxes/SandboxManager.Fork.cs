@@ -189,32 +189,44 @@ public sealed partial class SandboxManager
     }
 
     /// <summary>
-    /// Host pids of the forks, from the pids the parent's agent saw. Each fork's intermediate
-    /// process has exited, so the fork is now a child of the parent's PID 1; its NSpid line lists
-    /// its pid in every namespace from the host's down, the parent's among them.
+    /// Host pids of the forks, from the pids the parent's agent saw. Each fork is a child of an
+    /// intermediate process the agent forked, or of the agent itself once that process has
+    /// exited; its NSpid line lists its pid in every namespace from the host's down, the
+    /// parent's among them.
     /// </summary>
-    private static List<int> HostPids(int parentInit, IReadOnlyList<int> pidsInParent)
+    private static List<int> HostPids(int parentAgent, IReadOnlyList<int> pidsInParent)
     {
-        var level = NsPids(parentInit).Length - 1;
-        var children = File.ReadAllText($"/proc/{parentInit}/task/{parentInit}/children")
-            .Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture));
+        var level = NsPids(parentAgent).Length - 1;
         var byInnerPid = new Dictionary<int, int>();
-        foreach (var host in children)
-        {
-            int[] ns;
-            try
+        foreach (var child in Children(parentAgent))
+            foreach (var host in Children(child).Prepend(child))
             {
-                ns = NsPids(host);
+                try
+                {
+                    var ns = NsPids(host);
+                    if (ns.Length > level) byInnerPid[ns[level]] = host;
+                }
+                catch (IOException)
+                {
+                    // an earlier fork or intermediate process that is exiting now
+                }
             }
-            catch (IOException)
-            {
-                continue; // an earlier fork that is exiting now
-            }
-            if (ns.Length > level) byInnerPid[ns[level]] = host;
-        }
         return pidsInParent.Select(p => byInnerPid.TryGetValue(p, out var host)
             ? host
-            : throw new ExecutorException($"fork {p} is not a child of the sandbox's PID 1; it exited during set-up")).ToList();
+            : throw new ExecutorException($"fork {p} is not a descendant of the sandbox's agent; it exited during set-up")).ToList();
+    }
+
+    private static IEnumerable<int> Children(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/task/{pid}/children")
+                .Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
+        }
+        catch (IOException)
+        {
+            return [];
+        }
     }
 
     private static int[] NsPids(int pid)

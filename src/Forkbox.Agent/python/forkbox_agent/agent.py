@@ -438,7 +438,8 @@ class Agent:
         for pid, r in started:
             with os.fdopen(r, "rb") as f:
                 report = f.read().decode("utf-8", "replace")
-            os.waitpid(pid, 0)
+            # Reaped in the background: tearing down its copy of our memory is no one's wait.
+            threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
             if report.startswith("ok "):
                 pids.append(int(report[3:]))
             else:
@@ -467,6 +468,7 @@ class Agent:
         except BaseException as e:
             os.write(report_fd, f"{type(e).__name__}: {e}".encode()[:4000])
         finally:
+            os.close(report_fd)  # the reader's EOF now, not after the kernel has torn our memory down
             os._exit(code)
 
     def _forked(self, listener):

@@ -152,13 +152,15 @@ class Zygote:
         return {"id": req["id"], "ok": True, "steps": steps}
 
     def _collect(self, pid, r):
+        """The helper's report; the helper itself is reaped by reap() once it has exited."""
         ready, _, _ = select.select([r], [], [], 30)
         report = os.read(r, 65536) if ready else b"graft timed out"
         os.close(r)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        if not ready:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         return report
 
     def _graft_child(self, child, strategy, w):
@@ -166,10 +168,13 @@ class Zygote:
         try:
             steps = graft.graft(child, strategy)
             os.write(w, b"\0" + json.dumps(steps).encode())
+            os.close(w)
+            w = -1
             code = 0
         except BaseException:
             msg = traceback.format_exc(limit=-1).strip().splitlines()
-            os.write(w, (msg[-1] if msg else "unknown error").encode()[:4000])
+            if w >= 0:
+                os.write(w, (msg[-1] if msg else "unknown error").encode()[:4000])
         finally:
             os._exit(code)
 
