@@ -52,6 +52,11 @@ public sealed class TemplateTests(ServerFixture fx)
                     """);
                 Assert.Equal("[\"made for forkbox tests\",false,true,0]", r.Result!.Value.GetRawText());
                 await sb.RunCodeAsync("open('/root/x', 'w').write('x')");
+                // A fork of it: the zygote, chrooted into the template, grafts the fork and comes back.
+                var fork = (await sb.ForkAsync()).Single();
+                await using (fork)
+                    Assert.Equal("[\"x\",\"made for forkbox tests\"]", (await fork.RunCodeAsync(
+                        "[open('/root/x').read(), open('/etc/forkbox-template-marker').read().strip()]")).Result!.Value.GetRawText());
                 var listed = (await fx.Client.ListTemplatesAsync()).Templates.Single(t => t.Name == name);
                 Assert.False(listed.Builtin);
                 Assert.Equal(manifest.SizeBytes, listed.SizeBytes);

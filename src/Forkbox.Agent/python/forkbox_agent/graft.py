@@ -1,4 +1,5 @@
-"""Gives a fork its own root: runs as host root in a process the zygote forked.
+"""Gives a fork its own root: runs as host root in the zygote, which returns to its
+own namespaces afterwards.
 
 The fork itself cannot do this: it runs under the sandbox's seccomp filter,
 which refuses every mount call. So this helper, which can, does it from
@@ -37,46 +38,52 @@ def graft(spec, strategy):
         steps[name] = round((now - t) * 1000, 3)
         t = now
 
-    os.setpriority(os.PRIO_PROCESS, 0, 0)
     for layer in spec["layers"]:
         storage.snapshot(strategy, layer["src_upper"], layer["upper"])
     lap("snapshot")
-    overlays = [(layer["target"], linux.fsmount("overlay", {
-        "lowerdir": layer["lower"], "upperdir": layer["upper"], "workdir": layer["work"]},
-        linux.MOUNT_ATTR_NOSUID)) for layer in spec["layers"]]
-    pid = spec["pid"]
-    ns = {name: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("net", "uts", "mnt", "pid")}
-    proc = linux.fsmount("proc", {}, linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC,
-                         fds={"pidns": ns["pid"]})
-    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    control.connect(spec["agent_socket"])
-    lap("prepare")
+    fds = []  # closed whatever happens: this runs in the long-lived zygote
+    try:
+        pid = spec["pid"]
+        ns = {}
+        for name in ("net", "uts", "mnt", "pid"):
+            ns[name] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            fds.append(ns[name])
+        overlays = []
+        for layer in spec["layers"]:
+            fd = linux.fsmount("overlay", {"lowerdir": layer["lower"], "upperdir": layer["upper"],
+                                           "workdir": layer["work"]}, linux.MOUNT_ATTR_NOSUID)
+            fds.append(fd)
+            overlays.append((layer["target"], fd))
+        proc = linux.fsmount("proc", {}, linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC,
+                             fds={"pidns": ns["pid"]})
+        fds.append(proc)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
+            control.connect(spec["agent_socket"])
+            lap("prepare")
 
-    linux.setns(ns["net"], linux.CLONE_NEWNET)
-    linux.loopback_up()
-    handoff = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    handoff.settimeout(10)
-    handoff.connect(_HANDOFF_ADDRESS)
-    linux.setns(ns["uts"], linux.CLONE_NEWUTS)
-    linux.sethostname(spec.get("hostname", "sandbox"))
-    linux.setns(ns["mnt"], linux.CLONE_NEWNS)
-    root = _STAGING
-    for target, fd in overlays:
-        linux.move_mount(fd, root + target.rstrip("/"))
-        os.close(fd)
-    linux.move_mount(proc, root + "/proc")
-    os.close(proc)
-    isolate.mask_proc(root + "/proc")
-    isolate.mount_dev(root, spec["tmp_size_mb"])
-    os.chdir(root)
-    linux.pivot_root(".", ".")
-    linux.umount2(".", linux.MNT_DETACH)
-    os.chdir("/")
-    lap("mounts")
+            linux.setns(ns["net"], linux.CLONE_NEWNET)
+            linux.loopback_up()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as handoff:
+                handoff.settimeout(10)
+                handoff.connect(_HANDOFF_ADDRESS)
+                linux.setns(ns["uts"], linux.CLONE_NEWUTS)
+                linux.sethostname(spec.get("hostname", "sandbox"))
+                linux.setns(ns["mnt"], linux.CLONE_NEWNS)
+                for target, fd in overlays:
+                    linux.move_mount(fd, _STAGING + target.rstrip("/"))
+                linux.move_mount(proc, _STAGING + "/proc")
+                isolate.mask_proc(_STAGING + "/proc")
+                isolate.mount_dev(_STAGING, spec["tmp_size_mb"])
+                os.chdir(_STAGING)
+                linux.pivot_root(".", ".")
+                linux.umount2(".", linux.MNT_DETACH)
+                os.chdir("/")
+                lap("mounts")
 
-    message = json.dumps({"id": spec["id"], "token": spec["token"]}).encode()
-    socket.send_fds(handoff, [message], [control.fileno()])
-    handoff.close()
-    control.close()
-    lap("handoff")
+                message = json.dumps({"id": spec["id"], "token": spec["token"]}).encode()
+                socket.send_fds(handoff, [message], [control.fileno()])
+        lap("handoff")
+    finally:
+        for fd in fds:
+            os.close(fd)
     return steps
