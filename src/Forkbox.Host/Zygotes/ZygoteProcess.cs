@@ -192,12 +192,21 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
                 pending.Tcs.TrySetResult(gone.RootElement.Clone());
     }
 
-    private static string SerializeSpec(SpawnSpec spec)
+    /// <summary>One request line: a JSON object the callback fills.</summary>
+    private static string JsonLine(Action<Utf8JsonWriter> write)
     {
         var buffer = new System.Buffers.ArrayBufferWriter<byte>(1024);
         using (var w = new Utf8JsonWriter(buffer))
         {
             w.WriteStartObject();
+            write(w);
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    private static string SerializeSpec(SpawnSpec spec) => JsonLine(w =>
+        {
             w.WriteString("op", "spawn");
             w.WriteString("id", spec.Id);
             w.WriteString("token", spec.Token);
@@ -231,17 +240,10 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             }
             w.WriteEndArray();
             Agents.AgentFrame.WriteEnv(w, spec.Env);
-            w.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(buffer.WrittenSpan);
-    }
+        });
 
-    private static string SerializeGraft(GraftSpec spec)
-    {
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(1024);
-        using (var w = new Utf8JsonWriter(buffer))
+    private static string SerializeGraft(GraftSpec spec) => JsonLine(w =>
         {
-            w.WriteStartObject();
             w.WriteString("op", "graft");
             w.WriteString("id", spec.Id);
             w.WriteString("strategy", spec.Strategy);
@@ -269,10 +271,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-            w.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(buffer.WrittenSpan);
-    }
+        });
 
     public async ValueTask DisposeAsync()
     {

@@ -19,7 +19,6 @@ outside:
 import json
 import os
 import socket
-import time
 
 from . import isolate, linux, storage
 
@@ -29,14 +28,8 @@ _STAGING = "/tmp"
 
 
 def graft(spec, strategy):
-    steps = {}
-    t = time.perf_counter()
-
-    def lap(name):
-        nonlocal t
-        now = time.perf_counter()
-        steps[name] = round((now - t) * 1000, 3)
-        t = now
+    steps = isolate.Steps()
+    lap = steps.lap
 
     for layer in spec["layers"]:
         storage.snapshot(strategy, layer["src_upper"], layer["upper"])

@@ -121,17 +121,25 @@ def become_sandbox_root(userns_fd):
     os.setresuid(0, 0, 0)
 
 
+class Steps(dict):
+    """Milliseconds per step, each counted from the end of the one before; hostd reports them
+    in the sandbox's timings_ms."""
+
+    def __init__(self):
+        super().__init__()
+        self._t = time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self[name] = round((now - self._t) * 1000, 3)
+        self._t = now
+
+
 def isolate(spec, seccomp_bpf):
     """Everything between fork and the agent's first instruction. Returns each step's
-    milliseconds, which hostd reports in the sandbox's timings_ms."""
-    steps = {}
-    t = time.perf_counter()
-
-    def lap(name):
-        nonlocal t
-        now = time.perf_counter()
-        steps[name] = round((now - t) * 1000, 3)
-        t = now
+    milliseconds."""
+    steps = Steps()
+    lap = steps.lap
 
     enter_cgroups(spec["cgroup_procs"])
     lap("cgroup_join")
