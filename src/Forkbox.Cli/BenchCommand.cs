@@ -201,6 +201,13 @@ internal static class BenchCommand
                     $"private memory of one fresh fork (its cgroup) [{template}]: p50 {memory[memory.Count / 2]:F2} MiB");
             }
         }
+        // diff of the parent and a fork that wrote, changed and removed a few files.
+        var fork = (await parent.ForkAsync(1, ct)).Single();
+        await using (fork)
+        {
+            await fork.RunCodeAsync("import os\nfor i in range(10): open(f'/root/f{i}', 'w').write('x' * i)\nopen('/tmp/t', 'w').write('t')", ct: ct);
+            report.Add($"diff, 11 files changed [{template}]", await Measure(iterations, () => parent.DiffAsync(fork, ct: ct)));
+        }
     }
 
     /// <summary>merge_into of a fresh fork into its parent; each parent is new, so the measurement does not deepen one family.</summary>
