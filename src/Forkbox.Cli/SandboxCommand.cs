@@ -5,7 +5,7 @@ using Forkbox.Core.Wire;
 
 namespace Forkbox.Cli;
 
-/// <summary>`forkbox sandbox create|list|exec|rm`: the API from the shell.</summary>
+/// <summary>`forkbox sandbox create|list|exec|fork|merge|diff|rm`: the API from the shell.</summary>
 internal static class SandboxCommand
 {
     public static Command Create()
@@ -52,7 +52,37 @@ internal static class SandboxCommand
             await sb.CloseAsync(ct);
         }));
 
-        return new Command("sandbox", "Create, use and close sandboxes.") { create, list, exec, rm };
+        var n = new Option<int>("-n") { Description = "How many forks (1 to 32)", DefaultValueFactory = _ => 1 };
+        var fork = new Command("fork", "Fork a sandbox n ways; prints the forks' ids, one per line.") { host, id, n };
+        fork.SetAction(async (parse, ct) => await Run(async () =>
+        {
+            var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host), ct);
+            foreach (var child in await sb.ForkAsync(parse.GetValue(n), ct)) Console.WriteLine(child.Id);
+        }));
+
+        var winner = new Argument<string>("winner") { Description = "A fork of ID (or of one of its forks) that takes ID's place" };
+        var merge = new Command("merge", "merge_into: WINNER takes over ID (memory and files); ID's former sandbox is closed.") { host, id, winner };
+        merge.SetAction(async (parse, ct) => await Run(async () =>
+        {
+            var client = Client(parse, host);
+            var target = await Sandbox.ConnectAsync(parse.GetValue(id)!, client, ct);
+            await target.MergeIntoAsync(await Sandbox.ConnectAsync(parse.GetValue(winner)!, client, ct), ct);
+        }));
+
+        var other = new Argument<string>("other") { Description = "The sandbox to compare with" };
+        var paths = new Option<string[]>("--path") { Description = "A directory to compare (repeatable; default /root and /tmp)" };
+        var diff = new Command("diff", "List the files OTHER added, removed and changed relative to ID.") { host, id, other, paths };
+        diff.SetAction(async (parse, ct) => await Run(async () =>
+        {
+            var client = Client(parse, host);
+            var a = await Sandbox.ConnectAsync(parse.GetValue(id)!, client, ct);
+            var chosen = parse.GetValue(paths);
+            var d = await a.DiffAsync(await Sandbox.ConnectAsync(parse.GetValue(other)!, client, ct), chosen is { Length: > 0 } ? chosen : null, ct);
+            foreach (var (mark, list) in new[] { ("+", d.Added), ("-", d.Removed), ("~", d.Changed) })
+                foreach (var path in list) Console.WriteLine($"{mark} {path}");
+        }));
+
+        return new Command("sandbox", "Create, use, fork and close sandboxes.") { create, list, exec, fork, merge, diff, rm };
     }
 
     private static ForkboxClient Client(ParseResult parse, Option<string?> host) => new(parse.GetValue(host));

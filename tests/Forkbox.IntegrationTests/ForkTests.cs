@@ -161,6 +161,26 @@ public sealed class ForkTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task Forks_start_on_a_busy_host()
+    {
+        // With every core busy a fork may be grafted (its root moved) before it has run a single
+        // instruction: it must not depend on anything it would only do after it was reported.
+        await using var burner1 = await fx.NewSandbox();
+        await using var burner2 = await fx.NewSandbox();
+        foreach (var b in new[] { burner1, burner2 })
+            await b.ExecAsync("timeout 60 sh -c 'while :; do :; done' >/dev/null 2>&1 &");
+        await using var parent = await fx.NewSandbox();
+        await parent.RunCodeAsync("f = open('/tmp/r', 'w+')\nf.write('state'); f.flush()");
+        for (var i = 0; i < 20; i++)
+        {
+            await parent.RunCodeAsync($"round = {i}\nf.seek(0)");
+            var child = (await parent.ForkAsync()).Single();
+            await using var _ = child;
+            Assert.Equal($"[{i},\"state\"]", (await child.RunCodeAsync("[round, f.read()]")).Result!.Value.GetRawText());
+        }
+    }
+
+    [Fact]
     public async Task Merge_into_gives_the_parents_id_to_the_winner()
     {
         await using var parent = await fx.NewSandbox();
@@ -285,9 +305,39 @@ public sealed class ForkTests(ServerFixture fx)
     }
 }
 
-/// <summary>A server of its own whose fork gives up quickly on a busy sandbox.</summary>
+/// <summary>Servers of their own: a fork that gives up quickly on a busy sandbox, a small host.</summary>
 public sealed class ForkBusyTests
 {
+    [Fact]
+    public async Task Forks_count_against_the_hosts_maximum()
+    {
+        var options = ServerFixture.TestOptions("forkfull") with { MaxSandboxes = 3, PoolSize = 0 };
+        await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
+        var client = new ForkboxClient(server.Address.ToString());
+        await using var sb = await Sandbox.CreateAsync(client: client);
+        var full = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.ForkAsync(3));
+        Assert.Equal(503, full.Status);
+        Assert.Contains("no room for 3", full.Message);
+        var two = await sb.ForkAsync(2);
+        Assert.Equal(503, (await Assert.ThrowsAsync<ForkboxApiException>(() => sb.ForkAsync())).Status);
+        await two[0].CloseAsync();
+        // A close gives its place back once its processes are gone, in the background.
+        Sandbox? again = null;
+        await ServerFixture.WaitUntil(() =>
+        {
+            try
+            {
+                again = sb.ForkAsync().GetAwaiter().GetResult().Single();
+                return true;
+            }
+            catch (ForkboxApiException e) when (e.Status == 503)
+            {
+                return false;
+            }
+        }, "a fork after a close freed a place", 10);
+        foreach (var c in two.Skip(1).Append(again!)) await c.CloseAsync();
+    }
+
     [Fact]
     public async Task Fork_of_a_sandbox_busy_past_the_wait_answers_409_and_says_so()
     {

@@ -76,10 +76,21 @@ public sealed partial class AgentListener : IAsyncDisposable
             var token = hello.Header.GetProperty("token").GetString();
             if (hello.Event == "hello" && _expected.TryRemove(id, out var expected) && expected.Token == token)
             {
-                expected.Tcs.TrySetResult(conn);
-                return;
+                // A fork that could not start says why instead of hello.
+                if (hello.Header.TryGetProperty("error", out var error))
+                {
+                    expected.Tcs.TrySetException(new InvalidOperationException($"the sandbox failed to start: {error.GetString()}"));
+                }
+                else
+                {
+                    expected.Tcs.TrySetResult(conn);
+                    return;
+                }
             }
-            LogBadHello(id);
+            else
+            {
+                LogBadHello(id);
+            }
         }
         catch (Exception e)
         {

@@ -347,7 +347,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 {
                     sb.Cgroup.KillAllBut(sb.Pid, KillWait);
                     // The agent retires when it reads the closed channel; this reaches it mid-call too.
-                    Processes.Signal(sb.Pid, Processes.SIGUSR2);
+                    // Only while the pid is still in the cgroup: once gone, the number may be another's.
+                    if (sb.Cgroup.Pids().Contains(sb.Pid)) Processes.Signal(sb.Pid, Processes.SIGUSR2);
                 }
                 else
                 {

@@ -459,10 +459,14 @@ class Agent:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(HANDOFF_ADDRESS)
             listener.listen(1)
+            # What the fork must reopen in its own root, taken here: once this process has
+            # reported, hostd's helper may move the fork's root at any moment.
+            files = _open_files({listener.fileno(), report_fd, self.chan.sock.fileno(), *self.pump_fds})
+            cwd = os.getcwd()
             pid = os.fork()
             if pid == 0:
                 os.close(report_fd)
-                self._forked(listener)  # never returns
+                self._forked(listener, files, cwd)  # never returns
             os.write(report_fd, f"ok {pid}".encode())
             code = 0
         except BaseException as e:
@@ -471,13 +475,10 @@ class Agent:
             os.close(report_fd)  # the reader's EOF now, not after the kernel has torn our memory down
             os._exit(code)
 
-    def _forked(self, listener):
+    def _forked(self, listener, files, cwd):
         """The fork, PID 1 of its namespaces: waits for its root and control socket, then carries
         on as the agent, with this process's memory."""
         try:
-            skip = {listener.fileno(), self.chan.sock.fileno(), *self.pump_fds}
-            files = _open_files(skip)
-            cwd = os.getcwd()
             listener.settimeout(HANDOFF_TIMEOUT)
             conn, _ = listener.accept()
             with conn:
@@ -486,11 +487,16 @@ class Agent:
             listener.close()
             info = json.loads(message)
             sock = socket.socket(fileno=fds[0])
+        except BaseException:
+            os._exit(1)  # hostd's helper reports that it could not hand over
+        try:
             linux.unshare(linux.CLONE_NEWCGROUP)  # hostd has moved us into our own cgroup by now
             self._resume_as_fork(sock, info, files, cwd)
         except BaseException as e:
+            # Say why on the new control socket, in place of the hello hostd waits for.
             try:
-                os.write(2, f"forkbox: fork set-up failed: {type(e).__name__}: {e}\n".encode())
+                sock.sendall(encode({"ev": "hello", "id": info["id"], "token": info["token"],
+                                     "error": f"{type(e).__name__}: {e}"}))
             finally:
                 os._exit(1)
 
@@ -633,6 +639,8 @@ def _retire():
     """The sandbox is closed (hostd closed the channel, or sent SIGUSR2 while a call ran): exit,
     or if forks of this sandbox still run, become the reaper."""
     if _has_forks():
+        # hostd may signal once more; an ignored signal stays ignored across exec, a handler would not.
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         os.execv(sys.executable, ["forkbox-reaper", "-I", "-S", "-c", _REAPER])
     os._exit(0)
 
