@@ -73,7 +73,7 @@ public sealed partial class SandboxManager
             EnsureUsable(parent);
             timings["wait_idle"] = Lap(step);
 
-            var childPids = await AgentForkAsync(parent, n, ct).ConfigureAwait(false);
+            var childPids = await AgentForkAsync(parent, n).ConfigureAwait(false);
             timings["agent_fork"] = Lap(step);
             hostPids.AddRange(HostPids(parent.Pid, childPids));
             timings["pids"] = Lap(step);
@@ -169,8 +169,12 @@ public sealed partial class SandboxManager
         Track(_layers.RemoveAsync(f.Dirs));
     }
 
-    /// <summary>Asks the parent's agent to fork; returns the forks' pids as the parent's PID namespace sees them.</summary>
-    private static async Task<List<int>> AgentForkAsync(Sandbox parent, int n, CancellationToken ct)
+    /// <summary>
+    /// Asks the parent's agent to fork; returns the forks' pids as the parent's PID namespace sees
+    /// them. Not cancelled by the client: a request without its answer read would leave the
+    /// channel out of step, so an agent that does not answer in time is killed instead.
+    /// </summary>
+    private async Task<List<int>> AgentForkAsync(Sandbox parent, int n)
     {
         var callId = parent.Agent.NextCallId();
         var frame = AgentFrame.Encode(w =>
@@ -179,13 +183,25 @@ public sealed partial class SandboxManager
             w.WriteNumber("id", callId);
             w.WriteNumber("n", n);
         }, default);
-        using var hard = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        hard.CancelAfter(TimeSpan.FromSeconds(30));
-        await parent.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
-        using var answer = await parent.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
-        if (answer.Event != "ok")
-            throw new ExecutorException(answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "fork failed" : "fork failed");
-        return answer.Header.GetProperty("pids").EnumerateArray().Select(p => p.GetInt32()).ToList();
+        using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        AgentFrame answer;
+        try
+        {
+            await parent.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
+            answer = await parent.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (AgentFrame.IsChannelLost(e) || e is OperationCanceledException)
+        {
+            var reason = DeathReason(parent, "the sandbox's agent stopped answering during a fork");
+            Kill(parent, reason);
+            throw new ExecutorException(reason);
+        }
+        using (answer)
+        {
+            if (answer.Event != "ok")
+                throw new ExecutorException(answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "fork failed" : "fork failed");
+            return answer.Header.GetProperty("pids").EnumerateArray().Select(p => p.GetInt32()).ToList();
+        }
     }
 
     /// <summary>
