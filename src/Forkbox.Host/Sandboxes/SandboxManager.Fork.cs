@@ -171,8 +171,7 @@ public sealed partial class SandboxManager
 
     /// <summary>
     /// Asks the parent's agent to fork; returns the forks' pids as the parent's PID namespace sees
-    /// them. Not cancelled by the client: a request without its answer read would leave the
-    /// channel out of step, so an agent that does not answer in time is killed instead.
+    /// them. Not cancelled by the client (see <see cref="RoundTripAsync"/>).
     /// </summary>
     private async Task<List<int>> AgentForkAsync(Sandbox parent, int n)
     {
@@ -183,25 +182,10 @@ public sealed partial class SandboxManager
             w.WriteNumber("id", callId);
             w.WriteNumber("n", n);
         }, default);
-        using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        AgentFrame answer;
-        try
-        {
-            await parent.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
-            answer = await parent.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
-        }
-        catch (Exception e) when (AgentFrame.IsChannelLost(e) || e is OperationCanceledException)
-        {
-            var reason = DeathReason(parent, "the sandbox's agent stopped answering during a fork");
-            Kill(parent, reason);
-            throw new ExecutorException(reason);
-        }
-        using (answer)
-        {
-            if (answer.Event != "ok")
-                throw new ExecutorException(answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "fork failed" : "fork failed");
-            return answer.Header.GetProperty("pids").EnumerateArray().Select(p => p.GetInt32()).ToList();
-        }
+        using var answer = await RoundTripAsync(parent, frame, TimeSpan.FromSeconds(60), "a fork").ConfigureAwait(false);
+        if (answer.Event != "ok")
+            throw new ExecutorException(answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "fork failed" : "fork failed");
+        return answer.Header.GetProperty("pids").EnumerateArray().Select(p => p.GetInt32()).ToList();
     }
 
     /// <summary>

@@ -563,19 +563,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 w.WriteNumber("id", callId);
                 header(w);
             }, payload.Span);
-            using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(120));
-            AgentFrame answer;
-            try
-            {
-                await sb.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
-                answer = await sb.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
-            }
-            catch (Exception e) when (AgentFrame.IsChannelLost(e) || e is OperationCanceledException)
-            {
-                var reason = DeathReason(sb, "the sandbox's agent stopped answering during a file call");
-                Kill(sb, reason);
-                throw new ExecutorException(reason);
-            }
+            var answer = await RoundTripAsync(sb, frame, TimeSpan.FromSeconds(120), "a file call").ConfigureAwait(false);
             if (answer.Event == "ok") return answer;
             using (answer)
             {
@@ -594,6 +582,27 @@ public sealed partial class SandboxManager : IAsyncDisposable
         finally
         {
             sb.Agent.CallLock.Release();
+        }
+    }
+
+    /// <summary>
+    /// One request and its one answer, under the call lock the caller holds. An agent that does not
+    /// answer within <paramref name="timeout"/>, or whose channel is lost, is killed: a request
+    /// without its answer read would leave the channel out of step.
+    /// </summary>
+    private async Task<AgentFrame> RoundTripAsync(Sandbox sb, byte[] frame, TimeSpan timeout, string during)
+    {
+        using var hard = new CancellationTokenSource(timeout);
+        try
+        {
+            await sb.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
+            return await sb.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (AgentFrame.IsChannelLost(e) || e is OperationCanceledException)
+        {
+            var reason = DeathReason(sb, $"the sandbox's agent stopped answering during {during}");
+            Kill(sb, reason);
+            throw new ExecutorException(reason);
         }
     }
 
