@@ -35,6 +35,32 @@ public sealed class ForkTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task Tree_search_load_once_fork_five_ways_keep_the_winner()
+    {
+        await using var parent = await fx.NewSandbox(new CreateSandboxRequest { Template = "python-datasci" });
+        var load = await parent.RunCodeAsync("import numpy as np, pandas as pd\ndf = pd.DataFrame({'x': np.arange(1_000_000)})\nlen(df)");
+        Assert.Equal("1000000", load.Result!.Value.GetRawText());
+        var children = await parent.ForkAsync(5);
+        // A different plan in each: scale the column by the child's number, write the score down.
+        var scores = new List<long>();
+        for (var i = 0; i < children.Count; i++)
+        {
+            var r = await children[i].RunCodeAsync($"df['x'] *= {i + 1}\nscore = int(df['x'].sum())\nopen('/root/plan', 'w').write('plan {i + 1}')\nscore");
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            scores.Add(r.Result!.Value.GetInt64());
+        }
+        Assert.Equal(5, scores.Distinct().Count());
+        var best = scores.IndexOf(scores.Max());
+        await parent.MergeIntoAsync(children[best]);
+        foreach (var loser in children.Where((_, i) => i != best)) await loser.CloseAsync();
+
+        var after = await parent.RunCodeAsync("[score, int(df['x'].sum()), open('/root/plan').read()]");
+        Assert.Equal($"[{scores[best]},{scores[best]},\"plan {best + 1}\"]", after.Result!.Value.GetRawText());
+        await parent.RefreshAsync();
+        Assert.Null(parent.Info.Children);
+    }
+
+    [Fact]
     public async Task Forks_are_isolated_from_each_other_and_from_the_parent_in_memory_and_on_disk()
     {
         await using var parent = await fx.NewSandbox();
