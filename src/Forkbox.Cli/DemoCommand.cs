@@ -4,13 +4,13 @@ using Forkbox.Client;
 
 namespace Forkbox.Cli;
 
-/// <summary>`forkbox demo`: the README's tour: state across calls, a shell command, a file round trip.</summary>
+/// <summary>`forkbox demo`: the README's tour: state across calls, a shell command, a file round trip, fork and merge_into.</summary>
 internal static class DemoCommand
 {
     public static Command Create()
     {
         var host = CommonOptions.Host();
-        var cmd = new Command("demo", "Create a sandbox, run code twice to show state, run a shell command, move a file, close it.") { host };
+        var cmd = new Command("demo", "Create a sandbox, run code twice to show state, run a shell command, move a file, fork it three ways, merge the best fork back, close it.") { host };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {
             var client = new ForkboxClient(parse.GetValue(host));
@@ -29,6 +29,23 @@ internal static class DemoCommand
             Console.WriteLine($"upload + download /root/hello.txt: {(back.AsSpan().SequenceEqual(text) ? "identical" : "DIFFERENT")}");
             r = await Step("python: open('/root/hello.txt').read()", () => sb.RunCodeAsync("open('/root/hello.txt').read()", ct: ct));
             Console.WriteLine($"    result: {r.Result?.GetRawText()}");
+
+            // Fork three ways, try a different plan in each, keep the best.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var forks = await sb.ForkAsync(3, ct);
+            Console.WriteLine($"fork(3): {string.Join(", ", forks.Select(f => f.Id))} in {clock.Elapsed.TotalMilliseconds:F1} ms; each starts with x = 41");
+            var scores = new List<long>();
+            for (var i = 0; i < forks.Count; i++)
+            {
+                r = await forks[i].RunCodeAsync($"x = x * {i + 2}\nx", ct: ct);
+                scores.Add(r.Result!.Value.GetInt64());
+                Console.WriteLine($"    {forks[i].Id}: x * {i + 2} = {scores[i]}");
+            }
+            var best = scores.IndexOf(scores.Max());
+            await sb.MergeIntoAsync(forks[best], ct);
+            foreach (var loser in forks.Where((_, i) => i != best)) await loser.CloseAsync(ct);
+            r = await sb.RunCodeAsync("x", ct: ct);
+            Console.WriteLine($"merge_into: {sb.Id} now has the best fork's state: x = {r.Result?.GetRawText()}");
 
             await sb.CloseAsync(ct);
             Console.WriteLine($"closed {sb.Id}");
