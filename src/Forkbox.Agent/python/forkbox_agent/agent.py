@@ -9,6 +9,7 @@ Standard library only; it was imported in the zygote before the fork, so
 nothing here touches the sandbox's disk to start.
 """
 
+import _thread
 import ast
 import builtins
 import fcntl
@@ -173,7 +174,7 @@ class Agent:
         os.dup2(devnull, 0)
         os.close(devnull)
         self.pump_lock = threading.Lock()
-        threading.Thread(target=self._pump, name="forkbox-output", daemon=True).start()
+        _start_thread(self._pump)
 
     def _pump(self):
         sel = selectors.DefaultSelector()
@@ -238,7 +239,7 @@ class Agent:
         sys.stdout = StreamWriter(self.sinks[1], "<stdout>")
         sys.stderr = StreamWriter(self.sinks[2], "<stderr>")
         sys.stdin = open(os.devnull)
-        threading.Thread(target=self._reap_orphans, name="forkbox-reaper", daemon=True).start()
+        _start_thread(self._reap_orphans)
         signal.signal(signal.SIGUSR2, lambda *_: _retire())
         self._serve_calls()
 
@@ -439,7 +440,7 @@ class Agent:
             with os.fdopen(r, "rb") as f:
                 report = f.read().decode("utf-8", "replace")
             # Reaped in the background: tearing down its copy of our memory is no one's wait.
-            threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
+            _start_thread(os.waitpid, pid, 0)
             if report.startswith("ok "):
                 pids.append(int(report[3:]))
             else:
@@ -512,7 +513,7 @@ class Agent:
         except OSError:
             os.chdir("/")
         self._install_fd_pump()
-        threading.Thread(target=self._reap_orphans, name="forkbox-reaper", daemon=True).start()
+        _start_thread(self._reap_orphans)
         self.chan.send({"ev": "hello", "id": info["id"], "token": info["token"]})
         self._serve_calls()  # never returns
 
@@ -702,6 +703,12 @@ def _reopen_files(files):
             new = os.open("/dev/null", flags & os.O_ACCMODE)
         os.dup2(new, fd, inheritable=not cloexec)
         os.close(new)
+
+
+def _start_thread(target, *args):
+    """A helper thread, started without waiting for it to run (threading.Thread.start waits):
+    in a fresh fork on busy cores that wait was several milliseconds per thread."""
+    _thread.start_new_thread(target, args)
 
 
 def _kill_quietly(pid):
