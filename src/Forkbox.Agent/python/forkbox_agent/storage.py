@@ -1,6 +1,6 @@
 """Snapshots of a sandbox's writable layer (an overlayfs upper directory) for fork.
 
-Runs as host root in a process forked from the zygote, so it is plain system calls:
+Runs as host root in the zygote (graft.py), so it is plain system calls:
 no subprocess, standard library only. Three ways, chosen by hostd for the filesystem
 under DATA/sandboxes (see StorageKind in Forkbox.Linux):
 
