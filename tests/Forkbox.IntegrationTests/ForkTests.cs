@@ -149,6 +149,9 @@ public sealed class ForkTests(ServerFixture fx)
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Equal("2", r.Result!.Value.GetRawText());
         Assert.True(fx.Server.Sandboxes.Retired >= 2, "closed parents with live forks are retired, not destroyed");
+        Assert.True((await fx.Client.CapacityAsync()).Retired >= 2);
+        Assert.Matches(@"forkbox_sandboxes_retired [2-9]", await fx.Http.GetStringAsync("/metrics"));
+        Assert.Matches(@"forkbox_fork_seconds_count [1-9]", await fx.Http.GetStringAsync("/metrics"));
         await grandchild.CloseAsync();
         await ServerFixture.WaitUntil(() => fx.Server.Sandboxes.Retired == 0, "retired sandboxes to be released after their last fork closed");
     }

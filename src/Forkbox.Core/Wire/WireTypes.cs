@@ -125,6 +125,8 @@ public sealed record CapacityInfo
     public required string IsolationBackend { get; init; }
     public required int CgroupVersion { get; init; }
     public required string StorageStrategy { get; init; }
+    /// <summary>Extension: closed sandboxes kept until their forks end (their PID 1 and layers).</summary>
+    public int? Retired { get; init; }
     /// <summary>The filesystem under the sandbox layers: "ext4", "btrfs", "xfs", ….</summary>
     public string? StorageFilesystem { get; init; }
     public required IReadOnlyList<string> Templates { get; init; }

@@ -125,6 +125,7 @@ public static class SandboxEndpoints
             CgroupVersion = host.CgroupVersion,
             StorageStrategy = host.StorageStrategy,
             StorageFilesystem = host.StorageFilesystem,
+            Retired = manager.Retired,
             Templates = manager.Templates.Names.ToList(),
             Pools = manager.Pools.Select(p => p.ToInfo()).ToList(),
         }, WireJson.Default.CapacityInfo));
@@ -158,6 +159,7 @@ public static class SandboxEndpoints
         [
             ("forkbox_sandboxes_running", "Sandboxes alive on this host", manager.Running),
             ("forkbox_sandboxes_maximum", "Sandboxes this host may run", options.MaxSandboxes),
+            ("forkbox_sandboxes_retired", "Closed sandboxes whose PID 1 waits for their forks to end", manager.Retired),
         ]), "text/plain; version=0.0.4"));
 
         app.MapFallback((HttpContext ctx) =>
