@@ -38,11 +38,11 @@ public sealed class Sandbox
     public Sandbox? Parent { get; set; }
     public string? ForkedFrom { get; set; }
 
-    /// <summary>Forks of this sandbox until they are released; guarded by the manager's tree lock.</summary>
+    /// <summary>
+    /// Forks of this sandbox until their resources are released (closed forks whose own forks
+    /// still run included): while one is here, this sandbox's PID 1 must live. Guarded by itself.
+    /// </summary>
     public List<Sandbox> Children { get; } = new();
-
-    /// <summary>Set once every resource is given back (its processes are all gone).</summary>
-    public bool Released { get; set; }
 
     public string State
     {
@@ -88,7 +88,7 @@ public sealed class Sandbox
     {
         lock (Children)
         {
-            var ids = Children.Where(c => !c.IsDead && !c.Released).Select(c => c.Id).ToList();
+            var ids = Children.Where(c => !c.IsDead).Select(c => c.Id).ToList();
             return ids.Count > 0 ? ids : null;
         }
     }

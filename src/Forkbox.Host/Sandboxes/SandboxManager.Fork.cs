@@ -101,7 +101,7 @@ public sealed partial class SandboxManager
         catch (Exception e)
         {
             foreach (var pid in hostPids) Processes.Signal(pid, Processes.SIGKILL);
-            foreach (var f in made) AbandonForkling(f);
+            foreach (var f in made) Abandon(f.Id, f.Cgroup, f.Dirs);
             Interlocked.Add(ref _count, -n);
             LogForkFailed(parentId, e.Message);
             if (e is ForkboxException or OperationCanceledException) throw;
@@ -123,7 +123,7 @@ public sealed partial class SandboxManager
         }
         catch (Exception e)
         {
-            foreach (var f in made.Skip(children.Count)) AbandonForkling(f);
+            foreach (var f in made.Skip(children.Count)) Abandon(f.Id, f.Cgroup, f.Dirs);
             Interlocked.Add(ref _count, -(n - children.Count));
             foreach (var child in children) _ = DeleteAsync(child.Id, "a sibling fork failed");
             LogForkFailed(parentId, e.Message);
@@ -152,21 +152,6 @@ public sealed partial class SandboxManager
         lock (parent.Children) parent.Children.Add(child);
         _sandboxes[child.Id] = child;
         return child;
-    }
-
-    private void AbandonForkling(Forkling f)
-    {
-        _listener.Forget(f.Id);
-        try
-        {
-            f.Cgroup.KillAll(KillWait);
-            f.Cgroup.Delete();
-        }
-        catch (Exception e)
-        {
-            LogCleanupFailed(f.Id, e.Message);
-        }
-        Track(_layers.RemoveAsync(f.Dirs));
     }
 
     /// <summary>
@@ -312,7 +297,7 @@ public sealed partial class SandboxManager
 
     private static bool HasLiveForks(Sandbox sb)
     {
-        lock (sb.Children) return sb.Children.Any(c => !c.Released);
+        lock (sb.Children) return sb.Children.Count > 0;
     }
 
     /// <summary>Releases the retired sandboxes whose PID 1 has exited; called once a second.</summary>
@@ -357,7 +342,8 @@ public sealed partial class SandboxManager
             }
         }
         if (last) _slots.Release(sb.Slot);
-        sb.Released = true;
+        if (sb.Parent is { } parent)
+            lock (parent.Children) parent.Children.Remove(sb);
         return _layers.RemoveAsync(sb.Dirs);
     }
 

@@ -206,13 +206,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
         catch (Exception e)
         {
-            _listener.Forget(id);
-            if (cgroup is not null)
-            {
-                cgroup.KillAll(KillWait);
-                cgroup.Delete();
-            }
-            if (dirs is not null) Track(_layers.RemoveAsync(dirs));
+            Abandon(id, cgroup, dirs);
             if (slot is not null) _slots.Release(slot);
             Interlocked.Decrement(ref _count);
             _metrics.CreateFailures.Inc();
@@ -220,6 +214,22 @@ public sealed partial class SandboxManager : IAsyncDisposable
             if (e is ForkboxException or OperationCanceledException) throw;
             throw new ExecutorException($"sandbox set-up failed: {e.Message}", e);
         }
+    }
+
+    /// <summary>Undoes a sandbox that never became one: its awaited hello, processes, cgroup and layers.</summary>
+    private void Abandon(string id, ICgroup? cgroup, SandboxLayerDirs? dirs)
+    {
+        _listener.Forget(id);
+        try
+        {
+            cgroup?.KillAll(KillWait);
+            cgroup?.Delete();
+        }
+        catch (Exception e)
+        {
+            LogCleanupFailed(id, e.Message);
+        }
+        if (dirs is not null) Track(_layers.RemoveAsync(dirs));
     }
 
     internal SandboxLimits DefaultLimits => new(_options.DefaultMemoryMb, _options.DefaultCpus, _options.PidsLimit);
@@ -345,7 +355,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             {
                 if (retire)
                 {
-                    sb.Cgroup.KillAllBut(sb.Pid, KillWait);
+                    sb.Cgroup.KillAll(KillWait, spare: sb.Pid);
                     // The agent retires when it reads the closed channel; this reaches it mid-call too.
                     // Only while the pid is still in the cgroup: once gone, the number may be another's.
                     if (sb.Cgroup.Pids().Contains(sb.Pid)) Processes.Signal(sb.Pid, Processes.SIGUSR2);

@@ -59,7 +59,7 @@ internal static class CgroupFiles
         return pids;
     }
 
-    /// <summary>SIGKILL the pids listed in procsFile until it is empty or the wait is over.</summary>
+    /// <summary>SIGKILL the pids listed in procsFile but spare (none when 0) until no other is left or the wait is over.</summary>
     public static void KillUntilEmpty(string procsFile, TimeSpan wait, int spare = 0)
     {
         var deadline = Environment.TickCount64 + (long)wait.TotalMilliseconds;

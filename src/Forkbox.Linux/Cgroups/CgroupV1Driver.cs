@@ -84,19 +84,9 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
 
         public IReadOnlyList<int> Pids() => CgroupFiles.ReadPids(Path.Combine(dirs["pids"], "cgroup.procs"));
 
-        public void KillAll(TimeSpan wait)
+        public void KillAll(TimeSpan wait, int spare = 0)
         {
             // Freeze first so nothing forks while we kill, then thaw so the kills are delivered.
-            var freezer = dirs["freezer"];
-            TryWrite(freezer, "freezer.state", "FROZEN");
-            foreach (var pid in Pids())
-                Interop.Libc.Kill(pid, Interop.Libc.SIGKILL);
-            TryWrite(freezer, "freezer.state", "THAWED");
-            CgroupFiles.KillUntilEmpty(Path.Combine(dirs["pids"], "cgroup.procs"), wait);
-        }
-
-        public void KillAllBut(int spare, TimeSpan wait)
-        {
             var freezer = dirs["freezer"];
             TryWrite(freezer, "freezer.state", "FROZEN");
             foreach (var pid in Pids())

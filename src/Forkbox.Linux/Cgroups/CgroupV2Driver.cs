@@ -76,21 +76,21 @@ public sealed class CgroupV2Driver : ICgroupDriver
 
         public IReadOnlyList<int> Pids() => CgroupFiles.ReadPids(ProcsFiles[0]);
 
-        public void KillAll(TimeSpan wait)
+        public void KillAll(TimeSpan wait, int spare = 0)
         {
-            if (File.Exists(Path.Combine(dir, "cgroup.kill")))
+            if (spare == 0 && File.Exists(Path.Combine(dir, "cgroup.kill")))
+            {
                 CgroupFiles.Write(dir, "cgroup.kill", "1");
-            CgroupFiles.KillUntilEmpty(ProcsFiles[0], wait);
-        }
-
-        public void KillAllBut(int spare, TimeSpan wait)
-        {
-            // cgroup.kill cannot spare one process: freeze, kill the others one by one, thaw.
-            TryWrite("cgroup.freeze", "1");
-            foreach (var pid in Pids())
-                if (pid != spare)
-                    Interop.Libc.Kill(pid, Interop.Libc.SIGKILL);
-            TryWrite("cgroup.freeze", "0");
+            }
+            else
+            {
+                // cgroup.kill cannot spare one process: freeze, kill the others one by one, thaw.
+                TryWrite("cgroup.freeze", "1");
+                foreach (var pid in Pids())
+                    if (pid != spare)
+                        Interop.Libc.Kill(pid, Interop.Libc.SIGKILL);
+                TryWrite("cgroup.freeze", "0");
+            }
             CgroupFiles.KillUntilEmpty(ProcsFiles[0], wait, spare);
         }
 

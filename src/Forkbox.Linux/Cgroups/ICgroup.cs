@@ -20,11 +20,11 @@ public interface ICgroup
     /// <summary>Pids currently in the cgroup.</summary>
     IReadOnlyList<int> Pids();
 
-    /// <summary>SIGKILL every process in the cgroup and wait (bounded) until it is empty.</summary>
-    void KillAll(TimeSpan wait);
-
-    /// <summary>SIGKILL every process but <paramref name="spare"/> and wait (bounded) until no other is left.</summary>
-    void KillAllBut(int spare, TimeSpan wait);
+    /// <summary>
+    /// SIGKILL every process in the cgroup but <paramref name="spare"/> (none when 0) and wait
+    /// (bounded) until no other is left.
+    /// </summary>
+    void KillAll(TimeSpan wait, int spare = 0);
 
     /// <summary>Moves a running process (and none of its threads' siblings elsewhere) into the cgroup.</summary>
     void Attach(int pid)

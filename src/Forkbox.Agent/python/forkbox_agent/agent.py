@@ -609,10 +609,10 @@ def _on_alarm(_signum, _frame):
     raise CellTimeout()
 
 
-def _zombie_children():
-    """(pid, session id) of each zombie whose parent is PID 1, from /proc."""
+def _children_of_pid1():
+    """(pid, state, session id) of each child of PID 1, from /proc."""
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not name.isdigit() or name == "1":
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
@@ -620,8 +620,13 @@ def _zombie_children():
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2:].split()  # state, ppid, pgrp, session, …
-        if fields[0] == b"Z" and fields[1] == b"1":
-            yield int(name), int(fields[3])
+        if fields[1] == b"1":
+            yield int(name), fields[0], int(fields[3])
+
+
+def _zombie_children():
+    """(pid, session id) of each zombie whose parent is PID 1."""
+    return ((pid, sid) for pid, state, sid in _children_of_pid1() if state == b"Z")
 
 
 # What PID 1 becomes when its sandbox is closed while forks of it still run: the kernel kills
@@ -657,15 +662,11 @@ def _ns_depth(pid):
 def _has_forks():
     """Whether a child of ours runs in a deeper PID namespace: a fork, or something of the user's."""
     depth = _ns_depth("self")
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or name == "1":
-            continue
+    for pid, _, _ in _children_of_pid1():
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-            if stat[stat.rindex(b")") + 2:].split()[1] == b"1" and _ns_depth(name) > depth:
+            if _ns_depth(pid) > depth:
                 return True
-        except (OSError, ValueError):
+        except OSError:
             continue
     return False
 

@@ -42,8 +42,8 @@ class Zygote:
         self.seccomp_bpf = seccomp_bpf
         self.agent_dir = agent_dir
         self.output_limit = output_limit
-        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        self.own_ns = {name: os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("mnt", "net", "uts")}
+        self.own_ns = {name: os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                       for name in ("pid", "mnt", "net", "uts")}
         self.own_root = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.out = sys.stdout.buffer
 
@@ -62,12 +62,12 @@ class Zygote:
         try:
             pid = os.fork()
         except BaseException:
-            linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+            linux.setns(self.own_ns["pid"], linux.CLONE_NEWPID)
             raise
         if pid == 0:
             os.close(err_r)
             self._child(spec, err_w, started)  # never returns
-        linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+        linux.setns(self.own_ns["pid"], linux.CLONE_NEWPID)
         os.close(err_w)
         # The child reports on the pipe when it is ready, or writes why it failed and exits.
         ready, _, _ = select.select([err_r], [], [], 30)
