@@ -17,6 +17,19 @@ internal static class CgroupFiles
         }
     }
 
+    /// <summary>Polls a condition for up to 5 s (freezing a cgroup is asynchronous); throws naming what did not finish.</summary>
+    public static void WaitFor(Func<bool> done, string what)
+    {
+        var deadline = Environment.TickCount64 + 5000;
+        for (var spin = 0; !done(); spin++)
+        {
+            if (Environment.TickCount64 > deadline)
+                throw new IOException($"the cgroup did not finish {what} within 5 s");
+            if (spin < 50) Thread.Yield();
+            else Thread.Sleep(1);
+        }
+    }
+
     public static long ReadLong(string path)
     {
         try

@@ -96,6 +96,13 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
             CgroupFiles.KillUntilEmpty(Path.Combine(dirs["pids"], "cgroup.procs"), wait, spare);
         }
 
+        public void Freeze(bool frozen)
+        {
+            CgroupFiles.Write(dirs["freezer"], "freezer.state", frozen ? "FROZEN" : "THAWED");
+            // Writing FROZEN returns at once; the state reads FREEZING until every task has stopped.
+            if (frozen) CgroupFiles.WaitFor(() => File.ReadAllText(Path.Combine(dirs["freezer"], "freezer.state")).Trim() == "FROZEN", "freezing");
+        }
+
         public void Delete()
         {
             foreach (var dir in dirs.Values) CgroupFiles.RemoveDir(dir);

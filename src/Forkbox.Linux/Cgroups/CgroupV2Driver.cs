@@ -99,6 +99,13 @@ public sealed class CgroupV2Driver : ICgroupDriver
             try { CgroupFiles.Write(dir, file, value); } catch (IOException) { }
         }
 
+        public void Freeze(bool frozen)
+        {
+            CgroupFiles.Write(dir, "cgroup.freeze", frozen ? "1" : "0");
+            var want = frozen ? 1 : 0;
+            CgroupFiles.WaitFor(() => CgroupFiles.ReadKey(Path.Combine(dir, "cgroup.events"), "frozen") == want, frozen ? "freezing" : "thawing");
+        }
+
         public void Delete() => CgroupFiles.RemoveDir(dir);
     }
 }

@@ -33,6 +33,12 @@ public interface ICgroup
             File.WriteAllText(file, pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 
+    /// <summary>
+    /// Stops (true) or restarts (false) every process in the cgroup with the freezer, and waits
+    /// (bounded) until the kernel reports them all stopped. Memory stays where it is.
+    /// </summary>
+    void Freeze(bool frozen);
+
     /// <summary>Remove the cgroup; it must be empty.</summary>
     void Delete();
 }

@@ -27,6 +27,10 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "mount", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int Mount(string? source, string target, string? fstype, ulong flags, nint data);
 
+    /// <summary>see: man 2 syncfs</summary>
+    [LibraryImport("libc", EntryPoint = "syncfs", SetLastError = true)]
+    public static partial int SyncFs(int fd);
+
     /// <summary>see: man 2 umount2</summary>
     [LibraryImport("libc", EntryPoint = "umount2", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int Umount2(string target, int flags);
@@ -50,6 +54,15 @@ internal static partial class Libc
     /// <summary>see: man 2 ioctl (the argument is an int or a pointer, passed as a word)</summary>
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     public static partial int Ioctl(int fd, ulong request, nint arg);
+
+    /// <summary>_IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args {u64 cmd; u64 status;}); cmd 1 enables quotas.</summary>
+    public const ulong BTRFS_IOC_QUOTA_CTL = 0xC0109428;
+    /// <summary>_IOR(0x94, 43, struct btrfs_ioctl_qgroup_limit_args {u64 qgroupid; struct btrfs_qgroup_limit {u64 flags, max_rfer, max_excl, rsv_rfer, rsv_excl;}}), 48 bytes.</summary>
+    public const ulong BTRFS_IOC_QGROUP_LIMIT = 0x8030942B;
+    /// <summary>_IOWR(0x94, 18, struct btrfs_ioctl_ino_lookup_args {u64 treeid; u64 objectid; char name[4080];}), 4096 bytes.</summary>
+    public const ulong BTRFS_IOC_INO_LOOKUP = 0xD0009412;
+    /// <summary>_IOR(0x94, 31, struct btrfs_ioctl_fs_info_args), 1024 bytes; fsid (16 bytes) at offset 16.</summary>
+    public const ulong BTRFS_IOC_FS_INFO = 0x8400941F;
 
     /// <summary>see: man 2 statfs (only f_type, the first word, is read)</summary>
     [LibraryImport("libc", EntryPoint = "statfs", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]

@@ -17,6 +17,9 @@ public sealed class SandboxLayers(string sandboxesDir, StorageKind kind)
 {
     private readonly string _trash = Path.Combine(sandboxesDir, ".trash");
 
+    /// <summary>The directory under DATA/sandboxes that holds hibernated states, which a restart keeps.</summary>
+    public const string SpacesDirName = ".spaces";
+
     public StorageKind Kind => kind;
 
     /// <summary>What `/v1/capacity` reports: "btrfs", "reflink" or "copy".</summary>
@@ -59,7 +62,8 @@ public sealed class SandboxLayers(string sandboxesDir, StorageKind kind)
     public Task RemoveAsync(SandboxLayerDirs dirs)
     {
         Directory.CreateDirectory(_trash);
-        var target = Path.Combine(_trash, Path.GetFileName(dirs.Dir));
+        // Unique in the trash: the same id (a sandbox hibernated and resumed) may be removed again before the last delete ends.
+        var target = Path.Combine(_trash, Path.GetFileName(dirs.Dir) + "." + Guid.NewGuid().ToString("N")[..8]);
         try
         {
             Directory.Move(dirs.Dir, target);
@@ -78,6 +82,7 @@ public sealed class SandboxLayers(string sandboxesDir, StorageKind kind)
         var n = 0;
         foreach (var dir in Directory.GetDirectories(sandboxesDir))
         {
+            if (Path.GetFileName(dir) == SpacesDirName) continue; // hibernated sandboxes: their records decide
             DeleteTree(dir);
             if (Path.GetFileName(dir) != ".trash") n++;
         }
