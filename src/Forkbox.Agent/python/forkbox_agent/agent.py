@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 
-from . import linux
+from . import hibernate, linux
 from .protocol import FrameReader, encode
 
 LINE_CHUNK = 64 * 1024
@@ -133,6 +133,16 @@ class StreamWriter(io.TextIOBase):
         self.sink.flush()
 
 
+class _Discard(io.TextIOBase):
+    """sys.stdout / sys.stderr while no call is in progress: what is written is dropped."""
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        return len(s)
+
+
 class Agent:
     def __init__(self, sock, output_limit):
         self.chan = Channel(sock)
@@ -145,6 +155,9 @@ class Agent:
         self.sinks = {1: OutputSink(self, 1), 2: OutputSink(self, 2)}
         self.emit_lock = threading.Lock()
         self.tracked = set()
+        # Modules there are before any call (the template's, preloaded in the zygote): a fresh agent
+        # has them too, so hibernate records only the others to import again.
+        self.baseline_modules = set(sys.modules)
 
     # ---- output -------------------------------------------------------------
 
@@ -245,7 +258,8 @@ class Agent:
 
     def _serve_calls(self):
         handlers = {"exec": self.exec, "write": self.write_file, "read": self.read_file,
-                    "list": self.list_dir, "remove": self.remove, "setenv": self.setenv, "fork": self.fork}
+                    "list": self.list_dir, "remove": self.remove, "setenv": self.setenv, "fork": self.fork,
+                    "hibernate": self.save_state, "restore": self.restore_state}
         while True:
             try:
                 header, payload = self.chan.reader.read()
@@ -517,11 +531,43 @@ class Agent:
         self.chan.send({"ev": "hello", "id": info["id"], "token": info["token"]})
         self._serve_calls()  # never returns
 
+    # ---- hibernate ----------------------------------------------------------
+
+    def save_state(self, req, _payload):
+        """Writes the REPL's state under req["path"], for a fresh agent to restore (hibernate.py)."""
+        self._state_op(req, lambda: hibernate.save(self.globals, req["path"], self.baseline_modules))
+
+    def restore_state(self, req, _payload):
+        """Takes up a state hibernate wrote, and removes it."""
+        self._state_op(req, lambda: hibernate.restore(self.globals, req["path"]))
+
+    def _state_op(self, req, op):
+        # Pickling runs user code (a __reduce__ that prints): with no call in progress its output
+        # has nowhere to go, and must not stay half a line in a sink to open the next call's.
+        streams = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = _Discard()
+        try:
+            result = op()
+        except OSError as e:
+            return self._fail(req, e)
+        finally:
+            sys.stdout, sys.stderr = streams
+            self._drop_output()
+        self.chan.send({"ev": "ok", "id": req["id"], **result})
+
+    def _drop_output(self):
+        """Drops what was written to fd 1 and 2 (os.write, C code) and not yet sent."""
+        if hasattr(self, "pump_fds"):  # serving
+            self._drain()
+        for sink in self.sinks.values():
+            with sink.lock:
+                sink.pending = b""
+
     # ---- files --------------------------------------------------------------
 
     def _fail(self, req, err):
         code = {2: "not_found", 20: "not_a_directory", 21: "is_a_directory", 13: "forbidden",
-                28: "no_space", 17: "exists", 39: "not_empty"}.get(getattr(err, "errno", None), "file_error")
+                28: "no_space", 122: "no_space", 17: "exists", 39: "not_empty"}.get(getattr(err, "errno", None), "file_error")
         self.chan.send({"ev": "fail", "id": req["id"], "code": code,
                         "message": f"{req.get('path')}: {getattr(err, 'strerror', None) or err}"})
 

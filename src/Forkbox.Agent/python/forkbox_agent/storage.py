@@ -57,6 +57,44 @@ def snapshot(kind, src, dst):
     return walk.count
 
 
+def shift_owners(root, old_base, new_base, span=65536):
+    """Re-own a tree whose files belong to the uid range [old_base, old_base+span) (a hibernated
+    sandbox's) to the same offsets in [new_base, …) (the uid range of the sandbox it resumes in).
+    Ids outside the range are left alone. chown clears setuid/setgid bits and file capabilities,
+    so both are put back. Returns the number of entries changed."""
+    if old_base == new_base:
+        return 0
+
+    def move(i):
+        return i - old_base + new_base if old_base <= i < old_base + span else i
+
+    def entries():
+        yield root
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                yield os.path.join(dirpath, name)
+
+    changed = 0
+    for path in entries():
+        st = os.lstat(path)
+        uid, gid = move(st.st_uid), move(st.st_gid)
+        if (uid, gid) == (st.st_uid, st.st_gid):
+            continue
+        cap = None
+        if stat.S_ISREG(st.st_mode):
+            try:
+                cap = os.getxattr(path, "security.capability", follow_symlinks=False)
+            except OSError:
+                pass
+        os.chown(path, uid, gid, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+            os.chmod(path, stat.S_IMODE(st.st_mode))
+        if cap is not None:
+            os.setxattr(path, "security.capability", cap, follow_symlinks=False)
+        changed += 1
+    return changed
+
+
 def _btrfs_snapshot(src, dst):
     if os.stat(src).st_ino != _BTRFS_SUBVOL_ROOT_INODE:
         raise ValueError(f"{src} is not a btrfs subvolume: its sandbox was not made with storage 'btrfs'")

@@ -11,6 +11,13 @@ and the zygote answers one JSON line on stdout:
     -> {"op": "graft", "id": "…", "strategy": "copy", "children": [{…}, …]}
     <- {"id": "…", "ok": true, "steps": {…}}   (each fork has its root and control socket)
 
+    -> {"op": "restore", "id": "…", "strategy": "copy", "uid_from": N, "uid_to": M,
+        "layers": [{"src": "…", "dst": "…"}, …]}
+    <- {"id": "…", "ok": true, "entries": 12, "steps": {…}}
+
+A restore copies a hibernated sandbox's saved writable layers into the new
+sandbox's (the saved ones stay, as its checkpoint), owned by the new uid range.
+
 A graft finishes a fork of a running sandbox (see agent.py and graft.py): the
 zygote gives each child its own root and control socket.
 
@@ -28,7 +35,7 @@ import sys
 import time
 import traceback
 
-from . import agent, graft, isolate, linux
+from . import agent, graft, isolate, linux, storage
 from .protocol import encode
 
 
@@ -149,6 +156,24 @@ class Zygote:
         steps["total"] = round((time.perf_counter() - started) * 1000, 3)
         return {"id": req["id"], "ok": True, "steps": steps}
 
+    def restore(self, req):
+        started = time.perf_counter()
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+        entries = 0
+        steps = {}
+        try:
+            for layer in req["layers"]:
+                t = time.perf_counter()
+                entries += storage.snapshot(req["strategy"], layer["src"], layer["dst"])
+                steps["snapshot"] = round(steps.get("snapshot", 0) + (time.perf_counter() - t) * 1000, 3)
+                t = time.perf_counter()
+                storage.shift_owners(layer["dst"], req["uid_from"], req["uid_to"])
+                steps["shift_owners"] = round(steps.get("shift_owners", 0) + (time.perf_counter() - t) * 1000, 3)
+        finally:
+            os.setpriority(os.PRIO_PROCESS, 0, 19)
+        steps["total"] = round((time.perf_counter() - started) * 1000, 3)
+        return {"id": req["id"], "ok": True, "entries": entries, "steps": steps}
+
     def _come_back(self):
         """Back to our own namespaces and root (a chroot, for a built template) after a graft."""
         linux.setns(self.own_ns["net"], linux.CLONE_NEWNET)
@@ -198,7 +223,7 @@ class Zygote:
         except ValueError as e:
             _log(f"bad request line: {e}")
             return
-        ops = {"spawn": self.spawn, "graft": self.graft}
+        ops = {"spawn": self.spawn, "graft": self.graft, "restore": self.restore}
         if req.get("op") in ops:
             try:
                 self.reply(ops[req["op"]](req))
