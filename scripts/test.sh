@@ -8,6 +8,16 @@ cd "$root"
 
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
+
+# The agent's own unit tests (hibernate's file format and pickling), with the sandboxes' interpreter.
+# unittest prints "Ran N tests" then "OK" or "FAILED (failures=F, errors=E)"; counted with the rest below.
+agent_out="$(mktemp)"
+/usr/bin/python3 -m unittest discover -s tests/agent 2>&1 | tee "$agent_out"
+agent_status=${PIPESTATUS[0]}
+agent_ran=$(awk '/^Ran [0-9]+ test/ {print $2}' "$agent_out")
+agent_failed=$(grep -oE '(failures|errors)=[0-9]+' "$agent_out" | awk -F= '{n+=$2} END {print n+0}')
+rm -f "$agent_out"
+
 dotnet test Forkbox.slnx --no-build -nologo --logger "console;verbosity=normal" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 
@@ -15,6 +25,9 @@ status=${PIPESTATUS[0]}
 # Each test project ends with "Total tests: N" then indented "Passed: N", "Failed: N", "Skipped: N".
 read -r passed failed skipped < <(awk '/^Total tests:/ {t=1; next} t && /^ +(Passed|Failed|Skipped): +[0-9]+$/ {n[$1]+=$2; next} {t=0}
   END {print n["Passed:"]+0, n["Failed:"]+0, n["Skipped:"]+0}' "$out")
+passed=$((passed + ${agent_ran:-0} - agent_failed))
+failed=$((failed + agent_failed))
+if (( agent_status != 0 && agent_failed == 0 )); then failed=$((failed + 1)); fi
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 if (( passed + failed == 0 )); then
   echo "test.sh: no test ran" >&2

@@ -5,7 +5,7 @@ using Forkbox.Core.Wire;
 
 namespace Forkbox.Cli;
 
-/// <summary>`forkbox sandbox create|list|exec|fork|merge|diff|rm`: the API from the shell.</summary>
+/// <summary>`forkbox sandbox create|list|exec|fork|merge|diff|pause|hibernate|resume|rm`: the API from the shell.</summary>
 internal static class SandboxCommand
 {
     public static Command Create()
@@ -13,17 +13,25 @@ internal static class SandboxCommand
         var host = CommonOptions.Host();
 
         var template = new Option<string?>("--template") { Description = "Template name (default: default)" };
-        var create = new Command("create", "Create a sandbox and print its id.") { host, template };
+        var persistent = new Option<bool>("--persistent") { Description = "A Space: never expires; pauses, then hibernates, when idle; survives a server restart" };
+        var name = new Option<string?>("--name") { Description = "A name for a persistent sandbox, unique per API key (find it with `list --name`)" };
+        var create = new Command("create", "Create a sandbox and print its id.") { host, template, persistent, name };
         create.SetAction(async (parse, ct) => await Run(async () =>
         {
-            var sb = await Sandbox.CreateAsync(new CreateSandboxRequest { Template = parse.GetValue(template) }, Client(parse, host), ct);
+            var sb = await Sandbox.CreateAsync(new CreateSandboxRequest
+            {
+                Template = parse.GetValue(template),
+                Persistent = parse.GetValue(persistent) ? true : null,
+                Name = parse.GetValue(name),
+            }, Client(parse, host), ct);
             Console.WriteLine(sb.Id);
         }));
 
-        var list = new Command("list", "List sandboxes as JSON.") { host };
+        var listName = new Option<string?>("--name") { Description = "Only the sandbox with this name" };
+        var list = new Command("list", "List sandboxes as JSON.") { host, listName };
         list.SetAction(async (parse, ct) => await Run(async () =>
         {
-            var all = await Client(parse, host).ListSandboxesAsync(ct);
+            var all = await Client(parse, host).ListSandboxesAsync(parse.GetValue(listName), ct);
             Console.WriteLine(JsonSerializer.Serialize(all, WireJson.Default.SandboxList));
         }));
 
@@ -82,7 +90,21 @@ internal static class SandboxCommand
                 foreach (var path in list) Console.WriteLine($"{mark} {path}");
         }));
 
-        return new Command("sandbox", "Create, use, fork and close sandboxes.") { create, list, exec, fork, merge, diff, rm };
+        Command Lifecycle(string verb, string description, Func<Sandbox, CancellationToken, Task<LifecycleResponse>> call)
+        {
+            var command = new Command(verb, description) { host, id };
+            command.SetAction(async (parse, ct) => await Run(async () =>
+            {
+                var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host), ct);
+                Console.WriteLine(JsonSerializer.Serialize(await call(sb, ct), WireJson.Default.LifecycleResponse));
+            }));
+            return command;
+        }
+        var pause = Lifecycle("pause", "Freeze every process of a sandbox; memory stays. Any call resumes it.", (sb, ct) => sb.PauseAsync(ct));
+        var hibernate = Lifecycle("hibernate", "Write a sandbox to disk (files and REPL globals) and free its memory.", (sb, ct) => sb.HibernateAsync(ct));
+        var resume = Lifecycle("resume", "Bring a paused or hibernated sandbox back; prints what was restored and what was not.", (sb, ct) => sb.ResumeAsync(ct));
+
+        return new Command("sandbox", "Create, use, fork, freeze and close sandboxes.") { create, list, exec, fork, merge, diff, pause, hibernate, resume, rm };
     }
 
     private static ForkboxClient Client(ParseResult parse, Option<string?> host) => new(parse.GetValue(host));

@@ -97,6 +97,7 @@ public sealed class ForkboxClient
         using var _ = await SendAsync(Request(HttpMethod.Delete, $"v1/templates/{Uri.EscapeDataString(name)}"), ct).ConfigureAwait(false);
     }
 
-    public Task<SandboxList> ListSandboxesAsync(CancellationToken ct = default) =>
-        SendJsonAsync(Request(HttpMethod.Get, "v1/sandboxes"), WireJson.Default.SandboxList, ct);
+    /// <summary>Every sandbox on the host; with a name, only this API key's sandbox of that name (none or one).</summary>
+    public Task<SandboxList> ListSandboxesAsync(string? name = null, CancellationToken ct = default) =>
+        SendJsonAsync(Request(HttpMethod.Get, name is null ? "v1/sandboxes" : $"v1/sandboxes?name={Uri.EscapeDataString(name)}"), WireJson.Default.SandboxList, ct);
 }

@@ -189,6 +189,21 @@ public sealed class Sandbox : IAsyncDisposable
         return _client.SendJsonAsync(_client.Request(HttpMethod.Get, $"v1/sandboxes/{Id}/diff/{other.Id}{query}"), WireJson.Default.DiffResponse, ct);
     }
 
+    /// <summary>Stops every process of the sandbox with the cgroup freezer; memory stays. Any call resumes it.</summary>
+    public Task<LifecycleResponse> PauseAsync(CancellationToken ct = default) => LifecycleAsync("pause", ct);
+
+    /// <summary>
+    /// Writes the sandbox to disk (its files and its REPL's picklable globals) and frees its memory.
+    /// The reply names what could not be saved. Any call resumes it.
+    /// </summary>
+    public Task<LifecycleResponse> HibernateAsync(CancellationToken ct = default) => LifecycleAsync("hibernate", ct);
+
+    /// <summary>Brings a paused or hibernated sandbox back; the reply says what was restored and what was not.</summary>
+    public Task<LifecycleResponse> ResumeAsync(CancellationToken ct = default) => LifecycleAsync("resume", ct);
+
+    private Task<LifecycleResponse> LifecycleAsync(string verb, CancellationToken ct) =>
+        _client.SendJsonAsync(_client.Request(HttpMethod.Post, $"v1/sandboxes/{Id}/{verb}"), WireJson.Default.LifecycleResponse, ct);
+
     private string FilesPath(string route, string path) => $"v1/sandboxes/{Id}/{route}?path={Uri.EscapeDataString(path)}";
 
     /// <summary>Destroys the sandbox. Closing one already gone is not an error.</summary>

@@ -27,6 +27,17 @@ public sealed record ServerOptions
     /// <summary>How long a fork waits for the sandbox's running call to end before it answers 409.</summary>
     public double ForkWaitS { get; init; } = 10;
     public TimeSpan ForkWait => TimeSpan.FromSeconds(ForkWaitS);
+    /// <summary>Idle seconds before a persistent sandbox is paused, unless its create named idle_timeout_s.</summary>
+    public double PauseAfterS { get; init; } = 300;
+    /// <summary>Idle seconds before a persistent sandbox is hibernated, unless its create named hibernate_after_s.</summary>
+    public double HibernateAfterS { get; init; } = 1800;
+    /// <summary>When the host's available memory falls below this percentage, the longest-idle persistent sandboxes are hibernated.</summary>
+    public double MemoryPressurePercent { get; init; } = 10;
+    /// <summary>Whether a clean shutdown hibernates the persistent sandboxes that run (else they are lost).</summary>
+    public bool HibernateOnShutdown { get; init; } = true;
+    /// <summary>Quota of a sandbox's writable layer when its create names none, and the most it may ask for.</summary>
+    public int DefaultDiskMb { get; init; } = 10_240;
+    public int MaxDiskMb { get; init; } = 102_400;
     public long MaxUploadBytes { get; init; } = 64L << 20;
     public long MaxDownloadBytes { get; init; } = 256L << 20;
     /// <summary>Output one call may produce before it is truncated with a marker line.</summary>
@@ -48,6 +59,10 @@ public sealed record ServerOptions
     public string SandboxesDir => Path.Combine(DataDir, "sandboxes");
     public string TemplatesDir => Path.Combine(DataDir, "templates");
     public string KeysFile => Path.Combine(DataDir, "keys.json");
+    /// <summary>The sandbox records (SQLite).</summary>
+    public string DatabaseFile => Path.Combine(DataDir, "forkbox.db");
+    /// <summary>Hibernated states, on the same filesystem as the sandbox layers so that saving one is a rename.</summary>
+    public string SpacesDir => Path.Combine(SandboxesDir, ".spaces"); // SandboxLayers.SpacesDirName
     public string StorageImageFile => Path.Combine(DataDir, "storage.img");
 
     /// <summary>The smallest storage image: xfs refuses less than 300 MiB, and sandboxes need room.</summary>
@@ -70,6 +85,9 @@ public sealed record ServerOptions
         Require(PoolSize >= 0 && PoolSize <= MaxSandboxes, "pool_size must be between 0 and max_sandboxes");
         Require(TmpSizeMb >= 1, "tmp_size_mb must be at least 1");
         Require(ForkWaitS >= 0 && ForkWaitS <= 3600, "fork_wait_s must be between 0 and 3600");
+        Require(PauseAfterS > 0 && HibernateAfterS > 0, "pause_after_s and hibernate_after_s must be positive");
+        Require(MemoryPressurePercent is >= 0 and <= 100, "memory_pressure_percent must be between 0 and 100");
+        Require(DefaultDiskMb >= 1 && DefaultDiskMb <= MaxDiskMb, "default_disk_mb must be >= 1 and <= max_disk_mb");
         Require(MaxUploadBytes > 0 && MaxDownloadBytes > 0, "max_upload_bytes and max_download_bytes must be positive");
         Require(OutputLimitBytes >= 4096, "output_limit_bytes must be at least 4096");
         Require(UidBase >= 65_536 && UidBase + (long)MaxSandboxes * 65_536 < uint.MaxValue,

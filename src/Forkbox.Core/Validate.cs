@@ -42,6 +42,15 @@ public static class Validate
         return new Dictionary<string, string>(metadata);
     }
 
+    /// <summary>A sandbox name: 1–128 letters, digits, '.', '_' or '-', starting with a letter or digit.</summary>
+    public static string Name(string name, string field)
+    {
+        if (name.Length is 0 or > 128 || !char.IsAsciiLetterOrDigit(name[0]) ||
+            !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
+            throw new BadRequestException($"{field} '{name}' is not a valid name: 1–128 letters, digits, '.', '_' or '-', starting with a letter or digit");
+        return name;
+    }
+
     /// <summary>
     /// A path inside a sandbox. Relative paths are taken from /root. ".." is refused outright: it
     /// could not leave the sandbox (the agent resolves paths inside its own root), but a client

@@ -37,6 +37,7 @@ public sealed partial class HostServer : IAsyncDisposable
     private FileStream? _dataLock;
     private ICgroupDriver? _cgroups;
     private StorageImage? _storageImage;
+    private SandboxStore? _store;
 
     private HostServer(WebApplication app, SandboxManager manager, AgentListener listener, UserNamespaceSlots slots, ILogger log)
     {
@@ -130,7 +131,12 @@ public sealed partial class HostServer : IAsyncDisposable
         var templates = new TemplateCatalog(options);
         var listener = new AgentListener(Path.Combine(options.RunDir, "agent.sock"), loggers.CreateLogger<AgentListener>());
         var metrics = new HostMetrics();
-        var manager = new SandboxManager(options, templates, cgroups, slots, layers, listener, seccompPath, metrics, loggers);
+        var quota = DiskQuota.TryEnable(options.SandboxesDir, storage, out var noQuota);
+        if (quota is null) LogNoDiskQuota(log, noQuota);
+        else LogDiskQuota(log, quota.Kind);
+        var store = new SandboxStore(options.DatabaseFile);
+        var manager = new SandboxManager(options, templates, cgroups, slots, layers, listener, seccompPath, metrics, store, quota, loggers);
+        manager.Recover();
         builder.Services.AddSingleton(manager);
         builder.Services.AddHostedService<SandboxReaper>();
 
@@ -144,11 +150,15 @@ public sealed partial class HostServer : IAsyncDisposable
             app.Use(ErrorResponses.Handle);
             app.Use(async (ctx, next) =>
             {
-                if (ctx.Request.Path != "/v1/healthz" && keys.Enabled && !Authorized(ctx, keys))
+                if (ctx.Request.Path != "/v1/healthz" && keys.Enabled)
                 {
-                    await ErrorResponses.WriteAsync(ctx, 401, "unauthorized",
-                        "missing or unknown API key: send 'Authorization: Bearer KEY' (create one with `forkbox keys create`)").ConfigureAwait(false);
-                    return;
+                    if (Owner(ctx, keys) is not { } owner)
+                    {
+                        await ErrorResponses.WriteAsync(ctx, 401, "unauthorized",
+                            "missing or unknown API key: send 'Authorization: Bearer KEY' (create one with `forkbox keys create`)").ConfigureAwait(false);
+                        return;
+                    }
+                    ctx.Items[SandboxEndpoints.OwnerItem] = owner;
                 }
                 await next(ctx).ConfigureAwait(false);
             });
@@ -157,7 +167,7 @@ public sealed partial class HostServer : IAsyncDisposable
             await app.StartAsync(ct).ConfigureAwait(false);
             var server = new HostServer(app, manager, listener, slots, log)
             {
-                _dataLock = dataLock, _cgroups = cgroups, _storageImage = image,
+                _dataLock = dataLock, _cgroups = cgroups, _storageImage = image, _store = store,
                 StorageStrategy = layers.Strategy, StorageFilesystem = filesystem,
             };
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -170,6 +180,7 @@ public sealed partial class HostServer : IAsyncDisposable
             await manager.DisposeAsync().ConfigureAwait(false);
             await listener.DisposeAsync().ConfigureAwait(false);
             slots.Dispose();
+            store.Dispose();
             throw;
         }
     }
@@ -207,11 +218,12 @@ public sealed partial class HostServer : IAsyncDisposable
         }
     }
 
-    private static bool Authorized(HttpContext ctx, ApiKeyStore keys)
+    /// <summary>The name of the API key the request carries, or null when it carries none the server knows.</summary>
+    private static string? Owner(HttpContext ctx, ApiKeyStore keys)
     {
         var auth = ctx.Request.Headers.Authorization.ToString();
         var key = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : ctx.Request.Headers["X-API-Key"].ToString();
-        return key.Length > 0 && keys.Verify(key);
+        return key.Length > 0 ? keys.Owner(key) : null;
     }
 
     /// <summary>Runs until SIGINT/SIGTERM, then shuts down cleanly.</summary>
@@ -243,6 +255,7 @@ public sealed partial class HostServer : IAsyncDisposable
         await Step(() => _manager.DisposeAsync().AsTask());
         await Step(() => _listener.DisposeAsync().AsTask());
         await Step(() => { _slots.Dispose(); return Task.CompletedTask; });
+        await Step(() => { _store?.Dispose(); return Task.CompletedTask; });
         await Step(() => { _cgroups?.RemoveAll(); return Task.CompletedTask; });
         await Step(() => { _storageImage?.Dispose(); return Task.CompletedTask; });
         await Step(() => _app.DisposeAsync().AsTask());
@@ -266,6 +279,12 @@ public sealed partial class HostServer : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Warning, Message = "storage copy: each fork copies every file its sandbox changed; " +
         "for forks at the cost of a snapshot put the data directory on btrfs or xfs (reflink=1), or pass --storage-image SIZE (e.g. 8G)")]
     private static partial void LogCopyStorage(ILogger log);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "disk quotas: {Kind} enforces each sandbox's disk_mb")]
+    private static partial void LogDiskQuota(ILogger log, string kind);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "disk quotas not enforced: {Why}")]
+    private static partial void LogNoDiskQuota(ILogger log, string why);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "removed {Count} sandboxes left by an earlier run that did not shut down cleanly")]
     private static partial void LogStaleRemoved(ILogger log, int count);

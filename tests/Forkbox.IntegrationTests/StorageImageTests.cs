@@ -50,6 +50,20 @@ public sealed class StorageImageTests(ServerFixture fx)
                 Assert.Equal(["/tmp/new"], diff.Added);
                 Assert.Equal(["/root/hello.txt"], diff.Changed);
             }
+
+            // Hibernate and resume on this strategy: the saved layers are copied back with it, re-owned to the new uid range.
+            await using (var space = await Sandbox.CreateAsync(new() { Persistent = true }, client))
+            {
+                await space.ExecAsync("echo kept > /root/kept.txt && mkdir -p /root/d && echo deep > /root/d/f", timeoutS: 30);
+                await space.RunCodeAsync("v = 'on " + fs + "'");
+                await space.HibernateAsync();
+                Assert.Equal("hibernated", (await space.RefreshAsync()).State);
+                await space.ResumeAsync();
+                var r = await space.ExecAsync("cat /root/kept.txt /root/d/f && echo more >> /root/d/f && stat -c %u /root/kept.txt", timeoutS: 30);
+                Assert.True(r.ExitCode == 0, r.Stderr);
+                Assert.Equal(["kept", "deep", "0"], r.StdoutLines);
+                Assert.Equal("on " + fs, (await space.RunCodeAsync("v")).Result!.Value.GetString());
+            }
         }
         finally
         {
@@ -63,6 +77,53 @@ public sealed class StorageImageTests(ServerFixture fx)
         }
         finally
         {
+            Directory.Delete(options.DataDir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task On_btrfs_each_sandbox_has_an_enforced_disk_quota_that_forks_and_resumes_keep()
+    {
+        var options = ServerFixture.TestOptions("quota") with { StorageImageBytes = 1L << 30, StorageImageFs = "btrfs", PoolSize = 1 };
+        var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
+        try
+        {
+            var client = new ForkboxClient(server.Address.ToString());
+            Assert.Equal("btrfs qgroups", (await client.CapacityAsync()).DiskQuota);
+            await using var sb = await Sandbox.CreateAsync(new() { DiskMb = 8, Persistent = true }, client);
+            Assert.Equal(8, sb.Info.Limits!.DiskMb);
+
+            var ok = await sb.RunCodeAsync("import os\nopen('/root/a.bin', 'wb').write(b'x' * (5 << 20))\nos.sync()"); // usage is counted at commit
+            Assert.True(ok.ExitCode == 0, ok.Stderr);
+            Assert.True((await sb.RefreshAsync()).DiskBytes >= 5 << 20);
+            var over = await sb.RunCodeAsync("open('/tmp/b.bin', 'wb').write(b'y' * (5 << 20))");
+            Assert.Equal("OSError", over.Error?.Name);
+            Assert.Contains("Disk quota exceeded", over.Error!.Value);
+
+            var upload = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.UploadAsync("/root/c.bin", new byte[6 << 20]));
+            Assert.Equal(507, upload.Status);
+            Assert.Contains("disk quota of 8 MB", upload.Message);
+
+            // Deleting files frees room; a fork has a quota of its own, with the parent's files counted in it.
+            await sb.ExecAsync("rm -f /tmp/b.bin /root/c.bin*", timeoutS: 10);
+            var child = (await sb.ForkAsync()).Single();
+            await using (child)
+            {
+                Assert.Equal(8, child.Info.Limits?.DiskMb ?? (await child.RefreshAsync()).Limits!.DiskMb);
+                Assert.Equal(0, (await child.RunCodeAsync("open('/root/small.bin', 'wb').write(b'z' * (1 << 20))")).ExitCode);
+                Assert.Equal("OSError", (await child.RunCodeAsync("open('/root/big.bin', 'wb').write(b'z' * (4 << 20))")).Error?.Name);
+            }
+
+            // Hibernated and resumed, the sandbox's files still count against its quota.
+            await sb.HibernateAsync();
+            await sb.ResumeAsync();
+            await sb.RunCodeAsync("os.sync()");
+            Assert.True((await sb.RefreshAsync()).DiskBytes >= 5 << 20);
+            Assert.Equal("OSError", (await sb.RunCodeAsync("open('/root/b.bin', 'wb').write(b'y' * (5 << 20))")).Error?.Name);
+        }
+        finally
+        {
+            await server.DisposeAsync();
             Directory.Delete(options.DataDir, recursive: true);
         }
     }
@@ -118,7 +179,10 @@ public sealed class StorageImageTests(ServerFixture fx)
         Assert.Equal(disk, fx.Server.StorageFilesystem);
         Assert.Equal(disk, capacity.StorageFilesystem);
         if (disk == "ext4")
+        {
             Assert.Equal("copy", capacity.StorageStrategy);
+            Assert.Equal("none", capacity.DiskQuota); // quotas need btrfs
+        }
     }
 
     [Fact]

@@ -14,9 +14,19 @@ public sealed record CreateSandboxRequest
     public double? Cpus { get; init; }
     public Dictionary<string, string>? Env { get; init; }
     public Dictionary<string, string>? Metadata { get; init; }
+    /// <summary>A Space: not reaped at timeout_s; freezes when idle (paused, then hibernated) and survives a server restart.</summary>
+    public bool? Persistent { get; init; }
+    /// <summary>A name unique per owner (API key), for persistent sandboxes: GET /v1/sandboxes?name= finds it.</summary>
+    public string? Name { get; init; }
+    /// <summary>Idle seconds before a persistent sandbox is paused.</summary>
+    public double? IdleTimeoutS { get; init; }
+    /// <summary>Idle seconds before a persistent sandbox is hibernated (counted from its last call, like idle_timeout_s).</summary>
+    public double? HibernateAfterS { get; init; }
+    /// <summary>Quota of the writable layer (files the sandbox writes, /tmp included), in MB.</summary>
+    public int? DiskMb { get; init; }
 }
 
-public sealed record LimitsInfo(int MemoryMb, double Cpus, int Pids);
+public sealed record LimitsInfo(int MemoryMb, double Cpus, int Pids, int? DiskMb = null);
 
 /// <summary>A sandbox as the API reports it.</summary>
 public sealed record SandboxInfo
@@ -25,14 +35,26 @@ public sealed record SandboxInfo
     public required string State { get; init; }
     public required string Template { get; init; }
     public required DateTimeOffset CreatedAt { get; init; }
-    public required DateTimeOffset ExpiresAt { get; init; }
+    /// <summary>When the sandbox is closed for its timeout_s; absent for persistent sandboxes, which never expire.</summary>
+    public DateTimeOffset? ExpiresAt { get; init; }
     public Dictionary<string, string> Metadata { get; init; } = new();
+    public bool? Persistent { get; init; }
+    public string? Name { get; init; }
+    public double? IdleTimeoutS { get; init; }
+    public double? HibernateAfterS { get; init; }
+    public DateTimeOffset? LastActiveAt { get; init; }
+    /// <summary>Why the sandbox is lost, and whether resume can bring back its last hibernated state.</summary>
+    public string? LostReason { get; init; }
+    /// <summary>Disk held by the sandbox's last hibernated state (its checkpoint), when it has one.</summary>
+    public long? HibernatedBytes { get; init; }
     public LimitsInfo? Limits { get; init; }
     /// <summary>Why the sandbox is dead, when it is.</summary>
     public string? DeadReason { get; init; }
     /// <summary>Processes the kernel killed for memory in this sandbox so far.</summary>
     public long? OomKills { get; init; }
     public long? MemoryBytes { get; init; }
+    /// <summary>Disk its writable layer takes, where the host enforces disk quotas (see capacity's disk_quota).</summary>
+    public long? DiskBytes { get; init; }
     public Dictionary<string, double>? TimingsMs { get; init; }
     /// <summary>Whether create took a ready sandbox from the template's warm pool.</summary>
     public bool? PoolHit { get; init; }
@@ -40,6 +62,30 @@ public sealed record SandboxInfo
     public string? ForkedFrom { get; init; }
     /// <summary>Extension: the live forks of this sandbox.</summary>
     public IReadOnlyList<string>? Children { get; init; }
+}
+
+/// <summary>
+/// The reply of POST /v1/sandboxes/{id}/pause, /hibernate and /resume: the state now, what was
+/// saved or restored and what was not (names, with the reason), and where the time went.
+/// </summary>
+public sealed record LifecycleResponse
+{
+    public required string Id { get; init; }
+    public required string State { get; init; }
+    /// <summary>resume: the state it resumed from ("paused", "hibernated" or "lost").</summary>
+    public string? ResumedFrom { get; init; }
+    /// <summary>hibernate: the REPL globals written to disk; resume: those restored.</summary>
+    public IReadOnlyList<string>? Saved { get; init; }
+    public IReadOnlyList<string>? Restored { get; init; }
+    /// <summary>Globals, modules, threads and processes that did not survive, each with the reason.</summary>
+    public Dictionary<string, string>? NotRestored { get; init; }
+    /// <summary>Modules imported again on resume.</summary>
+    public IReadOnlyList<string>? Modules { get; init; }
+    /// <summary>hibernate: bytes written (writable layer plus REPL state).</summary>
+    public long? Bytes { get; init; }
+    /// <summary>hibernate: memory the sandbox held before it was freed.</summary>
+    public long? MemoryFreedBytes { get; init; }
+    public Dictionary<string, double>? TimingsMs { get; init; }
 }
 
 /// <summary>Body of POST /v1/sandboxes/{id}/fork.</summary>
@@ -127,6 +173,13 @@ public sealed record CapacityInfo
     public required string StorageStrategy { get; init; }
     /// <summary>Extension: closed sandboxes kept until their forks end (their PID 1 and layers).</summary>
     public int? Retired { get; init; }
+    /// <summary>Extension: how sandboxes' disk_mb is enforced ("xfs project quota"), or "none".</summary>
+    public string? DiskQuota { get; init; }
+    /// <summary>Extension: persistent sandboxes paused in memory, and hibernated to disk.</summary>
+    public int? Paused { get; init; }
+    public int? Hibernated { get; init; }
+    /// <summary>Extension: disk held by hibernated states (checkpoints).</summary>
+    public long? HibernatedBytes { get; init; }
     /// <summary>The filesystem under the sandbox layers: "ext4", "btrfs", "xfs", ….</summary>
     public string? StorageFilesystem { get; init; }
     public required IReadOnlyList<string> Templates { get; init; }
@@ -150,6 +203,7 @@ public sealed record ErrorBody(string Error, string Code);
 [JsonSerializable(typeof(TemplateList))]
 [JsonSerializable(typeof(PoolSizeRequest))]
 [JsonSerializable(typeof(ForkRequest))]
+[JsonSerializable(typeof(LifecycleResponse))]
 [JsonSerializable(typeof(ForkResponse))]
 [JsonSerializable(typeof(DiffResponse))]
 public sealed partial class WireJson : JsonSerializerContext;

@@ -14,6 +14,19 @@ public static class SandboxEndpoints
 {
     private const int MaxJsonBody = 16 << 20;
 
+    /// <summary>HttpContext.Items key of the request's owner: its API key's name, set by the auth middleware.</summary>
+    public const string OwnerItem = "forkbox.owner";
+
+    private static string Owner(HttpContext ctx) => ctx.Items[OwnerItem] as string ?? SandboxManager.LocalOwner;
+
+    /// <summary>The live sandbox a call goes to, resumed first if it was frozen; the reply says so in a header.</summary>
+    private static async Task<Sandbox> ActiveAsync(HttpContext ctx, SandboxManager manager, string id)
+    {
+        var (sb, from) = await manager.ActiveAsync(id, ctx.RequestAborted).ConfigureAwait(false);
+        if (from is not null) ctx.Response.Headers[SandboxManager.ResumedHeader] = from;
+        return sb;
+    }
+
     public static void Map(IEndpointRouteBuilder app, SandboxManager manager, ServerOptions options, HostInfo host, HostMetrics metrics)
     {
         app.MapGet("/v1/healthz", () => Results.Text("ok"));
@@ -21,14 +34,23 @@ public static class SandboxEndpoints
         app.MapPost("/v1/sandboxes", async (HttpContext ctx) =>
         {
             var req = await ReadJsonAsync(ctx, WireJson.Default.CreateSandboxRequest).ConfigureAwait(false) ?? new CreateSandboxRequest();
-            var sb = await manager.CreateAsync(req, ctx.RequestAborted).ConfigureAwait(false);
+            var sb = await manager.CreateAsync(req, Owner(ctx), ctx.RequestAborted).ConfigureAwait(false);
             return Results.Json(sb.ToInfo(withUsage: false), WireJson.Default.SandboxInfo);
         });
 
-        app.MapGet("/v1/sandboxes", () =>
-            Results.Json(new SandboxList(manager.All.OrderBy(s => s.CreatedAt).Select(s => s.ToInfo(false)).ToList()), WireJson.Default.SandboxList));
+        app.MapGet("/v1/sandboxes", (HttpContext ctx, string? name) =>
+            Results.Json(new SandboxList(manager.List(Owner(ctx), name)), WireJson.Default.SandboxList));
 
-        app.MapGet("/v1/sandboxes/{id}", (string id) => Results.Json(manager.Get(id).ToInfo(withUsage: true), WireJson.Default.SandboxInfo));
+        app.MapGet("/v1/sandboxes/{id}", (string id) => Results.Json(manager.Describe(id), WireJson.Default.SandboxInfo));
+
+        app.MapPost("/v1/sandboxes/{id}/pause", async (HttpContext ctx, string id) =>
+            Results.Json(await manager.PauseAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
+
+        app.MapPost("/v1/sandboxes/{id}/hibernate", async (HttpContext ctx, string id) =>
+            Results.Json(await manager.HibernateAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
+
+        app.MapPost("/v1/sandboxes/{id}/resume", async (HttpContext ctx, string id) =>
+            Results.Json((await manager.ResumeAsync(id, ctx.RequestAborted).ConfigureAwait(false)).Reply, WireJson.Default.LifecycleResponse));
 
         app.MapDelete("/v1/sandboxes/{id}", async (string id) =>
         {
@@ -39,32 +61,39 @@ public static class SandboxEndpoints
         app.MapPost("/v1/sandboxes/{id}/fork", async (HttpContext ctx, string id) =>
         {
             var req = await ReadJsonAsync(ctx, WireJson.Default.ForkRequest).ConfigureAwait(false) ?? new ForkRequest();
+            await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             var children = await manager.ForkAsync(id, req.N, ctx.RequestAborted).ConfigureAwait(false);
             return Results.Json(new ForkResponse(children.Select(c => c.Id).ToList()), WireJson.Default.ForkResponse);
         });
 
-        app.MapPost("/v1/sandboxes/{id}/merge_into/{winner}", async (string id, string winner) =>
+        app.MapPost("/v1/sandboxes/{id}/merge_into/{winner}", async (HttpContext ctx, string id, string winner) =>
         {
+            await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
+            await ActiveAsync(ctx, manager, winner).ConfigureAwait(false);
             await manager.MergeIntoAsync(id, winner).ConfigureAwait(false);
             return Results.NoContent();
         });
 
-        app.MapGet("/v1/sandboxes/{id}/diff/{other}", (string id, string other, string? paths) =>
-            Results.Json(manager.Diff(id, other, paths), WireJson.Default.DiffResponse));
+        app.MapGet("/v1/sandboxes/{id}/diff/{other}", async (HttpContext ctx, string id, string other, string? paths) =>
+        {
+            await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
+            await ActiveAsync(ctx, manager, other).ConfigureAwait(false);
+            return Results.Json(manager.Diff(id, other, paths), WireJson.Default.DiffResponse);
+        });
 
         app.MapPost("/v1/sandboxes/{id}/exec", async (HttpContext ctx, string id) =>
         {
-            var sb = manager.Get(id);
             var req = await ReadJsonAsync(ctx, WireJson.Default.ExecRequest).ConfigureAwait(false)
                       ?? throw new BadRequestException("a JSON body with 'code' is required");
+            var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             await manager.ExecAsync(sb, req, new NdjsonExecSink(ctx.Response), ctx.RequestAborted).ConfigureAwait(false);
         });
 
         app.MapPut("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path) =>
         {
-            var sb = manager.Get(id);
             var target = Validate.SandboxPath(path, "path");
             var body = await ReadBodyAsync(ctx, options.MaxUploadBytes, "upload").ConfigureAwait(false);
+            var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             using var ok = await manager.FileCallAsync(sb, w =>
             {
                 w.WriteString("op", "write");
@@ -76,8 +105,8 @@ public static class SandboxEndpoints
 
         app.MapGet("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path) =>
         {
-            var sb = manager.Get(id);
             var target = Validate.SandboxPath(path, "path");
+            var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             using var ok = await manager.FileCallAsync(sb, w =>
             {
                 w.WriteString("op", "read");
@@ -89,8 +118,8 @@ public static class SandboxEndpoints
 
         app.MapDelete("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path, bool? recursive) =>
         {
-            var sb = manager.Get(id);
             var target = Validate.SandboxPath(path, "path");
+            var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             using var ok = await manager.FileCallAsync(sb, w =>
             {
                 w.WriteString("op", "remove");
@@ -102,8 +131,8 @@ public static class SandboxEndpoints
 
         app.MapGet("/v1/sandboxes/{id}/files/list", async (HttpContext ctx, string id, string? path) =>
         {
-            var sb = manager.Get(id);
             var target = Validate.SandboxPath(path ?? "/root", "path");
+            var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             using var ok = await manager.FileCallAsync(sb, w =>
             {
                 w.WriteString("op", "list");
@@ -126,6 +155,10 @@ public static class SandboxEndpoints
             StorageStrategy = host.StorageStrategy,
             StorageFilesystem = host.StorageFilesystem,
             Retired = manager.Retired,
+            DiskQuota = manager.DiskQuotaKind,
+            Paused = manager.Paused,
+            Hibernated = manager.Hibernated,
+            HibernatedBytes = manager.HibernatedBytes,
             Templates = manager.Templates.Names.ToList(),
             Pools = manager.Pools.Select(p => p.ToInfo()).ToList(),
         }, WireJson.Default.CapacityInfo));
@@ -160,6 +193,9 @@ public static class SandboxEndpoints
             ("forkbox_sandboxes_running", "Sandboxes alive on this host", manager.Running),
             ("forkbox_sandboxes_maximum", "Sandboxes this host may run", options.MaxSandboxes),
             ("forkbox_sandboxes_retired", "Closed sandboxes whose PID 1 waits for their forks to end", manager.Retired),
+            ("forkbox_sandboxes_paused", "Persistent sandboxes stopped by the cgroup freezer", manager.Paused),
+            ("forkbox_sandboxes_hibernated", "Persistent sandboxes saved to disk", manager.Hibernated),
+            ("forkbox_hibernated_bytes", "Disk held by hibernated states", manager.HibernatedBytes),
         ]), "text/plain; version=0.0.4"));
 
         app.MapFallback((HttpContext ctx) =>

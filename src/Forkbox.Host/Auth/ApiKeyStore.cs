@@ -12,7 +12,7 @@ namespace Forkbox.Host.Auth;
 public sealed class ApiKeyStore(string path)
 {
     private readonly Lock _lock = new();
-    private HashSet<string> _hashes = new(StringComparer.Ordinal);
+    private Dictionary<string, string> _hashes = new(StringComparer.Ordinal); // sha256 → key name
     private DateTime _loadedMtime = DateTime.MinValue;
     private long _checkedAt;
 
@@ -26,16 +26,19 @@ public sealed class ApiKeyStore(string path)
         }
     }
 
-    public bool Verify(string key)
+    public bool Verify(string key) => Owner(key) is not null;
+
+    /// <summary>The name the key was created with (the owner of the sandboxes it creates), or null for an unknown key.</summary>
+    public string? Owner(string key)
     {
         Refresh();
-        var hash = Hash(key);
-        HashSet<string> hashes;
+        var hash = Encoding.ASCII.GetBytes(Hash(key));
+        Dictionary<string, string> hashes;
         lock (_lock) hashes = _hashes;
-        var found = false;
-        foreach (var h in hashes)
-            found |= CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(h), Encoding.ASCII.GetBytes(hash));
-        return found;
+        string? owner = null;
+        foreach (var (h, name) in hashes)
+            if (CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(h), hash)) owner = name;
+        return owner;
     }
 
     /// <summary>Makes a new key, stores its hash, and returns the key (the only time it is shown).</summary>
@@ -67,10 +70,10 @@ public sealed class ApiKeyStore(string path)
         Interlocked.Exchange(ref _checkedAt, now);
         var mtime = File.Exists(path) ? File.GetLastWriteTimeUtc(path) : DateTime.MinValue;
         if (mtime == _loadedMtime) return;
-        var hashes = new HashSet<string>(StringComparer.Ordinal);
+        var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
         if (File.Exists(path))
             foreach (var k in JsonNode.Parse(File.ReadAllText(path))?.AsArray() ?? [])
-                if (k?["sha256"]?.GetValue<string>() is { } h) hashes.Add(h);
+                if (k?["sha256"]?.GetValue<string>() is { } h) hashes[h] = k["name"]?.GetValue<string>() ?? h[..8];
         lock (_lock)
         {
             _hashes = hashes;

@@ -25,6 +25,28 @@ public sealed class Sandbox
     public required DateTimeOffset ExpiresAt { get; set; }
     public required Dictionary<string, string> Metadata { get; set; }
 
+    /// <summary>The API key's name that created it ("local" on a server without keys); names are unique per owner.</summary>
+    public string Owner { get; set; } = SandboxManager.LocalOwner;
+    public string? Name { get; set; }
+    /// <summary>A Space: never expires; the idle policy pauses then hibernates it; it survives a restart.</summary>
+    public bool Persistent { get; set; }
+    public double? IdleTimeoutS { get; set; }
+    public double? HibernateAfterS { get; set; }
+    public int DiskMb { get; set; }
+
+    /// <summary>The last hibernated state of this id, kept as a checkpoint while the sandbox runs again.</summary>
+    public SandboxRecord? Checkpoint { get; set; }
+
+    /// <summary>Serializes pause, hibernate and resume of this sandbox (calls take <see cref="AgentConnection.CallLock"/>).</summary>
+    public SemaphoreSlim Lifecycle { get; } = new(1, 1);
+
+    private long _lastActive = Environment.TickCount64;
+
+    /// <summary>Marks a call starting or ending: the idle policy counts from the last one.</summary>
+    public void Touch() => Volatile.Write(ref _lastActive, Environment.TickCount64);
+
+    public TimeSpan IdleFor => TimeSpan.FromMilliseconds(Environment.TickCount64 - Volatile.Read(ref _lastActive));
+
     /// <summary>Whether the caller got it ready-made from the warm pool.</summary>
     public bool PoolHit { get; set; }
     public required int Pid { get; init; }
@@ -72,9 +94,15 @@ public sealed class Sandbox
         State = State,
         Template = Template.Name,
         CreatedAt = CreatedAt,
-        ExpiresAt = ExpiresAt,
+        ExpiresAt = Persistent ? null : ExpiresAt,
         Metadata = Metadata,
-        Limits = new LimitsInfo(Limits.MemoryMb, Limits.Cpus, Limits.Pids),
+        Limits = new LimitsInfo(Limits.MemoryMb, Limits.Cpus, Limits.Pids, DiskMb),
+        Persistent = Persistent ? true : null,
+        Name = Name,
+        IdleTimeoutS = IdleTimeoutS,
+        HibernateAfterS = HibernateAfterS,
+        LastActiveAt = DateTimeOffset.UtcNow - IdleFor,
+        HibernatedBytes = Checkpoint?.ImageBytes,
         DeadReason = DeadReason,
         OomKills = withUsage ? Cgroup.OomKills() : null,
         MemoryBytes = withUsage ? Cgroup.MemoryBytes() : null,
@@ -82,6 +110,33 @@ public sealed class Sandbox
         PoolHit = PoolHit,
         ForkedFrom = ForkedFrom,
         Children = LiveChildIds(),
+    };
+
+    /// <summary>The durable part, as <see cref="SandboxStore"/> keeps it; the checkpoint's image stays attached.</summary>
+    public SandboxRecord ToRecord(string? state = null) => new()
+    {
+        Id = Id,
+        Owner = Owner,
+        Name = Name,
+        Template = Template.Name,
+        State = state ?? (State == SandboxState.Running ? SandboxState.Ready : State),
+        Persistent = Persistent,
+        MemoryMb = Limits.MemoryMb,
+        Cpus = Limits.Cpus,
+        Pids = Limits.Pids,
+        DiskMb = DiskMb,
+        Metadata = Metadata,
+        ParentId = ForkedFrom,
+        CreatedAt = CreatedAt,
+        ExpiresAt = Persistent ? null : ExpiresAt,
+        IdleTimeoutS = IdleTimeoutS,
+        HibernateAfterS = HibernateAfterS,
+        LastActiveAt = DateTimeOffset.UtcNow - IdleFor,
+        Image = Checkpoint?.Image,
+        ImageBytes = Checkpoint?.ImageBytes,
+        ImageUidBase = Checkpoint?.ImageUidBase,
+        HibernatedAt = Checkpoint?.HibernatedAt,
+        NotSaved = Checkpoint?.NotSaved,
     };
 
     private List<string>? LiveChildIds()

@@ -144,10 +144,14 @@ public sealed partial class SandboxManager
         var child = new Sandbox
         {
             Id = f.Id, Template = parent.Template, Limits = parent.Limits, CreatedAt = now,
-            ExpiresAt = now + (parent.ExpiresAt - parent.CreatedAt), Metadata = new(parent.Metadata),
+            // A fork of a persistent sandbox is not persistent: it gets the default timeout.
+            ExpiresAt = parent.Persistent ? now.AddSeconds(_options.DefaultTimeoutS) : now + (parent.ExpiresAt - parent.CreatedAt),
+            Metadata = new(parent.Metadata),
             Pid = f.Pid, Agent = agent, Cgroup = f.Cgroup, Slot = parent.Slot, Dirs = f.Dirs,
-            TimingsMs = timings, Parent = parent, ForkedFrom = parent.Id,
+            TimingsMs = timings, Parent = parent, ForkedFrom = parent.Id, Owner = parent.Owner, DiskMb = parent.DiskMb,
         };
+        child.Touch();
+        Save(child);
         lock (_slotRefs) _slotRefs[parent.Slot.Index] = _slotRefs.GetValueOrDefault(parent.Slot.Index, 1) + 1;
         lock (parent.Children) parent.Children.Add(child);
         _sandboxes[child.Id] = child;
@@ -248,8 +252,17 @@ public sealed partial class SandboxManager
             winner.ForkedFrom = target.ForkedFrom;
             winner.Metadata = target.Metadata;
             winner.ExpiresAt = target.ExpiresAt;
+            // The id keeps what makes it a Space: its owner, name, idle policy and last saved state.
+            winner.Owner = target.Owner;
+            winner.Name = target.Name;
+            winner.Persistent = target.Persistent;
+            winner.IdleTimeoutS = target.IdleTimeoutS;
+            winner.HibernateAfterS = target.HibernateAfterS;
+            winner.Checkpoint = target.Checkpoint;
             _sandboxes[targetId] = winner;
         }
+        Forget(winnerId, winner.Owner, null);
+        Save(winner);
         LogMerged(winnerId, targetId);
         LogDestroyed(targetId + " (former)", $"merged: {winnerId} took its place");
         return DestroyAsync(target);

@@ -39,6 +39,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
     private readonly ILoggerFactory _loggers;
     private readonly ILogger _log;
     private readonly HostMetrics _metrics;
+    private readonly SandboxStore _store;
+    private readonly DiskQuota? _quota;
     private readonly ConcurrentDictionary<string, Sandbox> _sandboxes = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<int, Sandbox> _byPid = new();
     private readonly ConcurrentDictionary<string, ZygoteProcess> _zygotes = new(StringComparer.Ordinal);
@@ -50,8 +52,10 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     public SandboxManager(ServerOptions options, TemplateCatalog templates, ICgroupDriver cgroups,
         UserNamespaceSlots slots, SandboxLayers layers, AgentListener listener, string seccompPath,
-        HostMetrics metrics, ILoggerFactory loggers)
+        HostMetrics metrics, SandboxStore store, DiskQuota? quota, ILoggerFactory loggers)
     {
+        _store = store;
+        _quota = quota;
         _options = options;
         _templates = templates;
         _cgroups = cgroups;
@@ -69,10 +73,11 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     public IEnumerable<Sandbox> All => _sandboxes.Values;
 
+    /// <summary>A live sandbox (paused ones included); a frozen one is a 409 that says to resume it.</summary>
     public Sandbox Get(string id) =>
-        _sandboxes.TryGetValue(id, out var sb)
-            ? sb
-            : throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
+        _sandboxes.TryGetValue(id, out var sb) ? sb
+        : _frozen.TryGetValue(id, out var r) ? throw new ConflictException($"sandbox '{id}' is {r.State}; resume it first (POST /v1/sandboxes/{id}/resume)", "wrong_state")
+        : throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
 
     /// <summary>Starts the zygote of a template ahead of its first sandbox and starts filling its pool.</summary>
     public async Task WarmAsync(string template, CancellationToken ct)
@@ -88,7 +93,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// A sandbox for the caller: a ready one from the template's warm pool when there is one
     /// (its limits, environment, expiry and metadata applied as it is taken), else one made now.
     /// </summary>
-    public async Task<Sandbox> CreateAsync(CreateSandboxRequest req, CancellationToken ct)
+    public async Task<Sandbox> CreateAsync(CreateSandboxRequest req, string owner, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
         var template = _templates.Get(req.Template);
@@ -99,34 +104,64 @@ public sealed partial class SandboxManager : IAsyncDisposable
         var timeout = Validate.Range(req.TimeoutS ?? _options.DefaultTimeoutS, 1, _options.MaxTimeoutS, "timeout_s");
         var env = Validate.Env(req.Env, "env");
         var metadata = Validate.Metadata(req.Metadata);
+        var persistent = req.Persistent == true;
+        if (!persistent && (req.Name ?? (object?)req.IdleTimeoutS ?? req.HibernateAfterS) is not null)
+            throw new BadRequestException("name, idle_timeout_s and hibernate_after_s are for persistent sandboxes: add \"persistent\": true");
+        var name = req.Name is null ? null : Validate.Name(req.Name, "name");
+        var idle = req.IdleTimeoutS is { } i ? Validate.Range(i, 0.1, _options.MaxTimeoutS, "idle_timeout_s") : (double?)null;
+        var hibernateAfter = req.HibernateAfterS is { } h ? Validate.Range(h, 0.1, _options.MaxTimeoutS * 365, "hibernate_after_s") : (double?)null;
+        var diskMb = Validate.Range(req.DiskMb ?? _options.DefaultDiskMb, 1, _options.MaxDiskMb, "disk_mb");
 
         var pool = GetPool(template);
-        var sandbox = pool.TryTake();
-        if (sandbox is not null)
+        // The name is held from now on, so that two creates cannot both take it.
+        var placeholder = "creating-" + SandboxId.New();
+        ReserveName(owner, name, placeholder);
+        Sandbox? sandbox;
+        bool hit;
+        try
         {
-            try
+            sandbox = pool.TryTake();
+            if (sandbox is not null)
             {
-                await ConfigureTakenAsync(sandbox, limits, env, ct).ConfigureAwait(false);
+                try
+                {
+                    await ConfigureTakenAsync(sandbox, limits, env, ct).ConfigureAwait(false);
+                }
+                catch (Exception e)
+                {
+                    // A pooled sandbox that cannot be configured is discarded (it belongs to nobody now);
+                    // the caller gets a new one, unless it has gone away.
+                    LogPoolDiscard(sandbox.Id, e.Message);
+                    _ = DestroyAsync(sandbox);
+                    sandbox = null;
+                    if (e is OperationCanceledException) throw;
+                }
             }
-            catch (Exception e)
-            {
-                // A pooled sandbox that cannot be configured is discarded (it belongs to nobody now);
-                // the caller gets a new one, unless it has gone away.
-                LogPoolDiscard(sandbox.Id, e.Message);
-                _ = DestroyAsync(sandbox);
-                sandbox = null;
-                if (e is OperationCanceledException) throw;
-            }
+            hit = sandbox is not null;
+            sandbox ??= await SpawnAsync(template, limits, env, ct).ConfigureAwait(false);
         }
-        var hit = sandbox is not null;
-        sandbox ??= await SpawnAsync(template, limits, env, ct).ConfigureAwait(false);
+        catch
+        {
+            ReleaseName(owner, name, placeholder);
+            throw;
+        }
         pool.Wake();
 
         var now = DateTimeOffset.UtcNow;
         sandbox.CreatedAt = now;
-        sandbox.ExpiresAt = now.AddSeconds(timeout);
+        sandbox.ExpiresAt = persistent ? DateTimeOffset.MaxValue : now.AddSeconds(timeout);
         sandbox.Metadata = metadata;
         sandbox.PoolHit = hit;
+        sandbox.Owner = owner;
+        sandbox.Name = name;
+        sandbox.Persistent = persistent;
+        sandbox.IdleTimeoutS = idle;
+        sandbox.HibernateAfterS = hibernateAfter;
+        if (diskMb != sandbox.DiskMb) _quota?.SetLimit(sandbox.Dirs, (long)diskMb << 20);
+        sandbox.DiskMb = diskMb;
+        if (name is not null) _names[NameKey(owner, name)] = sandbox.Id;
+        sandbox.Touch();
+        Save(sandbox);
         sandbox.TimingsMs["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
         _sandboxes[sandbox.Id] = sandbox;
         (hit ? _metrics.CreatePoolHitSeconds : _metrics.CreatePoolMissSeconds).Observe(total.Elapsed.TotalSeconds);
@@ -159,7 +194,9 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// Makes a sandbox: uid slot, cgroup, layers, a fork of the template's zygote that isolates
     /// itself and says hello. Counts against MaxSandboxes; not yet visible to clients.
     /// </summary>
-    internal async Task<Sandbox> SpawnAsync(TemplateDefinition template, SandboxLimits limits, Dictionary<string, string>? env, CancellationToken ct)
+    /// <param name="resume">A hibernated sandbox to bring back: its id, and its saved layers copied in before the agent starts.</param>
+    internal async Task<Sandbox> SpawnAsync(TemplateDefinition template, SandboxLimits limits, Dictionary<string, string>? env, CancellationToken ct,
+        SandboxRecord? resume = null)
     {
         var total = Stopwatch.StartNew();
         if (Interlocked.Increment(ref _count) > _options.MaxSandboxes)
@@ -168,12 +205,13 @@ public sealed partial class SandboxManager : IAsyncDisposable
             throw new AtCapacityException($"this host already runs its maximum of {_options.MaxSandboxes} sandboxes; close one or try another host");
         }
 
-        var id = SandboxId.New();
+        var id = resume?.Id ?? SandboxId.New();
         var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
         var timings = new Dictionary<string, double>();
         UserNamespaceSlot? slot = null;
         ICgroup? cgroup = null;
         SandboxLayerDirs? dirs = null;
+        var diskMb = resume?.DiskMb ?? _options.DefaultDiskMb;
         try
         {
             var step = Stopwatch.StartNew();
@@ -181,10 +219,18 @@ public sealed partial class SandboxManager : IAsyncDisposable
             timings["uid_slot"] = Lap(step);
             cgroup = _cgroups.Create(id, limits);
             timings["cgroup"] = Lap(step);
-            dirs = _layers.Create(id, template);
+            dirs = resume is null ? _layers.Create(id, template) : _layers.CreateFork(id, template);
             timings["layers"] = Lap(step);
-            var hello = _listener.Expect(id, token);
             var zygote = await GetZygoteAsync(template, ct).ConfigureAwait(false);
+            if (resume is not null)
+            {
+                var image = Path.Combine(_options.SpacesDir, id, resume.Image!);
+                await zygote.RestoreAsync(new RestoreSpec("restore-" + id, _layers.Strategy,
+                    dirs.Layers.Select((_, i) => Path.Combine(image, $"upper{i}")).ToList(), dirs, resume.ImageUidBase!.Value, slot.UidBase), ct).ConfigureAwait(false);
+                timings["restore_files"] = Lap(step);
+            }
+            _quota?.SetLimit(dirs, (long)diskMb << 20);
+            var hello = _listener.Expect(id, token);
             var spawn = await zygote.SpawnAsync(
                 new SpawnSpec(id, token, _listener.Path, slot, cgroup.ProcsFiles, dirs, template, _options.TmpSizeMb, env), ct)
                 .ConfigureAwait(false);
@@ -199,6 +245,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             {
                 Id = id, Template = template, Limits = limits, CreatedAt = DateTimeOffset.UtcNow, ExpiresAt = DateTimeOffset.MaxValue,
                 Metadata = new(), Pid = spawn.Pid, Agent = agent, Cgroup = cgroup, Slot = slot, Dirs = dirs, TimingsMs = timings,
+                DiskMb = diskMb,
             };
             _byPid[spawn.Pid] = sandbox;
             timings["spawn_total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
@@ -231,6 +278,9 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
         if (dirs is not null) Track(_layers.RemoveAsync(dirs));
     }
+
+    /// <summary>How sandboxes' disk_mb is enforced here ("btrfs qgroups"), or "none".</summary>
+    public string DiskQuotaKind => _quota?.Kind ?? "none";
 
     internal SandboxLimits DefaultLimits => new(_options.DefaultMemoryMb, _options.DefaultCpus, _options.PidsLimit);
 
@@ -333,12 +383,29 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     // ---- destroy ------------------------------------------------------------------------------
 
-    public Task DeleteAsync(string id, string why)
+    /// <summary>Closes a sandbox for good, whatever its state: its processes, record, name and saved state go.</summary>
+    public async Task DeleteAsync(string id, string why)
     {
-        if (!_sandboxes.TryRemove(id, out var sb))
-            throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
-        LogDestroyed(id, why);
-        return DestroyAsync(sb);
+        if (_sandboxes.TryGetValue(id, out var busy) && busy.State == SandboxState.Hibernated)
+        {
+            // Being hibernated right now: let that finish (it holds the lifecycle lock), then delete what it saved.
+            await busy.Lifecycle.WaitAsync().ConfigureAwait(false);
+            busy.Lifecycle.Release();
+        }
+        if (_sandboxes.TryRemove(id, out var sb))
+        {
+            LogDestroyed(id, why);
+            Forget(id, sb.Owner, sb.Name);
+            await DestroyAsync(sb).ConfigureAwait(false);
+            return;
+        }
+        if (_frozen.TryRemove(id, out var rec))
+        {
+            LogDestroyed(id, $"{why} (it was {rec.State})");
+            Forget(id, rec.Owner, rec.Name);
+            return;
+        }
+        throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
     }
 
     /// <summary>Kills the sandbox's processes now; waits for them, then releases cgroup, slot and layers in the background.</summary>
@@ -396,9 +463,17 @@ public sealed partial class SandboxManager : IAsyncDisposable
         var n = 0;
         foreach (var sb in _sandboxes.Values)
         {
-            if (sb.ExpiresAt > now || !_sandboxes.TryRemove(sb.Id, out _)) continue;
+            if (sb.Persistent || sb.ExpiresAt > now || sb.State == SandboxState.Hibernated || !_sandboxes.TryRemove(sb.Id, out _)) continue;
             LogDestroyed(sb.Id, "timeout_s reached");
+            Forget(sb.Id, sb.Owner, sb.Name);
             _ = DestroyAsync(sb);
+            n++;
+        }
+        foreach (var r in _frozen.Values)
+        {
+            if (r.Persistent || r.ExpiresAt > now || !_frozen.TryRemove(r.Id, out _)) continue;
+            LogDestroyed(r.Id, $"timeout_s reached (it was {r.State})");
+            Forget(r.Id, r.Owner, r.Name);
             n++;
         }
         return n;
@@ -420,10 +495,19 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     // ---- calls --------------------------------------------------------------------------------
 
-    private static void EnsureUsable(Sandbox sb)
+    /// <summary>
+    /// Called before a call and again under its call lock: a dead sandbox is refused; a paused one
+    /// (paused while the call waited for the lock) is thawed; a hibernated one was hibernated by a
+    /// concurrent request, and the caller is told to retry, which resumes it.
+    /// </summary>
+    private void EnsureUsable(Sandbox sb)
     {
         if (sb.IsDead)
             throw new ConflictException($"sandbox '{sb.Id}' is dead ({sb.DeadReason}); create a new one");
+        if (sb.State == SandboxState.Hibernated)
+            throw new ConflictException($"sandbox '{sb.Id}' was hibernated by another request while this call waited; retry the call, which resumes it", "wrong_state");
+        if (sb.State == SandboxState.Paused && sb.Agent.CallLock.CurrentCount == 0) Thaw(sb);
+        sb.Touch();
     }
 
     /// <summary>
@@ -509,6 +593,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         finally
         {
             if (sb.State == SandboxState.Running) sb.State = SandboxState.Ready;
+            sb.Touch();
             sb.Agent.CallLock.Release();
             _metrics.ExecSeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
         }
@@ -583,7 +668,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 {
                     "not_found" => new NotFoundException(message, "file_not_found"),
                     "too_large" => new PayloadTooLargeException(message),
-                    "no_space" => new InsufficientStorageException(message),
+                    "no_space" => new InsufficientStorageException(_quota is null ? message
+                        : $"{message}: the sandbox has used its disk quota of {sb.DiskMb} MB (disk_mb at create sets it; files it deletes free room)"),
                     "agent_error" => new ExecutorException(message),
                     _ => new BadRequestException(message),
                 };
@@ -591,6 +677,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
         finally
         {
+            sb.Touch();
             sb.Agent.CallLock.Release();
         }
     }
@@ -628,9 +715,15 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
         foreach (var pool in pools)
             await pool.DisposeAsync().ConfigureAwait(false);
+        if (_options.HibernateOnShutdown) await HibernateAllForShutdownAsync().ConfigureAwait(false);
         foreach (var id in _sandboxes.Keys.ToArray())
             if (_sandboxes.TryRemove(id, out var sb))
+            {
+                MarkLost(sb, sb.Persistent
+                    ? "the server was stopped and the sandbox could not be hibernated first"
+                    : "the server was stopped; sandboxes that are not persistent do not survive a restart (create with \"persistent\": true)");
                 await DestroyAsync(sb).ConfigureAwait(false);
+            }
         Task[] pending;
         lock (_cleanups) pending = _cleanups.ToArray();
         await Task.WhenAll(pending).ConfigureAwait(false);

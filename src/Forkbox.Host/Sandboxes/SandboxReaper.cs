@@ -2,7 +2,10 @@ using Microsoft.Extensions.Hosting;
 
 namespace Forkbox.Host.Sandboxes;
 
-/// <summary>Once a second, destroys the sandboxes that have outlived their timeout_s.</summary>
+/// <summary>
+/// Once a second: destroys the sandboxes that have outlived their timeout_s, releases retired ones
+/// whose forks are gone, and applies the idle policy to persistent ones (pause, then hibernate).
+/// </summary>
 public sealed class SandboxReaper(SandboxManager manager, TimeProvider time) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -14,6 +17,7 @@ public sealed class SandboxReaper(SandboxManager manager, TimeProvider time) : B
             {
                 manager.ReapExpired(time.GetUtcNow());
                 manager.SweepRetired();
+                manager.ApplyIdlePolicy();
             }
         }
         catch (OperationCanceledException)

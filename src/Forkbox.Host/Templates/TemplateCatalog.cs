@@ -94,6 +94,20 @@ public sealed class TemplateCatalog
         }
     }
 
+    public bool TryGet(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out TemplateDefinition? template)
+    {
+        try
+        {
+            template = Get(name);
+            return true;
+        }
+        catch (BadRequestException)
+        {
+            template = null;
+            return false;
+        }
+    }
+
     public TemplateDefinition Get(string? name)
     {
         name ??= DefaultName;

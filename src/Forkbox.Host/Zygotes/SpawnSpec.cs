@@ -34,3 +34,9 @@ public sealed record GraftSpec(
 
 /// <summary>The zygote's answer to a graft: the helpers' step timings, or why one failed.</summary>
 public sealed record GraftResult(bool Ok, IReadOnlyDictionary<string, double>? Steps, string? Error);
+
+/// <summary>
+/// Copy a hibernated sandbox's saved upper directories (<paramref name="Sources"/>) into a new
+/// sandbox's (<paramref name="Dirs"/>, not yet made), re-owned from one uid range to another.
+/// </summary>
+public sealed record RestoreSpec(string Id, string Strategy, IReadOnlyList<string> Sources, SandboxLayerDirs Dirs, long UidFrom, long UidTo);

@@ -115,6 +115,31 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             : new GraftResult(false, null, r.GetProperty("error").GetString());
     }
 
+    /// <summary>Fills a resuming sandbox's writable layers from its saved state; returns the step timings.</summary>
+    public async Task<IReadOnlyDictionary<string, double>> RestoreAsync(RestoreSpec spec, CancellationToken ct)
+    {
+        var r = await RequestAsync(spec.Id, JsonLine(w =>
+        {
+            w.WriteString("op", "restore");
+            w.WriteString("id", spec.Id);
+            w.WriteString("strategy", spec.Strategy);
+            w.WriteNumber("uid_from", spec.UidFrom);
+            w.WriteNumber("uid_to", spec.UidTo);
+            w.WriteStartArray("layers");
+            for (var i = 0; i < spec.Sources.Count; i++)
+            {
+                w.WriteStartObject();
+                w.WriteString("src", spec.Sources[i]);
+                w.WriteString("dst", spec.Dirs.Layers[i].Upper);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+        }), ct).ConfigureAwait(false);
+        return r.GetProperty("ok").GetBoolean()
+            ? Steps(r)
+            : throw new IOException($"restoring the saved files failed: {r.GetProperty("error").GetString()}");
+    }
+
     private static Dictionary<string, double> Steps(JsonElement r) =>
         r.GetProperty("steps").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble());
 
