@@ -4,13 +4,13 @@ using Forkbox.Client;
 
 namespace Forkbox.Cli;
 
-/// <summary>`forkbox demo`: the README's tour: state across calls, a shell command, a file round trip, fork and merge_into.</summary>
+/// <summary>`forkbox demo`: the README's tour: state across calls, a shell command, a file round trip, fork and merge_into, hibernate and resume.</summary>
 internal static class DemoCommand
 {
     public static Command Create()
     {
         var host = CommonOptions.Host();
-        var cmd = new Command("demo", "Create a sandbox, run code twice to show state, run a shell command, move a file, fork it three ways, merge the best fork back, close it.") { host };
+        var cmd = new Command("demo", "Create a sandbox, run code twice to show state, run a shell command, move a file, fork it three ways, merge the best fork back, close it; then hibernate a persistent one and resume it.") { host };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {
             var client = new ForkboxClient(parse.GetValue(host));
@@ -49,6 +49,16 @@ internal static class DemoCommand
 
             await sb.CloseAsync(ct);
             Console.WriteLine($"closed {sb.Id}");
+
+            // A Space: hibernated to disk, memory freed, and back with its variables and files.
+            await using var space = await Sandbox.CreateAsync(new() { Persistent = true }, client, ct);
+            await space.RunCodeAsync("import json\nnotes = {'step': 1}\ndef bump():\n    notes['step'] += 1\n    return notes", ct: ct);
+            await space.UploadAsync("/root/notes.txt", text, ct);
+            var h = await space.HibernateAsync(ct);
+            Console.WriteLine($"hibernate {space.Id}: {h.Bytes} bytes on disk, {h.MemoryFreedBytes / 1048576.0:F1} MiB of memory freed, in {h.TimingsMs?["total"]:F1} ms; saved {string.Join(", ", h.Saved ?? [])}");
+            r = await space.RunCodeAsync("json.dumps(bump()) + ' ' + open('/root/notes.txt').read().strip()", ct: ct);
+            Console.WriteLine($"run_code on the hibernated sandbox resumed it: {r.Result?.GetRawText()}");
+            await space.CloseAsync(ct);
         }));
         return cmd;
     }

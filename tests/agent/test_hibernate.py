@@ -126,6 +126,33 @@ class DataTests(Base):
         self.assertEqual(target["buf"].data, ns["buf"].data)
         self.assertIsInstance(target["buf"].data, bytearray)
 
+    def test_data_goes_to_the_c_pickler_and_code_of_the_repl_to_dill(self):
+        # The C pickler saves a large array at the disk's pace; only what it can refer to by name
+        # alone in a module that does not hold it (a function of the REPL) needs dill.
+        ns = repl("""
+            import array
+            numbers = array.array("d", range(1 << 20))
+            table = {"a": [1, 2, 3]}
+            def double(v):
+                return v * 2
+        """)
+        hibernate.save(ns, self.path)
+        with open(os.path.join(self.path, "state"), "rb") as f:
+            _, records, _ = hibernate._scan(f, os.fstat(f.fileno()).st_size, "state")
+            tags = {}
+            for name, start in records:
+                f.seek(start)
+                tags[name] = f.read(1)
+        self.assertEqual(tags["numbers"], b"p")
+        self.assertEqual(tags["table"], b"p")
+        if HAS_DILL:
+            self.assertEqual(tags["double"], b"d")
+        target = fresh_namespace()
+        hibernate.restore(target, self.path)
+        self.assertEqual(target["numbers"], ns["numbers"])
+        if HAS_DILL:
+            self.assertEqual(target["double"](21), 42)
+
     def test_identity_between_globals_is_kept(self):
         ns = repl("""
             shared = [1, 2]

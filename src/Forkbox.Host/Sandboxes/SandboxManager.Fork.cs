@@ -205,17 +205,32 @@ public sealed partial class SandboxManager
             : throw new ExecutorException($"fork {p} is not a descendant of the sandbox's agent; it exited during set-up")).ToList();
     }
 
-    private static IEnumerable<int> Children(int pid)
+    /// <summary>
+    /// The children of every thread of <paramref name="pid"/>: an orphan reparented to a PID 1 goes
+    /// to any of its threads (the agent runs helper threads), not only to the main one.
+    /// </summary>
+    private static List<int> Children(int pid)
     {
+        var all = new List<int>();
         try
         {
-            return File.ReadAllText($"/proc/{pid}/task/{pid}/children")
-                .Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
+            foreach (var task in Directory.GetDirectories($"/proc/{pid}/task"))
+            {
+                try
+                {
+                    all.AddRange(File.ReadAllText(Path.Combine(task, "children"))
+                        .Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)));
+                }
+                catch (IOException)
+                {
+                    // a thread that ended meanwhile
+                }
+            }
         }
         catch (IOException)
         {
-            return [];
         }
+        return all;
     }
 
     private static int[] NsPids(int pid)

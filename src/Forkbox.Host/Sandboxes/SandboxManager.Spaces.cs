@@ -106,13 +106,22 @@ public sealed partial class SandboxManager
     private SandboxInfo? TryDescribe(string id) =>
         _sandboxes.TryGetValue(id, out var sb) ? sb.ToInfo(false) : _frozen.TryGetValue(id, out var r) ? r.ToInfo() : null;
 
-    private void Save(Sandbox sb, bool durable = false)
+    /// <summary>
+    /// Records a sandbox's new state. A persistent sandbox's record is committed before this returns
+    /// (it is what a restart brings back); the others' are queued, off the create path's millisecond.
+    /// </summary>
+    private void Save(Sandbox sb)
     {
+        if (!sb.Persistent)
+        {
+            _store.SaveLater(sb.ToRecord());
+            return;
+        }
         try
         {
-            _store.Save(sb.ToRecord(), durable);
+            _store.Save(sb.ToRecord());
         }
-        catch (Exception e) when (!durable)
+        catch (IOException e)
         {
             // The sandbox works without its record; it would only be missing after a restart.
             LogStoreFailed(sb.Id, e.Message);
@@ -161,10 +170,12 @@ public sealed partial class SandboxManager
             }
             else if (r.State != SandboxState.Lost || (r.Image is not null && !hasImage))
             {
-                var why = r.State == SandboxState.Hibernated
-                    ? $"its hibernated state is missing from {Path.Combine(_options.SpacesDir, r.Id)}"
-                    : r.State == SandboxState.Lost ? r.LostReason
-                    : $"the server restarted while the sandbox was {r.State} (last used {r.LastActiveAt:u}); its processes and memory did not survive";
+                var why = r.State switch
+                {
+                    SandboxState.Hibernated => $"its hibernated state is missing from {Path.Combine(_options.SpacesDir, r.Id)}",
+                    SandboxState.Lost => $"it was lost, and its last hibernated state is missing from {Path.Combine(_options.SpacesDir, r.Id)}",
+                    _ => $"the server restarted while the sandbox was {r.State} (last used {r.LastActiveAt:u}); its processes and memory did not survive",
+                };
                 rec = r with
                 {
                     State = SandboxState.Lost,
@@ -174,7 +185,7 @@ public sealed partial class SandboxManager
                     Image = hasImage ? r.Image : null,
                     ImageBytes = hasImage ? r.ImageBytes : null,
                 };
-                _store.Save(rec);
+                _store.SaveLater(rec);
                 lost++;
             }
             else
@@ -235,7 +246,7 @@ public sealed partial class SandboxManager
     {
         sb.Cgroup.Freeze(true);
         sb.State = SandboxState.Paused;
-        Save(sb);
+        _store.SaveLater(sb.ToRecord()); // a restart loses a paused sandbox as it does a running one
         LogPaused(sb.Id, why);
     }
 
@@ -243,7 +254,7 @@ public sealed partial class SandboxManager
     {
         sb.Cgroup.Freeze(false);
         sb.State = SandboxState.Ready;
-        Save(sb);
+        _store.SaveLater(sb.ToRecord());
         LogThawed(sb.Id);
     }
 
@@ -307,8 +318,7 @@ public sealed partial class SandboxManager
         LifecycleResponse reply;
         try
         {
-            EnsureUsable(sb);
-            if (sb.State == SandboxState.Paused) Thaw(sb);
+            EnsureUsable(sb); // thaws a paused one: the agent must run to save its state
             var memory = sb.Cgroup.MemoryBytes();
             var callId = sb.Agent.NextCallId();
             using (var answer = await RoundTripAsync(sb, AgentFrame.Encode(w =>

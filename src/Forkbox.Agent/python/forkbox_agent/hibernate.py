@@ -4,7 +4,8 @@ save() writes PATH/state; restore() reads it into a namespace and removes PATH. 
 
     magic    b"forkbox-hibernate 1\\n"
     frame H  pickle of {"python", "pickler", "environ", "cwd", "sys_path", "modules", "module_globals"}
-    frame R  one per saved global: u32 name length, the name (UTF-8), the value pickled on its own
+    frame R  one per saved global: u32 name length, the name (UTF-8), the pickler's tag (b"p" for
+             pickle's C pickler, b"d" for dill), the value pickled on its own
     frame E  pickle of {"saved", "not_saved", "order"}: written last, so a file without it is one
              whose save did not complete, and restore refuses it whole
     frame := kind (1 byte), u64 body length (big-endian), body
@@ -15,8 +16,11 @@ globals is kept: a value that is (or holds) a global saved before it is pickled 
 so `b = a` or an instance of a class defined in the REPL still refer to the same object after restore.
 Modules are always references, imported again on restore.
 
-dill pickles functions and classes defined in the REPL by value (their __module__ is "__main__",
-which is no real module holding them); without dill only what plain pickle can do is saved.
+Each global is tried with pickle's C pickler first: it is fast (a 100 MB DataFrame goes at the
+disk's pace) and refuses, rather than mis-saves, what it could only refer to by name in a module
+that does not hold it (functions and classes defined in the REPL, whose __module__ is "__main__").
+Those, and what pickle cannot do at all (locks), go to dill, which pickles them by value; without
+dill they are reported as not saved. dill is imported only when a global needs it.
 """
 
 import importlib
@@ -56,7 +60,6 @@ def save(namespace, path, baseline=_BASELINE):
     baseline: the modules there were when the agent started; the others are imported again on restore.
     Returns what was saved, what was not and why, and what cannot survive (threads, processes)."""
     modules = _user_modules(baseline)
-    codec = _load_codec()
     not_saved, module_globals, values, order = {}, {}, [], []
     for name, value in list(namespace.items()):
         if name == "__builtins__":
@@ -78,7 +81,7 @@ def save(namespace, path, baseline=_BASELINE):
         cwd = os.getcwd()
     except OSError:
         cwd = None
-    meta = {"python": sys.version, "pickler": codec[0], "environ": dict(os.environ), "cwd": cwd,
+    meta = {"python": sys.version, "pickler": "pickle, dill where needed", "environ": dict(os.environ), "cwd": cwd,
             "sys_path": list(sys.path), "modules": modules, "module_globals": module_globals}
 
     if os.path.lexists(path):
@@ -86,7 +89,7 @@ def save(namespace, path, baseline=_BASELINE):
     os.mkdir(path, 0o700)
     os.chmod(path, 0o700)
     try:
-        saved, size = _write(os.path.join(path, STATE), codec, namespace, meta, values, not_saved, order)
+        saved, size = _write(os.path.join(path, STATE), namespace, meta, values, not_saved, order)
         _fsync_dir(path)
         _fsync_dir(os.path.dirname(os.path.abspath(path)))
     except BaseException:
@@ -97,8 +100,7 @@ def save(namespace, path, baseline=_BASELINE):
             "threads": _threads(), "processes": _processes()}
 
 
-def _write(state, codec, namespace, meta, values, not_saved, order):
-    _, pickler_class, _ = codec
+def _write(state, namespace, meta, values, not_saved, order):
     fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         out = _Sink(fd)
@@ -109,17 +111,7 @@ def _write(state, codec, namespace, meta, values, not_saved, order):
             start = out.tell()
             encoded = name.encode("utf-8", "surrogatepass")
             out.write(_FRAME.pack(b"R", 0) + _NAME.pack(len(encoded)) + encoded)
-            at = out.tell()
-            error = _dump(out, at, pickler_class, namespace, refs, value)
-            if isinstance(error, RecursionError):
-                # dill's pickler is pickle's pure-Python one, some 16 frames an object: a linked list
-                # of 100 objects is too deep for it. The C pickler, with more room, goes 100 times deeper.
-                with _recursion_limit(_deep_limit()):
-                    deep = _dump(out, at, _Pickler, namespace, refs, value)
-                if deep is None or pickler_class is _Pickler:
-                    error = deep
-                else:
-                    error = f"{_reason(error)}; with pickle: {_reason(deep)}"
+            error = _dump_record(out, out.tell(), namespace, refs, value)
             if error is not None:
                 _cut(fd, start)
                 not_saved[name] = error if isinstance(error, str) else _reason(error)
@@ -134,6 +126,25 @@ def _write(state, codec, namespace, meta, values, not_saved, order):
         return saved, os.fstat(fd).st_size
     finally:
         os.close(fd)
+
+
+def _dump_record(out, at, namespace, refs, value):
+    """The pickler's tag and the value at `at`: pickle's C pickler, else dill. Returns None, or why
+    neither could save it."""
+    out.write(b"p")
+    error = _dump(out, at + 1, _Pickler, namespace, refs, value)
+    if isinstance(error, RecursionError):
+        # Deep structures (a linked list of thousands of objects): the C pickler with more room.
+        with _recursion_limit(_deep_limit()):
+            error = _dump(out, at + 1, _Pickler, namespace, refs, value)
+    if error is None:
+        return None
+    _, pickler_class, _ = _load_codec()
+    if pickler_class is _Pickler:
+        return error  # no dill here
+    _cut(out.fd, at)
+    out.write(b"d")
+    return _dump(out, at + 1, pickler_class, namespace, refs, value)
 
 
 def _dump(out, at, pickler_class, namespace, refs, value):
@@ -183,7 +194,6 @@ def restore(namespace, path):
     with open(state, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         meta, records, trailer = _scan(f, size, state)
-        _, _, unpickler_class = _load_codec()
         # First: a file is opened again by the name it was opened with, which may be relative, and
         # modules are imported from where the user had them (sys.path.append("/root/lib")).
         sys.path[:] = meta["sys_path"] + [p for p in sys.path if p not in meta["sys_path"]]
@@ -205,7 +215,7 @@ def restore(namespace, path):
         for name, start in records:
             f.seek(start)
             try:
-                value = unpickler_class(f, namespace, loaded).load()
+                value = _unpickler(f.read(1))(f, namespace, loaded).load()
             except (Exception, SystemExit) as e:
                 not_restored[name] = _reason(e)
                 continue
@@ -361,14 +371,15 @@ class _Sink:
         self.error = None
 
     def write(self, data):
-        view = memoryview(data).cast("B")
+        view = memoryview(data).cast("B")  # bytes, or a PickleBuffer the C pickler hands over whole
+        size = view.nbytes
         try:
             while view:
                 view = view[os.write(self.fd, view):]
         except OSError as e:
             self.error = e
             raise
-        return len(data)
+        return size
 
     def tell(self):
         return os.lseek(self.fd, 0, os.SEEK_CUR)
@@ -404,6 +415,17 @@ class _Loads:
         if pid == _NAMESPACE:
             return self.namespace
         raise pickle.UnpicklingError(f"unknown reference {pid!r}")
+
+
+def _unpickler(tag):
+    if tag == b"p":
+        return _Unpickler
+    if tag == b"d":
+        name, _, unpickler = _load_codec()
+        if unpickler is _Unpickler:
+            raise pickle.UnpicklingError(f"it was saved with dill, and here there is only {name}")
+        return unpickler
+    raise pickle.UnpicklingError(f"unknown pickler tag {tag!r}")
 
 
 def _load_codec():
