@@ -54,6 +54,28 @@ public sealed class SpacesRestartTests
     }
 
     [Fact]
+    public async Task Names_are_unique_per_api_key()
+    {
+        var options = ServerFixture.TestOptions("names") with { PoolSize = 1 };
+        Directory.CreateDirectory(options.DataDir);
+        var keys = new Forkbox.Host.Auth.ApiKeyStore(options.KeysFile);
+        var (alice, bob) = (keys.Create("alice"), keys.Create("bob"));
+        await using (var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole))
+        {
+            var a = new ForkboxClient(server.Address.ToString(), alice);
+            var b = new ForkboxClient(server.Address.ToString(), bob);
+            var mine = await a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" });
+            var theirs = await b.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" });
+            Assert.NotEqual(mine.Id, theirs.Id);
+            Assert.Equal(mine.Id, Assert.Single((await a.ListSandboxesAsync("project")).Sandboxes).Id);
+            Assert.Equal(theirs.Id, Assert.Single((await b.ListSandboxesAsync("project")).Sandboxes).Id);
+            var again = await Assert.ThrowsAsync<ForkboxApiException>(() => a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" }));
+            Assert.Equal("name_taken", again.Code);
+        }
+        Directory.Delete(options.DataDir, true);
+    }
+
+    [Fact]
     public async Task After_kill_9_hibernated_spaces_resume_and_running_ones_are_lost_with_a_reason()
     {
         var dataDir = Path.Combine(Path.GetTempPath(), $"forkbox-test-kill9-{Environment.ProcessId}");

@@ -112,6 +112,25 @@ public sealed class Sandbox
         Children = LiveChildIds(),
     };
 
+    /// <summary>
+    /// Takes on what an id keeps when another sandbox comes to answer to it (a merge_into winner, a
+    /// resumed sandbox): owner, name, idle policy, metadata, times, parent and last saved state.
+    /// Limits stay this sandbox's own.
+    /// </summary>
+    public void Adopt(SandboxRecord rec)
+    {
+        Owner = rec.Owner;
+        Name = rec.Name;
+        Persistent = rec.Persistent;
+        IdleTimeoutS = rec.IdleTimeoutS;
+        HibernateAfterS = rec.HibernateAfterS;
+        Metadata = rec.Metadata;
+        CreatedAt = rec.CreatedAt;
+        ExpiresAt = rec.ExpiresAt ?? DateTimeOffset.MaxValue;
+        ForkedFrom = rec.ParentId;
+        Checkpoint = rec.Image is null ? null : rec;
+    }
+
     /// <summary>The durable part, as <see cref="SandboxStore"/> keeps it; the checkpoint's image stays attached.</summary>
     public SandboxRecord ToRecord(string? state = null) => new()
     {

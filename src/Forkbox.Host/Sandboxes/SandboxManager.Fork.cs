@@ -181,28 +181,34 @@ public sealed partial class SandboxManager
     /// Host pids of the forks, from the pids the parent's agent saw. Each fork is a child of an
     /// intermediate process the agent forked, or of the agent itself once that process has
     /// exited; its NSpid line lists its pid in every namespace from the host's down, the
-    /// parent's among them.
+    /// parent's among them. The kernel's children lists can miss a process that is being
+    /// reparented while they are read (the intermediates exit as this runs), so a fork not found
+    /// is looked for again, for up to a second, before it counts as gone.
     /// </summary>
     private static List<int> HostPids(int parentAgent, IReadOnlyList<int> pidsInParent)
     {
         var level = NsPids(parentAgent).Length - 1;
         var byInnerPid = new Dictionary<int, int>();
-        foreach (var child in Children(parentAgent))
-            foreach (var host in Children(child).Prepend(child))
-            {
-                try
+        for (var waited = Stopwatch.StartNew(); ; Thread.Sleep(1))
+        {
+            foreach (var child in Children(parentAgent))
+                foreach (var host in Children(child).Prepend(child))
                 {
-                    var ns = NsPids(host);
-                    if (ns.Length > level) byInnerPid[ns[level]] = host;
+                    try
+                    {
+                        var ns = NsPids(host);
+                        if (ns.Length > level) byInnerPid[ns[level]] = host;
+                    }
+                    catch (IOException)
+                    {
+                        // an earlier fork or intermediate process that is exiting now
+                    }
                 }
-                catch (IOException)
-                {
-                    // an earlier fork or intermediate process that is exiting now
-                }
-            }
-        return pidsInParent.Select(p => byInnerPid.TryGetValue(p, out var host)
-            ? host
-            : throw new ExecutorException($"fork {p} is not a descendant of the sandbox's agent; it exited during set-up")).ToList();
+            if (pidsInParent.All(byInnerPid.ContainsKey)) return pidsInParent.Select(p => byInnerPid[p]).ToList();
+            if (waited.Elapsed > TimeSpan.FromSeconds(1))
+                throw new ExecutorException(
+                    $"fork {pidsInParent.First(p => !byInnerPid.ContainsKey(p))} is not a descendant of the sandbox's agent; it exited during set-up");
+        }
     }
 
     /// <summary>
@@ -264,16 +270,7 @@ public sealed partial class SandboxManager
                 throw new NotFoundException($"sandbox '{winnerId}' or '{targetId}' was closed or merged meanwhile");
             _sandboxes.TryRemove(winnerId, out _);
             winner.Id = targetId;
-            winner.ForkedFrom = target.ForkedFrom;
-            winner.Metadata = target.Metadata;
-            winner.ExpiresAt = target.ExpiresAt;
-            // The id keeps what makes it a Space: its owner, name, idle policy and last saved state.
-            winner.Owner = target.Owner;
-            winner.Name = target.Name;
-            winner.Persistent = target.Persistent;
-            winner.IdleTimeoutS = target.IdleTimeoutS;
-            winner.HibernateAfterS = target.HibernateAfterS;
-            winner.Checkpoint = target.Checkpoint;
+            winner.Adopt(target.ToRecord());
             _sandboxes[targetId] = winner;
         }
         Forget(winnerId, winner.Owner, null);

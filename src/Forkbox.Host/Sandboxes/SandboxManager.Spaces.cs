@@ -542,17 +542,7 @@ public sealed partial class SandboxManager
                 throw;
             }
             timings["restore_state"] = Lap(step);
-            sb.Owner = rec.Owner;
-            sb.Name = rec.Name;
-            sb.Persistent = rec.Persistent;
-            sb.IdleTimeoutS = rec.IdleTimeoutS;
-            sb.HibernateAfterS = rec.HibernateAfterS;
-            sb.DiskMb = rec.DiskMb;
-            sb.Metadata = rec.Metadata;
-            sb.CreatedAt = rec.CreatedAt;
-            sb.ExpiresAt = rec.ExpiresAt ?? DateTimeOffset.MaxValue;
-            sb.ForkedFrom = rec.ParentId;
-            sb.Checkpoint = rec;
+            sb.Adopt(rec);
             sb.Touch();
             _sandboxes[id] = sb;
             _frozen.TryRemove(id, out _);
