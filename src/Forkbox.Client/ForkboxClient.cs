@@ -44,13 +44,46 @@ public sealed class ForkboxClient
         return req;
     }
 
+    /// <summary>
+    /// Sends a request; an error status becomes the matching <see cref="ForkboxApiException"/>.
+    /// Retried only where that is safe: any request whose connection could not be made (nothing
+    /// was sent), unless its body is a stream that cannot be read twice. Idempotent requests (GET,
+    /// PUT, DELETE) whose connection dropped are retried by .NET's handler itself; an exec or a
+    /// create whose bytes went out never is.
+    /// </summary>
     internal async Task<HttpResponseMessage> SendAsync(HttpRequestMessage req, CancellationToken ct,
         HttpCompletionOption completion = HttpCompletionOption.ResponseContentRead)
     {
-        var resp = await Http.SendAsync(req, completion, ct).ConfigureAwait(false);
-        if (resp.IsSuccessStatusCode) return resp;
-        using (resp)
-            throw await ToExceptionAsync(resp, ct).ConfigureAwait(false);
+        for (var attempt = 0; ; attempt++)
+        {
+            HttpResponseMessage resp;
+            try
+            {
+                resp = await Http.SendAsync(req, completion, ct).ConfigureAwait(false);
+            }
+            catch (HttpRequestException e) when (attempt < RetryDelays.Length && Retryable(req, e))
+            {
+                await Task.Delay(RetryDelays[attempt], ct).ConfigureAwait(false);
+                req = Copy(req);
+                continue;
+            }
+            if (resp.IsSuccessStatusCode) return resp;
+            using (resp)
+                throw await ToExceptionAsync(resp, ct).ConfigureAwait(false);
+        }
+    }
+
+    private static readonly TimeSpan[] RetryDelays = [TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(400)];
+
+    private static bool Retryable(HttpRequestMessage req, HttpRequestException e) =>
+        e.HttpRequestError == HttpRequestError.ConnectionError && req.Content is null or ByteArrayContent or ReadOnlyMemoryContent;
+
+    /// <summary>A request message is sent once; a retry sends a copy (the buffered body is read again).</summary>
+    private static HttpRequestMessage Copy(HttpRequestMessage req)
+    {
+        var copy = new HttpRequestMessage(req.Method, req.RequestUri) { Content = req.Content, Version = req.Version };
+        foreach (var (name, values) in req.Headers) copy.Headers.TryAddWithoutValidation(name, values);
+        return copy;
     }
 
     internal async Task<T> SendJsonAsync<T>(HttpRequestMessage req, JsonTypeInfo<T> type, CancellationToken ct)
@@ -70,12 +103,13 @@ public sealed class ForkboxClient
         try
         {
             var err = JsonSerializer.Deserialize(text, WireJson.Default.ErrorBody);
-            if (err is not null) return new ForkboxApiException((int)resp.StatusCode, err.Code, err.Error);
+            if (err is not null) return ForkboxApiException.From((int)resp.StatusCode, err.Code, err.Error, resp.Headers.RetryAfter?.Delta);
         }
         catch (JsonException)
         {
         }
-        return new ForkboxApiException((int)resp.StatusCode, "http_error", text.Length > 0 ? text : resp.ReasonPhrase ?? "error");
+        return ForkboxApiException.From((int)resp.StatusCode, "http_error", text.Length > 0 ? text : resp.ReasonPhrase ?? "error",
+            resp.Headers.RetryAfter?.Delta);
     }
 
     public Task<Sandbox> CreateSandboxAsync(CreateSandboxRequest? options = null, CancellationToken ct = default) =>
