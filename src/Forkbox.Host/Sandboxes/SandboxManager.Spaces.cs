@@ -59,13 +59,18 @@ public sealed partial class SandboxManager
 
     private static string NameKey(string owner, string name) => owner + "\n" + name;
 
+    /// <summary>What holds a name while its sandbox is being made (the id is not known until then).</summary>
+    private const string CreatingPrefix = "creating-";
+
     /// <summary>Claims a name for an id; 409 while another sandbox of the owner (frozen or lost ones included) holds it.</summary>
     private void ReserveName(string owner, string? name, string id)
     {
         if (name is null) return;
         var holder = _names.GetOrAdd(NameKey(owner, name), id);
         if (holder != id)
-            throw new ConflictException($"a sandbox named '{name}' already exists ({holder}); delete it first or choose another name", "name_taken");
+            throw new ConflictException(holder.StartsWith(CreatingPrefix, StringComparison.Ordinal)
+                ? $"a sandbox named '{name}' is being created by another request; choose another name or find it with GET /v1/sandboxes?name={name}"
+                : $"a sandbox named '{name}' already exists ({holder}); delete it first or choose another name", "name_taken");
     }
 
     private void ReleaseName(string owner, string? name, string id)

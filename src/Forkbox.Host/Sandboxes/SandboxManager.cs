@@ -114,7 +114,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
         var pool = GetPool(template);
         // The name is held from now on, so that two creates cannot both take it.
-        var placeholder = "creating-" + SandboxId.New();
+        var placeholder = CreatingPrefix + SandboxId.New();
         ReserveName(owner, name, placeholder);
         Sandbox? sandbox;
         bool hit;
