@@ -27,7 +27,7 @@ public sealed class FileTests(ServerFixture fx)
         await sb.UploadAsync("notes.txt", "hi"u8.ToArray());
         Assert.Equal("hi", (await sb.ExecAsync("cat /root/notes.txt")).Stdout);
         await sb.DeleteFileAsync("/root/notes.txt");
-        var gone = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.DownloadAsync("/root/notes.txt"));
+        var gone = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.DownloadAsync("/root/notes.txt"));
         Assert.Equal((404, "file_not_found"), (gone.Status, gone.Code));
     }
 
@@ -49,13 +49,13 @@ public sealed class FileTests(ServerFixture fx)
     public async Task File_errors_have_the_right_status()
     {
         await using var sb = await fx.NewSandbox();
-        var missing = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.DownloadAsync("/root/nope"));
+        var missing = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.DownloadAsync("/root/nope"));
         Assert.Equal(404, missing.Status);
-        var dir = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.DownloadAsync("/root"));
+        var dir = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.DownloadAsync("/root"));
         Assert.Equal(400, dir.Status);
-        var listMissing = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.ListAsync("/nope"));
+        var listMissing = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.ListAsync("/nope"));
         Assert.Equal(404, listMissing.Status);
-        var denied = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.UploadAsync("/usr/bin/python3", "x"u8.ToArray()));
+        var denied = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.UploadAsync("/usr/bin/python3", "x"u8.ToArray()));
         Assert.Equal(400, denied.Status);
         Assert.Equal(0, (await sb.ExecAsync("python3 -c 'print(1)'")).ExitCode);
     }

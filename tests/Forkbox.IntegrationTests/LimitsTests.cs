@@ -27,7 +27,7 @@ public sealed class LimitsTests(ServerFixture fx)
         var info = await sb.RefreshAsync();
         Assert.Equal("dead", info.State);
         Assert.Contains("256 MB", info.DeadReason);
-        var again = await Assert.ThrowsAsync<Forkbox.Client.ForkboxApiException>(() => sb.RunCodeAsync("1"));
+        var again = await Assert.ThrowsAnyAsync<Forkbox.Client.ForkboxApiException>(() => sb.RunCodeAsync("1"));
         Assert.Equal(409, again.Status);
         // The server is unharmed: a new sandbox works.
         await using var next = await fx.NewSandbox();
@@ -55,7 +55,7 @@ public sealed class LimitsTests(ServerFixture fx)
         Assert.Equal(300, sb.Info.Limits!.MemoryMb);
         Assert.Equal(0.5, sb.Info.Limits.Cpus);
         Assert.Equal(fx.Options.PidsLimit, sb.Info.Limits.Pids);
-        var tooBig = await Assert.ThrowsAsync<Forkbox.Client.ForkboxApiException>(() => fx.NewSandbox(new() { MemoryMb = fx.Options.MaxMemoryMb + 1 }));
+        var tooBig = await Assert.ThrowsAnyAsync<Forkbox.Client.ForkboxApiException>(() => fx.NewSandbox(new() { MemoryMb = fx.Options.MaxMemoryMb + 1 }));
         Assert.Equal(400, tooBig.Status);
         Assert.Contains("memory_mb", tooBig.ServerMessage);
     }

@@ -46,7 +46,7 @@ public sealed class SpacesRestartTests
             var a = await Sandbox.ConnectAsync(hibernated, client);
             Assert.Equal("hibernated before the stop", (await a.RunCodeAsync("state")).Result!.Value.GetString());
             Assert.Equal(hibernated, Assert.Single((await client.ListSandboxesAsync("a")).Sandboxes).Id);
-            var lost = await Assert.ThrowsAsync<ForkboxApiException>(() => Sandbox.ConnectAsync(ephemeral, client).ContinueWith(t => t.Result.RunCodeAsync("1")).Unwrap());
+            var lost = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => Sandbox.ConnectAsync(ephemeral, client).ContinueWith(t => t.Result.RunCodeAsync("1")).Unwrap());
             Assert.Equal(409, lost.Status);
             Assert.Equal("lost", lost.Code);
         }
@@ -69,7 +69,7 @@ public sealed class SpacesRestartTests
             Assert.NotEqual(mine.Id, theirs.Id);
             Assert.Equal(mine.Id, Assert.Single((await a.ListSandboxesAsync("project")).Sandboxes).Id);
             Assert.Equal(theirs.Id, Assert.Single((await b.ListSandboxesAsync("project")).Sandboxes).Id);
-            var again = await Assert.ThrowsAsync<ForkboxApiException>(() => a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" }));
+            var again = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" }));
             Assert.Equal("name_taken", again.Code);
         }
         Directory.Delete(options.DataDir, true);

@@ -161,7 +161,7 @@ public sealed class SpacesTests(ServerFixture fx)
     {
         var name = "space-" + Guid.NewGuid().ToString("N")[..8];
         var first = await NewSpace(name);
-        var taken = await Assert.ThrowsAsync<ForkboxApiException>(() => NewSpace(name));
+        var taken = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => NewSpace(name));
         Assert.Equal(409, taken.Status);
         Assert.Equal("name_taken", taken.Code);
 
@@ -169,14 +169,14 @@ public sealed class SpacesTests(ServerFixture fx)
         Assert.Equal(first.Id, Assert.Single(found.Sandboxes).Id);
 
         await first.HibernateAsync();
-        Assert.Equal(409, (await Assert.ThrowsAsync<ForkboxApiException>(() => NewSpace(name))).Status);
+        Assert.Equal(409, (await Assert.ThrowsAnyAsync<ForkboxApiException>(() => NewSpace(name))).Status);
         Assert.Equal("hibernated", Assert.Single((await fx.Client.ListSandboxesAsync(name)).Sandboxes).State);
 
         await first.CloseAsync();
         Assert.Empty((await fx.Client.ListSandboxesAsync(name)).Sandboxes);
         await using var second = await NewSpace(name);
         Assert.NotEqual(first.Id, second.Id);
-        Assert.Equal(404, (await Assert.ThrowsAsync<ForkboxApiException>(() => first.RefreshAsync())).Status);
+        Assert.Equal(404, (await Assert.ThrowsAnyAsync<ForkboxApiException>(() => first.RefreshAsync())).Status);
     }
 
     [Fact]
@@ -184,14 +184,14 @@ public sealed class SpacesTests(ServerFixture fx)
     {
         await using var sb = await NewSpace();
         var forks = await sb.ForkAsync(1);
-        var e = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.HibernateAsync());
+        var e = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.HibernateAsync());
         Assert.Equal(409, e.Status);
         Assert.Equal("has_forks", e.Code);
         await forks[0].CloseAsync();
         await ServerFixture.WaitUntil(() => fx.Server.Sandboxes.Get(sb.Id).Children.Count == 0, "the fork released");
         Assert.Equal("hibernated", (await sb.HibernateAsync()).State);
         Assert.Equal("hibernated", (await sb.HibernateAsync()).State); // again: nothing to do
-        var pause = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.PauseAsync());
+        var pause = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.PauseAsync());
         Assert.Equal(409, pause.Status);
         var resume = await fx.Http.PostAsync("/v1/sandboxes/sbx_00000000000000000000000000000000/resume", null);
         Assert.Equal(HttpStatusCode.NotFound, resume.StatusCode);

@@ -100,7 +100,7 @@ public sealed class StorageImageTests(ServerFixture fx)
             Assert.Equal("OSError", over.Error?.Name);
             Assert.Contains("Disk quota exceeded", over.Error!.Value);
 
-            var upload = await Assert.ThrowsAsync<ForkboxApiException>(() => sb.UploadAsync("/root/c.bin", new byte[6 << 20]));
+            var upload = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.UploadAsync("/root/c.bin", new byte[6 << 20]));
             Assert.Equal(507, upload.Status);
             Assert.Contains("disk quota of 8 MB", upload.Message);
 

@@ -60,7 +60,7 @@ public sealed class TemplateTests(ServerFixture fx)
                 var listed = (await fx.Client.ListTemplatesAsync()).Templates.Single(t => t.Name == name);
                 Assert.False(listed.Builtin);
                 Assert.Equal(manifest.SizeBytes, listed.SizeBytes);
-                var inUse = await Assert.ThrowsAsync<ForkboxApiException>(() => fx.Client.DeleteTemplateAsync(name));
+                var inUse = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => fx.Client.DeleteTemplateAsync(name));
                 Assert.Equal(409, inUse.Status);
             }
             // Its pool refills too: sandboxes made after its zygote started (with uid slots made since) work.
@@ -71,10 +71,10 @@ public sealed class TemplateTests(ServerFixture fx)
                 Assert.Equal("2", (await hit.RunCodeAsync("print(1 + 1)")).Stdout);
             }
             await fx.Client.DeleteTemplateAsync(name);
-            var gone = await Assert.ThrowsAsync<ForkboxApiException>(() => fx.NewSandbox(new CreateSandboxRequest { Template = name }));
+            var gone = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => fx.NewSandbox(new CreateSandboxRequest { Template = name }));
             Assert.Equal(400, gone.Status);
             Assert.False(Directory.Exists(Path.Combine(fx.Options.TemplatesDir, name)));
-            var builtin = await Assert.ThrowsAsync<ForkboxApiException>(() => fx.Client.DeleteTemplateAsync("default"));
+            var builtin = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => fx.Client.DeleteTemplateAsync("default"));
             Assert.Equal(400, builtin.Status);
         }
         finally

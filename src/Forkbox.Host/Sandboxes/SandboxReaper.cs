@@ -1,12 +1,15 @@
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 
 namespace Forkbox.Host.Sandboxes;
 
 /// <summary>
 /// Once a second: destroys the sandboxes that have outlived their timeout_s, releases retired ones
 /// whose forks are gone, and applies the idle policy to persistent ones (pause, then hibernate).
+/// A step that fails is logged and tried again on the next tick: one bad sandbox must not stop
+/// expiry, release and the idle policy for all the others.
 /// </summary>
-public sealed class SandboxReaper(SandboxManager manager, TimeProvider time) : BackgroundService
+public sealed partial class SandboxReaper(SandboxManager manager, TimeProvider time, ILogger<SandboxReaper> log) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -15,13 +18,28 @@ public sealed class SandboxReaper(SandboxManager manager, TimeProvider time) : B
         {
             while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
             {
-                manager.ReapExpired(time.GetUtcNow());
-                manager.SweepRetired();
-                manager.ApplyIdlePolicy();
+                Step("expiry", () => manager.ReapExpired(time.GetUtcNow()));
+                Step("retired release", () => manager.SweepRetired());
+                Step("idle policy", manager.ApplyIdlePolicy);
             }
         }
         catch (OperationCanceledException)
         {
         }
     }
+
+    private void Step(string what, Action step)
+    {
+        try
+        {
+            step();
+        }
+        catch (Exception e)
+        {
+            LogStepFailed(what, e);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "reaper: {What} failed; trying again in a second")]
+    private partial void LogStepFailed(string what, Exception e);
 }
