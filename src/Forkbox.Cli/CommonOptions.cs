@@ -10,6 +10,11 @@ internal static class CommonOptions
         Description = "Forkbox server URL (default: $FORKBOX_HOST or http://127.0.0.1:7070)",
     };
 
+    public static Option<string?> ApiKey() => new("--api-key")
+    {
+        Description = "API key for the Forkbox server (default: $FORKBOX_API_KEY)",
+    };
+
     public static Option<string?> DataDir() => new("--data-dir")
     {
         Description = "Where the server keeps its state (default /var/lib/forkbox)",

@@ -8,4 +8,5 @@ root.Subcommands.Add(SandboxCommand.Create());
 root.Subcommands.Add(TemplateCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(McpCommand.Create());
 return await root.Parse(args).InvokeAsync();
