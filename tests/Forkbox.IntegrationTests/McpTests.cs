@@ -90,6 +90,12 @@ public sealed partial class McpTests(ServerFixture fx, ITestOutputHelper output)
         var fine = await mcp.CallToolAsync("exec", new JsonObject { ["command"] = "echo $((6 * 7))" });
         Assert.False(fine.IsError, fine.ToString());
         Assert.Contains("[stdout]\n42\n", fine.Text);
+
+        // A flood is cut to what a model can read, keeping its end (the exit code).
+        var flood = await mcp.CallToolAsync("run_code", new JsonObject { ["code"] = "for i in range(100000): print('line', i)" });
+        Assert.True(flood.Text.Length < 110_000, $"{flood.Text.Length} characters came back");
+        Assert.Contains("characters left out", flood.Text);
+        Assert.EndsWith("[exit code 0]", flood.Text);
     }
 
     [Fact]

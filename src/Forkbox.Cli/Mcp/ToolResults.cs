@@ -12,11 +12,24 @@ namespace Forkbox.Cli.Mcp;
 /// </summary>
 internal static class ToolResults
 {
+    /// <summary>What a tool result may hold: a model's context is the limit, not the server's 16 MiB of output.</summary>
+    public const int MaxChars = 100_000;
+
     public static CallToolResult Text(string text, bool isError = false) => new()
     {
-        Content = [new TextContentBlock { Text = text }],
+        Content = [new TextContentBlock { Text = Cap(text) }],
         IsError = isError,
     };
+
+    /// <summary>Keeps the head and the tail (where an exit code and a traceback are) of a text past <see cref="MaxChars"/>.</summary>
+    internal static string Cap(string text)
+    {
+        if (text.Length <= MaxChars) return text;
+        var keep = MaxChars / 2;
+        return text[..keep] +
+               $"\n[… {text.Length - 2 * keep} characters left out; write large output to a file and read parts of it]\n" +
+               text[^keep..];
+    }
 
     public static CallToolResult Error(string message) => Text(message, isError: true);
 
