@@ -34,13 +34,21 @@ public static partial class ErrorResponses
                 OperationCanceledException when ctx.RequestAborted.IsCancellationRequested => (499, "client_closed", "client closed the request"),
                 _ => (500, "executor_error", "internal error: " + e.Message),
             };
+            // A failure of ours gets its stack; a host full or a sandbox's disk full (503, 507) is a
+            // condition to watch, not a bug: one line.
             if (status >= 500)
-                LogServerError(ctx.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Forkbox.Api"),
-                    ctx.Request.Method, ctx.Request.Path, e);
+            {
+                var log = ctx.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Forkbox.Api");
+                if (status == 500 || e is not ForkboxException) LogServerError(log, ctx.Request.Method, ctx.Request.Path, e);
+                else LogServerCondition(log, ctx.Request.Method, ctx.Request.Path, status, message);
+            }
             await WriteAsync(ctx, status, code, message).ConfigureAwait(false);
         }
     }
 
     [LoggerMessage(Level = LogLevel.Error, Message = "{Method} {Path} failed")]
     private static partial void LogServerError(ILogger log, string method, string path, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Path}: {Status} {Message}")]
+    private static partial void LogServerCondition(ILogger log, string method, string path, int status, string message);
 }
