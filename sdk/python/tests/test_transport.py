@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import unittest
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Tuple
 
 import forkbox_server  # noqa: F401  (puts this checkout's SDK on sys.path)
 
