@@ -225,6 +225,9 @@ class ForkboxClient:
             try:
                 if conn.sock is None:
                     conn.connect()
+                    # http.client sends a request's head and body in two writes: without NODELAY,
+                    # Nagle's algorithm would hold the body until the head is acknowledged.
+                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
                 conn.sock.settimeout(timeout if timeout is not None else self.timeout)  # type: ignore[union-attr]
                 sent = True
                 if start is not None:
