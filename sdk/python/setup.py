@@ -2,8 +2,9 @@
 #
 # Why setup.py and no pyproject.toml: a pyproject.toml with a [build-system] table makes pip build in
 # an isolated environment, for which it downloads setuptools from PyPI, so `pip install ./sdk/python`
-# fails on a machine without network access. Given only a setup.py, pip (Debian 12's 23.0.1 among
-# others) builds with the setuptools already installed, offline.
+# fails on a machine without network access. Given only a setup.py, pip up to 23.0 (Debian 12's is
+# 23.0.1) installs with the setuptools already installed, offline. pip 23.1+ always builds in an
+# isolated environment: offline, it needs --no-build-isolation (see the README's Python SDK section).
 from setuptools import setup
 
 setup(
