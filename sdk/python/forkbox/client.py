@@ -19,7 +19,7 @@ import stat
 import threading
 import time
 import urllib.parse
-from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import IO, Any, Dict, Generator, List, Mapping, Optional, Tuple, Union
 
 from ._version import __version__
 from .errors import ForkboxConnectionError, ForkboxError, ForkboxTimeoutError, error_from_response
@@ -146,7 +146,7 @@ class ForkboxClient:
             data = resp.read()
         except (OSError, http.client.HTTPException) as e:
             conn.close()
-            raise self._broken(method, path, e) from e
+            raise self._broken(method, path, e, timeout) from e
         self._release(conn, resp)
         if resp.status >= 400:
             raise error_from_response(resp.status, resp.reason, resp.headers, data)
@@ -159,7 +159,7 @@ class ForkboxClient:
         *,
         json_body: Any,
         timeout: Optional[float] = None,
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """Sends one request and yields its answer's lines as they arrive (NDJSON). The connection
         goes back to the thread's slot once the answer is read to its end, and is closed if the
         caller stops early."""
@@ -169,20 +169,20 @@ class ForkboxClient:
                 data = resp.read()
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                raise self._broken(method, path, e) from e
+                raise self._broken(method, path, e, timeout) from e
             self._release(conn, resp)
             raise error_from_response(resp.status, resp.reason, resp.headers, data)
-        return self._lines(method, path, resp, conn)
+        return self._lines(method, path, resp, conn, timeout)
 
     def _lines(self, method: str, path: str, resp: http.client.HTTPResponse,
-               conn: http.client.HTTPConnection) -> Iterator[bytes]:
+               conn: http.client.HTTPConnection, timeout: Optional[float]) -> Generator[bytes, None, None]:
         done = False
         try:
             while True:
                 try:
                     line = resp.readline()
                 except (OSError, http.client.HTTPException) as e:
-                    raise self._broken(method, path, e) from e
+                    raise self._broken(method, path, e, timeout) from e
                 if not line:
                     break
                 line = line.rstrip(b"\r\n")
@@ -238,7 +238,7 @@ class ForkboxClient:
                 conn.close()
                 if not sent:
                     raise ForkboxConnectionError(f"could not connect to {self.host} within {self.connect_timeout} s: {_HINT}") from e
-                raise ForkboxTimeoutError(f"{method} {path}: {self.host} did not answer within {timeout or self.timeout} s") from e
+                raise self._broken(method, path, e, timeout) from e
             except (OSError, http.client.HTTPException) as e:
                 if sent and body is not None and isinstance(e, (BrokenPipeError, ConnectionResetError)):
                     # The server may have answered before reading the whole body (413 for an upload
@@ -252,13 +252,14 @@ class ForkboxClient:
                 if not retry or attempt >= self.retries:
                     if not sent:
                         raise ForkboxConnectionError(f"could not connect to {self.host}: {e}; {_HINT}") from e
-                    raise self._broken(method, path, e) from e
+                    raise self._broken(method, path, e, timeout) from e
                 time.sleep(0.1 * (2 ** attempt))
                 attempt += 1
 
-    def _broken(self, method: str, path: str, e: BaseException) -> ForkboxConnectionError:
+    def _broken(self, method: str, path: str, e: BaseException, timeout: Optional[float]) -> ForkboxConnectionError:
         if isinstance(e, socket.timeout):
-            return ForkboxTimeoutError(f"{method} {path}: {self.host} did not answer within {self.timeout} s")
+            wait = timeout if timeout is not None else self.timeout
+            return ForkboxTimeoutError(f"{method} {path}: {self.host} did not answer within {wait} s")
         return ForkboxConnectionError(
             f"{method} {path}: the connection to {self.host} broke before the answer was complete "
             f"({type(e).__name__}: {e}); {_HINT}")

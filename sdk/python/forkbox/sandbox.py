@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import types
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Type, Union
+from typing import IO, Any, Callable, Dict, Generator, Iterable, Iterator, List, Optional, Type, Union
 
 from .client import ForkboxClient, _quote
 from .errors import ForkboxError, NotFoundError
@@ -177,7 +177,7 @@ class Sandbox:
         return self._events({"code": code, "language": language, "rich": rich, "timeout_s": timeout,
                              "cwd": cwd, "env": env})
 
-    def _events(self, body: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    def _events(self, body: Dict[str, Any]) -> Generator[Dict[str, Any], None, None]:
         timeout = body.get("timeout_s")
         lines = self._client.stream_lines("POST", self._path("exec"),
                                           json_body={k: v for k, v in body.items() if v is not None},
@@ -212,7 +212,7 @@ class Sandbox:
                     exit_code = int(ev.get("data"))
                     timed_out = bool(ev.get("timeout"))
         finally:
-            events.close()  # type: ignore[attr-defined]
+            events.close()
         if exit_code is None:
             raise ForkboxError(200, "bad_response", "the exec stream ended without an exit event")
         return Execution(stdout, stderr, exit_code, result, error, time.perf_counter() - started, timed_out)
@@ -321,10 +321,10 @@ class Sandbox:
         return f"{base}/{route}" if route else base
 
 
-def _decoded(lines: Iterator[bytes]) -> Iterator[Dict[str, Any]]:
+def _decoded(lines: Generator[bytes, None, None]) -> Generator[Dict[str, Any], None, None]:
     """NDJSON lines to events; closing this closes the stream (and its connection) at once."""
     try:
         for line in lines:
             yield json.loads(line)
     finally:
-        lines.close()  # type: ignore[attr-defined]
+        lines.close()

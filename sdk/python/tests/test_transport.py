@@ -22,6 +22,7 @@ from forkbox import (
     ForkboxClient,
     ForkboxConnectionError,
     ForkboxError,
+    ForkboxTimeoutError,
     InsufficientStorageError,
     NotFoundError,
     PayloadTooLargeError,
@@ -186,6 +187,18 @@ class Retries(unittest.TestCase):
             # Not retried (POST, no retries allowed): it works because the dead connection is noticed first.
             self.assertEqual(client.request_json("POST", "/v1/sandboxes", json_body={}), {"id": "sbx_1"})
             self.assertEqual(fake.connections, 2)
+        finally:
+            fake.close()
+
+    def test_a_server_that_does_not_answer_in_time_is_a_timeout_and_is_not_asked_again(self) -> None:
+        fake = FakeServer(lambda head, conn: None)  # reads the request, never answers
+        try:
+            client = ForkboxClient(fake.url, timeout=0.3, retries=2)
+            with self.assertRaises(ForkboxTimeoutError) as cm:
+                client.request("GET", "/v1/sandboxes/sbx_1")
+            self.assertIn("0.3 s", str(cm.exception))
+            self.assertEqual(cm.exception.code, "timeout")
+            self.assertEqual(len(fake.requests), 1)
         finally:
             fake.close()
 
