@@ -143,8 +143,10 @@ class Sandbox:
         timeout: Optional[float] = None,
     ) -> Execution:
         """Runs Python in the sandbox's persistent REPL (globals, imports and files survive between
-        calls). The callbacks get each line as it arrives, before this returns. ``timeout`` is in
-        seconds (the server's default is 300): the cell is interrupted and the REPL survives."""
+        calls). The callbacks get each line as it arrives, before this returns; one that raises
+        abandons the rest of the output (the cell still runs to its end) and the exception
+        propagates. ``timeout`` is in seconds (the server's default is 300): the cell is
+        interrupted and the REPL survives."""
         return self._run({"code": code, "language": "python", "rich": True, "timeout_s": timeout},
                          on_stdout, on_stderr)
 
