@@ -21,12 +21,33 @@ rm -f "$agent_out"
 dotnet test Forkbox.slnx --no-build -nologo --logger "console;verbosity=normal" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 
+# The Python SDK's tests, after dotnet test: each module starts the built CLI (`forkbox serve`).
+# Counted like the agent's, with skips; a run in which no SDK test ran counts as a failure.
+sdk_out="$(mktemp)"
+/usr/bin/python3 -m unittest discover -s sdk/python/tests -v 2>&1 | tee "$sdk_out"
+sdk_status=${PIPESTATUS[0]}
+sdk_ran=$(awk '/^Ran [0-9]+ test/ {n = $2} END {print n + 0}' "$sdk_out")
+sdk_failed=$(grep -E '^(OK|FAILED)( \(.*\))?$' "$sdk_out" | tail -n 1 | grep -oE '(failures|errors|unexpected successes)=[0-9]+' | awk -F= '{n+=$2} END {print n+0}')
+sdk_skipped=$(grep -E '^(OK|FAILED)( \(.*\))?$' "$sdk_out" | tail -n 1 | grep -oE 'skipped=[0-9]+' | awk -F= '{n+=$2} END {print n+0}')
+rm -f "$sdk_out"
+sdk_passed=$(( ${sdk_ran:-0} - sdk_failed - sdk_skipped ))
+if (( sdk_passed < 0 )); then sdk_passed=0; fi
+if (( ${sdk_ran:-0} == 0 )); then
+  echo "test.sh: no Python SDK test ran" >&2
+  sdk_failed=$((sdk_failed + 1))
+elif (( sdk_status != 0 && sdk_failed == 0 )); then
+  sdk_failed=1
+fi
+
 # One closing line for the whole run, summed over the test projects.
 # Each test project ends with "Total tests: N" then indented "Passed: N", "Failed: N", "Skipped: N".
 read -r passed failed skipped < <(awk '/^Total tests:/ {t=1; next} t && /^ +(Passed|Failed|Skipped): +[0-9]+$/ {n[$1]+=$2; next} {t=0}
   END {print n["Passed:"]+0, n["Failed:"]+0, n["Skipped:"]+0}' "$out")
 passed=$((passed + ${agent_ran:-0} - agent_failed))
 failed=$((failed + agent_failed))
+passed=$((passed + sdk_passed))
+failed=$((failed + sdk_failed))
+skipped=$((skipped + sdk_skipped))
 if (( agent_status != 0 && agent_failed == 0 )); then failed=$((failed + 1)); fi
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 if (( passed + failed == 0 )); then

@@ -1,0 +1,109 @@
+"""AsyncSandbox against a real server: the same calls, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import unittest
+from typing import List, Optional
+
+from forkbox_server import ForkboxServer
+
+from forkbox import AsyncSandbox, NotFoundError
+
+server: Optional[ForkboxServer] = None
+
+
+def setUpModule() -> None:
+    global server
+    server = ForkboxServer("async")
+
+
+def tearDownModule() -> None:
+    assert server is not None
+    server.stop()
+
+
+def url() -> str:
+    assert server is not None
+    return server.url
+
+
+class AsyncFlow(unittest.TestCase):
+    def test_create_run_files_fork_merge_and_close(self) -> None:
+        async def flow() -> None:
+            async with await AsyncSandbox.create(url(), memory_mb=256) as sb:
+                self.assertTrue(sb.id.startswith("sbx_"))
+                self.assertEqual(sb.info["limits"]["memory_mb"], 256)
+                self.assertIn("AsyncSandbox", repr(sb))
+                await sb.run_code("x = 41")
+                lines: List[str] = []
+                r = await sb.run_code("print(x + 1)\nx", on_stdout=lines.append)
+                self.assertEqual((r.stdout, r.result, lines), ("42", 41, ["42"]))
+                self.assertEqual((await sb.exec("echo hi; exit 2")).exit_code, 2)
+                await sb.upload("/root/a.txt", "async")
+                self.assertEqual(await sb.download("/root/a.txt"), b"async")
+                self.assertEqual([e.name for e in await sb.list()], ["a.txt"])
+                await sb.remove("/root/a.txt")
+                self.assertEqual(await sb.list("/root"), [])
+                self.assertEqual((await sb.refresh())["state"], "ready")
+                other = await AsyncSandbox.connect(sb.id, host=url())
+                self.assertEqual((await other.run_code("x")).result, 41)
+                self.assertIn(sb.id, [s.id for s in await AsyncSandbox.list(host=url())])
+
+                kids = await sb.fork(2)
+                results = await asyncio.gather(*(k.run_code(f"x = x + {i + 1}\nx") for i, k in enumerate(kids)))
+                self.assertEqual([r.result for r in results], [42, 43])
+                await kids[1].upload("/root/b.txt", "b")
+                self.assertEqual((await sb.diff(kids[1])).added, ["/root/b.txt"])
+                await sb.merge_into(kids[1])
+                self.assertTrue(kids[1].closed)
+                await kids[1].close()
+                await kids[0].close()
+                self.assertEqual((await sb.run_code("x")).result, 43)
+                sid = sb.id
+            with self.assertRaises(NotFoundError):
+                await AsyncSandbox.connect(sid, host=url())
+
+        asyncio.run(flow())
+
+    def test_calls_do_not_block_the_event_loop_and_callbacks_run_on_a_worker_thread(self) -> None:
+        async def flow() -> None:
+            async with await AsyncSandbox.create(url()) as sb:
+                ticks = 0
+                threads: List[int] = []
+
+                async def ticker() -> None:
+                    nonlocal ticks
+                    while True:
+                        await asyncio.sleep(0.05)
+                        ticks += 1
+
+                task = asyncio.create_task(ticker())
+                r = await sb.run_code("import time\ntime.sleep(0.6)\nprint('done')",
+                                      on_stdout=lambda _: threads.append(threading.get_ident()))
+                task.cancel()
+                self.assertEqual(r.stdout, "done")
+                self.assertGreaterEqual(ticks, 5, "the loop kept running while the call was in flight")
+                self.assertNotEqual(threads, [threading.get_ident()])
+
+        asyncio.run(flow())
+
+    def test_spaces_calls(self) -> None:
+        async def flow() -> None:
+            name = f"async-{time.monotonic_ns()}"
+            async with await AsyncSandbox.create(url(), persistent=True, name=name) as space:
+                [found] = await AsyncSandbox.list(host=url(), name=name)
+                self.assertEqual(found.id, space.id)
+                await space.run_code("v = 3")
+                self.assertEqual((await space.pause())["state"], "paused")
+                self.assertEqual((await space.resume())["state"], "ready")
+                self.assertEqual((await space.hibernate())["state"], "hibernated")
+                self.assertEqual((await space.run_code("v")).result, 3)
+
+        asyncio.run(flow())
+
+
+if __name__ == "__main__":
+    unittest.main()
