@@ -39,14 +39,26 @@ elif (( sdk_status != 0 && sdk_failed == 0 )); then
   sdk_failed=1
 fi
 
+# The C# SDK must pack: Forkbox.Client and the wire types it depends on, Forkbox.Core. One check, counted.
+pack_dir="$(mktemp -d)"
+if dotnet pack Forkbox.slnx --no-build -c Debug -nologo -v quiet -o "$pack_dir" \
+   && compgen -G "$pack_dir/Forkbox.Client.*.nupkg" >/dev/null && compgen -G "$pack_dir/Forkbox.Core.*.nupkg" >/dev/null; then
+  echo "pack: $(cd "$pack_dir" && echo *.nupkg)"
+  pack_failed=0
+else
+  echo "test.sh: dotnet pack did not make Forkbox.Client and Forkbox.Core" >&2
+  pack_failed=1
+fi
+rm -rf "$pack_dir"
+
 # One closing line for the whole run, summed over the test projects.
 # Each test project ends with "Total tests: N" then indented "Passed: N", "Failed: N", "Skipped: N".
 read -r passed failed skipped < <(awk '/^Total tests:/ {t=1; next} t && /^ +(Passed|Failed|Skipped): +[0-9]+$/ {n[$1]+=$2; next} {t=0}
   END {print n["Passed:"]+0, n["Failed:"]+0, n["Skipped:"]+0}' "$out")
 passed=$((passed + ${agent_ran:-0} - agent_failed))
 failed=$((failed + agent_failed))
-passed=$((passed + sdk_passed))
-failed=$((failed + sdk_failed))
+passed=$((passed + sdk_passed + 1 - pack_failed))
+failed=$((failed + sdk_failed + pack_failed))
 skipped=$((skipped + sdk_skipped))
 if (( agent_status != 0 && agent_failed == 0 )); then failed=$((failed + 1)); fi
 echo "tests: $passed passed, $failed failed, $skipped skipped"
