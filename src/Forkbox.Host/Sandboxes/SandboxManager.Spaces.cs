@@ -8,6 +8,7 @@ using Forkbox.Host.Agents;
 using Forkbox.Host.Zygotes;
 using Forkbox.Linux;
 using Forkbox.Linux.Storage;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 
 namespace Forkbox.Host.Sandboxes;
@@ -111,22 +112,14 @@ public sealed partial class SandboxManager
     private SandboxInfo? TryDescribe(string id) =>
         _sandboxes.TryGetValue(id, out var sb) ? sb.ToInfo(false) : _frozen.TryGetValue(id, out var r) ? r.ToInfo() : null;
 
-    /// <summary>
-    /// Records a sandbox's new state. A persistent sandbox's record is committed before this returns
-    /// (it is what a restart brings back); the others' are queued, off the create path's millisecond.
-    /// </summary>
+    /// <summary>Records a sandbox's new state, committed before this returns (a restart brings it back, or reports it lost).</summary>
     private void Save(Sandbox sb)
     {
-        if (!sb.Persistent)
-        {
-            _store.SaveLater(sb.ToRecord());
-            return;
-        }
         try
         {
             _store.Save(sb.ToRecord());
         }
-        catch (IOException e)
+        catch (Exception e) when (e is SqliteException or IOException)
         {
             // The sandbox works without its record; it would only be missing after a restart.
             LogStoreFailed(sb.Id, e.Message);
@@ -190,7 +183,7 @@ public sealed partial class SandboxManager
                     Image = hasImage ? r.Image : null,
                     ImageBytes = hasImage ? r.ImageBytes : null,
                 };
-                _store.SaveLater(rec);
+                _store.Save(rec);
                 lost++;
             }
             else
@@ -251,7 +244,7 @@ public sealed partial class SandboxManager
     {
         sb.Cgroup.Freeze(true);
         sb.State = SandboxState.Paused;
-        _store.SaveLater(sb.ToRecord()); // a restart loses a paused sandbox as it does a running one
+        Save(sb);
         LogPaused(sb.Id, why);
     }
 
@@ -259,7 +252,7 @@ public sealed partial class SandboxManager
     {
         sb.Cgroup.Freeze(false);
         sb.State = SandboxState.Ready;
-        _store.SaveLater(sb.ToRecord());
+        Save(sb);
         LogThawed(sb.Id);
     }
 

@@ -161,7 +161,9 @@ public sealed partial class SandboxManager : IAsyncDisposable
         sandbox.DiskMb = diskMb;
         if (name is not null) _names[NameKey(owner, name)] = sandbox.Id;
         sandbox.Touch();
+        var recordStart = Stopwatch.GetTimestamp();
         Save(sandbox);
+        sandbox.TimingsMs["record"] = Math.Round(Stopwatch.GetElapsedTime(recordStart).TotalMilliseconds, 3);
         sandbox.TimingsMs["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
         _sandboxes[sandbox.Id] = sandbox;
         (hit ? _metrics.CreatePoolHitSeconds : _metrics.CreatePoolMissSeconds).Observe(total.Elapsed.TotalSeconds);

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Forkbox.Core;
@@ -68,22 +67,19 @@ public sealed record SandboxRecord
 internal sealed partial class StoreJson : JsonSerializerContext;
 
 /// <summary>
-/// The sandbox records in an SQLite database in the data directory (WAL mode), written by one
-/// thread that commits what is queued in one transaction. <see cref="Save"/> waits for its commit:
-/// the record survives a crash of hostd once it returns, and with <c>durable</c> (a hibernate's
-/// acknowledgement) a crash of the machine too, being fsynced. <see cref="SaveLater"/> and
-/// <see cref="Delete"/> only queue, for the paths a client waits on (an ephemeral create is 30 µs
-/// of work; a commit is hundreds): a crash in the millisecond before their commit loses that one
-/// change. Writes are applied in the order they are queued.
+/// The sandbox records in an SQLite database in the data directory (WAL mode). Every write is
+/// committed before it returns, so a record survives a crash of hostd (kill -9) once the call
+/// that made it has answered; a <c>durable</c> write (a hibernate's acknowledgement) is also
+/// fsynced, to survive a crash of the machine. A commit is some 30 µs here: the statements are
+/// prepared once and run on the caller's thread, under one lock.
 /// Names are unique per owner: the database refuses a second record with the same pair.
 /// </summary>
 public sealed class SandboxStore : IDisposable
 {
     private readonly SqliteConnection _db;
-    private readonly BlockingCollection<Write> _queue = new();
-    private readonly Thread _writer;
-
-    private sealed record Write(string Id, SandboxRecord? Record, bool Durable, TaskCompletionSource? Done);
+    private readonly Lock _lock = new();
+    private readonly SqliteCommand _upsert;
+    private readonly SqliteCommand _delete;
 
     public SandboxStore(string path)
     {
@@ -100,80 +96,59 @@ public sealed class SandboxStore : IDisposable
                 record TEXT NOT NULL)
             """);
         Execute("CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_name ON sandboxes(owner, name) WHERE name IS NOT NULL");
-        _writer = new Thread(WriteLoop) { IsBackground = true, Name = "forkbox-store" };
-        _writer.Start();
+        _upsert = _db.CreateCommand();
+        _upsert.CommandText = "INSERT OR REPLACE INTO sandboxes (id, owner, name, state, record) VALUES ($id, $owner, $name, $state, $record)";
+        foreach (var p in new[] { "$id", "$owner", "$name", "$state", "$record" }) _upsert.Parameters.Add(p, SqliteType.Text);
+        _upsert.Prepare();
+        _delete = _db.CreateCommand();
+        _delete.CommandText = "DELETE FROM sandboxes WHERE id = $id";
+        _delete.Parameters.Add("$id", SqliteType.Text);
+        _delete.Prepare();
     }
 
-    /// <summary>Inserts or replaces the record with this id, and returns once it is committed.</summary>
+    /// <summary>Inserts or replaces the record with this id.</summary>
     public void Save(SandboxRecord r, bool durable = false)
     {
-        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        _queue.Add(new Write(r.Id, r, durable, done));
-        done.Task.GetAwaiter().GetResult();
-    }
-
-    /// <summary>Inserts or replaces the record, committed within a millisecond or so.</summary>
-    public void SaveLater(SandboxRecord r) => _queue.Add(new Write(r.Id, r, false, null));
-
-    public void Delete(string id) => _queue.Add(new Write(id, null, false, null));
-
-    /// <summary>Every record; called at start-up, before anything is written.</summary>
-    public List<SandboxRecord> LoadAll()
-    {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = "SELECT record FROM sandboxes";
-        using var reader = cmd.ExecuteReader();
-        var all = new List<SandboxRecord>();
-        while (reader.Read())
-            all.Add(JsonSerializer.Deserialize(reader.GetString(0), StoreJson.Default.SandboxRecord)!);
-        return all;
-    }
-
-    private void WriteLoop()
-    {
-        using var upsert = _db.CreateCommand();
-        upsert.CommandText = "INSERT OR REPLACE INTO sandboxes (id, owner, name, state, record) VALUES ($id, $owner, $name, $state, $record)";
-        var (id, owner, name, state, record) = (upsert.Parameters.Add("$id", SqliteType.Text), upsert.Parameters.Add("$owner", SqliteType.Text),
-            upsert.Parameters.Add("$name", SqliteType.Text), upsert.Parameters.Add("$state", SqliteType.Text), upsert.Parameters.Add("$record", SqliteType.Text));
-        using var delete = _db.CreateCommand();
-        delete.CommandText = "DELETE FROM sandboxes WHERE id = $id";
-        var deleteId = delete.Parameters.Add("$id", SqliteType.Text);
-        var batch = new List<Write>();
-        foreach (var first in _queue.GetConsumingEnumerable())
+        var json = JsonSerializer.Serialize(r, StoreJson.Default.SandboxRecord);
+        lock (_lock)
         {
-            batch.Clear();
-            batch.Add(first);
-            while (batch.Count < 1000 && _queue.TryTake(out var more)) batch.Add(more);
-            var durable = batch.Any(w => w.Durable);
+            if (durable) Execute("PRAGMA synchronous=FULL");
             try
             {
-                if (durable) Execute("PRAGMA synchronous=FULL");
-                using (var tx = _db.BeginTransaction())
-                {
-                    upsert.Transaction = delete.Transaction = tx;
-                    foreach (var w in batch)
-                    {
-                        if (w.Record is { } r)
-                        {
-                            (id.Value, owner.Value, name.Value, state.Value) = (r.Id, r.Owner, (object?)r.Name ?? DBNull.Value, r.State);
-                            record.Value = JsonSerializer.Serialize(r, StoreJson.Default.SandboxRecord);
-                            upsert.ExecuteNonQuery();
-                        }
-                        else
-                        {
-                            deleteId.Value = w.Id;
-                            delete.ExecuteNonQuery();
-                        }
-                    }
-                    tx.Commit();
-                }
-                if (durable) Execute("PRAGMA synchronous=NORMAL");
-                foreach (var w in batch) w.Done?.TrySetResult();
+                _upsert.Parameters["$id"].Value = r.Id;
+                _upsert.Parameters["$owner"].Value = r.Owner;
+                _upsert.Parameters["$name"].Value = (object?)r.Name ?? DBNull.Value;
+                _upsert.Parameters["$state"].Value = r.State;
+                _upsert.Parameters["$record"].Value = json;
+                _upsert.ExecuteNonQuery();
             }
-            catch (Exception e)
+            finally
             {
-                foreach (var w in batch) w.Done?.TrySetException(new IOException($"the sandbox records in {_db.DataSource} could not be written: {e.Message}", e));
+                if (durable) Execute("PRAGMA synchronous=NORMAL");
             }
+        }
+    }
+
+    public void Delete(string id)
+    {
+        lock (_lock)
+        {
+            _delete.Parameters["$id"].Value = id;
+            _delete.ExecuteNonQuery();
+        }
+    }
+
+    public List<SandboxRecord> LoadAll()
+    {
+        lock (_lock)
+        {
+            using var cmd = _db.CreateCommand();
+            cmd.CommandText = "SELECT record FROM sandboxes";
+            using var reader = cmd.ExecuteReader();
+            var all = new List<SandboxRecord>();
+            while (reader.Read())
+                all.Add(JsonSerializer.Deserialize(reader.GetString(0), StoreJson.Default.SandboxRecord)!);
+            return all;
         }
     }
 
@@ -184,11 +159,13 @@ public sealed class SandboxStore : IDisposable
         cmd.ExecuteNonQuery();
     }
 
-    /// <summary>Commits what is queued, then closes the database.</summary>
     public void Dispose()
     {
-        _queue.CompleteAdding();
-        _writer.Join();
-        _db.Dispose();
+        lock (_lock)
+        {
+            _upsert.Dispose();
+            _delete.Dispose();
+            _db.Dispose();
+        }
     }
 }
