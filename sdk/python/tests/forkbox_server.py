@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Optional
+from typing import Callable, List, Optional, Tuple
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 SDK = os.path.join(REPO, "sdk", "python")
@@ -124,3 +124,20 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def module_server(name: str) -> Tuple[Callable[[], None], Callable[[], None], Callable[[], str]]:
+    """A server for one test module, as the hooks unittest looks for and the server's URL:
+    ``setUpModule, tearDownModule, url = module_server("fork")``."""
+    servers: List[ForkboxServer] = []
+
+    def set_up() -> None:
+        servers.append(ForkboxServer(name))
+
+    def tear_down() -> None:
+        servers.pop().stop()
+
+    def url() -> str:
+        return servers[-1].url
+
+    return set_up, tear_down, url

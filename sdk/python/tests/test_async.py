@@ -6,28 +6,13 @@ import asyncio
 import threading
 import time
 import unittest
-from typing import List, Optional
+from typing import List
 
-from forkbox_server import ForkboxServer
+from forkbox_server import module_server
 
 from forkbox import AsyncSandbox, NotFoundError
 
-server: Optional[ForkboxServer] = None
-
-
-def setUpModule() -> None:
-    global server
-    server = ForkboxServer("async")
-
-
-def tearDownModule() -> None:
-    assert server is not None
-    server.stop()
-
-
-def url() -> str:
-    assert server is not None
-    return server.url
+setUpModule, tearDownModule, url = module_server("async")
 
 
 class AsyncFlow(unittest.TestCase):

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import unittest
-from typing import List, Optional
+from typing import List
 
-from forkbox_server import ForkboxServer
+from forkbox_server import module_server
 
 from forkbox import BadRequestError, Diff, NotFoundError, Sandbox
 
-server: Optional[ForkboxServer] = None
-
-
-def setUpModule() -> None:
-    global server
-    server = ForkboxServer("fork")
-
-
-def tearDownModule() -> None:
-    assert server is not None
-    server.stop()
-
-
-def url() -> str:
-    assert server is not None
-    return server.url
+setUpModule, tearDownModule, url = module_server("fork")
 
 
 class Fork(unittest.TestCase):

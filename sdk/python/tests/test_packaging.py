@@ -15,7 +15,7 @@ import tempfile
 import unittest
 from typing import Dict, List, Optional
 
-from forkbox_server import REPO, SDK, ForkboxServer
+from forkbox_server import REPO, SDK, module_server
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 README = os.path.join(REPO, "README.md")
@@ -23,23 +23,12 @@ EXAMPLES = os.path.join(SDK, "examples")
 BENCH = os.path.join(REPO, "scripts", "bench.py")
 SECTION = "## Python SDK (`sdk/python`)"
 
-server: Optional[ForkboxServer] = None
-
-
-def setUpModule() -> None:
-    global server
-    server = ForkboxServer("packaging")
-
-
-def tearDownModule() -> None:
-    assert server is not None
-    server.stop()
+setUpModule, tearDownModule, url = module_server("packaging")
 
 
 def env_for_examples() -> Dict[str, str]:
-    assert server is not None
     env = dict(os.environ)
-    env["FORKBOX_HOST"] = server.url
+    env["FORKBOX_HOST"] = url()
     env.pop("FORKBOX_API_KEY", None)
     env["PYTHONPATH"] = SDK  # the checkout's SDK, as after `pip install ./sdk/python`
     return env
@@ -113,12 +102,11 @@ class Examples(unittest.TestCase):
 
 class Bench(unittest.TestCase):
     def test_bench_prints_its_table_and_writes_json(self) -> None:
-        assert server is not None
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "bench.json")
             env = env_for_examples()
             del env["PYTHONPATH"]  # bench.py finds the checkout's SDK itself
-            r = run_python([BENCH, "--host", server.url, "-n", "3", "--json", out], env=env)
+            r = run_python([BENCH, "--host", url(), "-n", "3", "--json", out], env=env)
             self.assertEqual(r.returncode, 0, r.stdout)
             self.assertRegex(r.stdout, r"figure +mean +p50 +p95 +min")
             self.assertRegex(r.stdout, r"create \+ run_code \+ close +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+")
@@ -138,7 +126,6 @@ class Bench(unittest.TestCase):
 
 class Install(unittest.TestCase):
     def test_pip_install_into_a_fresh_venv_works_offline_and_the_package_talks_to_the_server(self) -> None:
-        assert server is not None
         with tempfile.TemporaryDirectory() as tmp:
             venv = os.path.join(tmp, "venv")
             made = subprocess.run([SYSTEM_PYTHON, "-m", "venv", venv], stdout=subprocess.PIPE,
@@ -159,7 +146,7 @@ class Install(unittest.TestCase):
                      "assert forkbox.__file__.startswith(sys.prefix), forkbox.__file__\n"
                      "assert os.path.exists(os.path.join(os.path.dirname(forkbox.__file__), 'py.typed'))\n"
                      "from forkbox.tools import ToolHandler\n"
-                     f"with forkbox.Sandbox({server.url!r}) as sb:\n"
+                     f"with forkbox.Sandbox({url()!r}) as sb:\n"
                      "    print(forkbox.__version__, sb.run_code('6 * 7').result)\n")
             r = subprocess.run([os.path.join(venv, "bin", "python"), "-c", check], cwd=tmp, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)

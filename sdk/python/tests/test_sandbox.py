@@ -8,9 +8,9 @@ import tempfile
 import threading
 import time
 import unittest
-from typing import List, Optional
+from typing import List
 
-from forkbox_server import ForkboxServer
+from forkbox_server import module_server
 
 import forkbox
 from forkbox import (
@@ -24,22 +24,7 @@ from forkbox import (
     Sandbox,
 )
 
-server: Optional[ForkboxServer] = None
-
-
-def setUpModule() -> None:
-    global server
-    server = ForkboxServer("sandbox")
-
-
-def tearDownModule() -> None:
-    assert server is not None
-    server.stop()
-
-
-def url() -> str:
-    assert server is not None
-    return server.url
+setUpModule, tearDownModule, url = module_server("sandbox")
 
 
 class CreateAndConnect(unittest.TestCase):

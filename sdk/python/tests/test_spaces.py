@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import os
 import unittest
-from typing import Optional
 
-from forkbox_server import ForkboxServer
+from forkbox_server import module_server
 
 from forkbox import BadRequestError, ConflictError, Sandbox
 
-server: Optional[ForkboxServer] = None
-
-
-def setUpModule() -> None:
-    global server
-    server = ForkboxServer("spaces")
-
-
-def tearDownModule() -> None:
-    assert server is not None
-    server.stop()
-
-
-def url() -> str:
-    assert server is not None
-    return server.url
+setUpModule, tearDownModule, url = module_server("spaces")
 
 
 def unique(name: str) -> str:
