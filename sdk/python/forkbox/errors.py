@@ -36,7 +36,7 @@ class NotFoundError(ForkboxError):
 class ConflictError(ForkboxError):
     """409: the sandbox is in a state that refuses the call; ``code`` says which.
 
-    ``conflict`` (e.g. dead), ``sandbox_busy``, ``name_taken``, ``lost``, ``wrong_state``, ``has_forks``.
+    ``sandbox_dead``, ``sandbox_busy``, ``name_taken``, ``lost``, ``wrong_state``, ``has_forks``.
     """
 
 

@@ -296,7 +296,7 @@ class Errors(unittest.TestCase):
             self.assertEqual(sb.refresh()["state"], "dead")
             with self.assertRaises(ConflictError) as cm:
                 sb.run_code("1")
-            self.assertEqual((cm.exception.status, cm.exception.code), (409, "conflict"))
+            self.assertEqual((cm.exception.status, cm.exception.code), (409, "sandbox_dead"))
 
     def test_every_api_error_is_a_ForkboxError(self) -> None:
         self.assertTrue(issubclass(NotFoundError, forkbox.ForkboxError))

@@ -334,7 +334,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             throw new BadRequestException($"template '{name}' is built in and cannot be deleted");
         var users = _sandboxes.Values.Count(s => s.Template.Name == name);
         if (users > 0)
-            throw new ConflictException($"template '{name}' is used by {users} sandbox(es); close them first");
+            throw new ConflictException($"template '{name}' is used by {users} sandbox(es); close them first", "template_in_use");
         if (_pools.TryRemove(name, out var pool)) await pool.DisposeAsync().ConfigureAwait(false);
         await _zygoteStart.WaitAsync().ConfigureAwait(false);
         try
@@ -505,7 +505,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     private void EnsureUsable(Sandbox sb)
     {
         if (sb.IsDead)
-            throw new ConflictException($"sandbox '{sb.Id}' is dead ({sb.DeadReason}); create a new one");
+            throw new ConflictException($"sandbox '{sb.Id}' is dead ({sb.DeadReason}); create a new one", "sandbox_dead");
         if (sb.State == SandboxState.Hibernated)
             throw new ConflictException($"sandbox '{sb.Id}' was hibernated by another request while this call waited; retry the call, which resumes it", "wrong_state");
         if (sb.State == SandboxState.Paused && sb.Agent.CallLock.CurrentCount == 0) Thaw(sb);

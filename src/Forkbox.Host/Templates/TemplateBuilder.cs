@@ -35,7 +35,7 @@ public static partial class TemplateBuilder
             throw new BadRequestException($"template name '{name}' must be 1–63 of a-z, 0-9 and '-', and not a built-in name");
         var target = Path.Combine(options.TemplatesDir, name);
         if (Directory.Exists(target))
-            throw new ConflictException($"template '{name}' already exists; delete it first (forkbox template rm {name})");
+            throw new ConflictException($"template '{name}' already exists; delete it first (forkbox template rm {name})", "template_exists");
         var staging = Path.Combine(options.TemplatesDir, $".build-{name}-{Environment.ProcessId}");
         var rootfs = Path.Combine(staging, "rootfs");
         if (Directory.Exists(staging)) Directory.Delete(staging, true);
