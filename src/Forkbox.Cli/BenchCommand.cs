@@ -19,14 +19,15 @@ internal static class BenchCommand
     public static Command Create()
     {
         var host = CommonOptions.Host();
+        var apiKey = CommonOptions.ApiKey();
         var n = new Option<int>("-n", "--iterations") { Description = "Iterations per figure", DefaultValueFactory = _ => 30 };
         var json = new Option<string?>("--json") { Description = "Also write every raw sample to this JSON file" };
         var hold = new Option<int>("--hold") { Description = "Idle sandboxes to hold at once at the end (at least 20)", DefaultValueFactory = _ => 500 };
         var cycles = new Option<int>("--fork-cycles") { Description = "fork/close cycles for the leak check", DefaultValueFactory = _ => 1000 };
-        var cmd = new Command("bench", "Measure create, run_code, files, fork, burst rate and idle memory against a running server, beside raw floors.") { host, n, json, hold, cycles };
+        var cmd = new Command("bench", "Measure create, run_code, files, fork, burst rate and idle memory against a running server, beside raw floors.") { host, apiKey, n, json, hold, cycles };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {
-            var client = new ForkboxClient(parse.GetValue(host));
+            var client = new ForkboxClient(parse.GetValue(host), parse.GetValue(apiKey));
             var iterations = Math.Max(3, parse.GetValue(n));
             var report = new Report();
             const string python = "/usr/bin/python3";

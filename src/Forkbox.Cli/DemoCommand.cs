@@ -10,10 +10,11 @@ internal static class DemoCommand
     public static Command Create()
     {
         var host = CommonOptions.Host();
-        var cmd = new Command("demo", "Create a sandbox, run code twice to show state, run a shell command, move a file, fork it three ways, merge the best fork back, close it; then hibernate a persistent one and resume it.") { host };
+        var apiKey = CommonOptions.ApiKey();
+        var cmd = new Command("demo", "Create a sandbox, run code twice to show state, run a shell command, move a file, fork it three ways, merge the best fork back, close it; then hibernate a persistent one and resume it.") { host, apiKey };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {
-            var client = new ForkboxClient(parse.GetValue(host));
+            var client = new ForkboxClient(parse.GetValue(host), parse.GetValue(apiKey));
             await using var sb = await Sandbox.CreateAsync(client: client, ct: ct);
             Console.WriteLine($"created {sb.Id} in {sb.Info.TimingsMs?["total"]:F1} ms (server side)");
 

@@ -11,11 +11,12 @@ internal static class SandboxCommand
     public static Command Create()
     {
         var host = CommonOptions.Host();
+        var apiKey = CommonOptions.ApiKey();
 
         var template = new Option<string?>("--template") { Description = "Template name (default: default)" };
         var persistent = new Option<bool>("--persistent") { Description = "A Space: never expires; pauses, then hibernates, when idle; survives a server restart" };
         var name = new Option<string?>("--name") { Description = "A name for a persistent sandbox, unique per API key (find it with `list --name`)" };
-        var create = new Command("create", "Create a sandbox and print its id.") { host, template, persistent, name };
+        var create = new Command("create", "Create a sandbox and print its id.") { host, apiKey, template, persistent, name };
         create.SetAction(async (parse, ct) => await Run(async () =>
         {
             var sb = await Sandbox.CreateAsync(new CreateSandboxRequest
@@ -23,28 +24,28 @@ internal static class SandboxCommand
                 Template = parse.GetValue(template),
                 Persistent = parse.GetValue(persistent) ? true : null,
                 Name = parse.GetValue(name),
-            }, Client(parse, host), ct);
+            }, Client(parse, host, apiKey), ct);
             Console.WriteLine(sb.Id);
         }));
 
         var listName = new Option<string?>("--name") { Description = "Only the sandbox with this name" };
-        var list = new Command("list", "List sandboxes as JSON.") { host, listName };
+        var list = new Command("list", "List sandboxes as JSON.") { host, apiKey, listName };
         list.SetAction(async (parse, ct) => await Run(async () =>
         {
-            var all = await Client(parse, host).ListSandboxesAsync(parse.GetValue(listName), ct);
+            var all = await Client(parse, host, apiKey).ListSandboxesAsync(parse.GetValue(listName), ct);
             Console.WriteLine(JsonSerializer.Serialize(all, WireJson.Default.SandboxList));
         }));
 
         var id = new Argument<string>("id") { Description = "Sandbox id (sbx_…)" };
         var code = new Argument<string>("code") { Description = "Python code, or a shell command with --bash" };
         var bash = new Option<bool>("--bash") { Description = "Run CODE with bash instead of the Python REPL" };
-        var exec = new Command("exec", "Run code in a sandbox, streaming its output; exits with its exit code.") { host, id, code, bash };
+        var exec = new Command("exec", "Run code in a sandbox, streaming its output; exits with its exit code.") { host, apiKey, id, code, bash };
         exec.SetAction(async (parse, ct) =>
         {
             var exitCode = 0;
             var rc = await Run(async () =>
             {
-                var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host), ct);
+                var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host, apiKey), ct);
                 var req = new ExecRequest { Code = parse.GetValue(code), Language = parse.GetValue(bash) ? "bash" : "python", Rich = true };
                 var result = await sb.RunAsync(req, Console.Out.WriteLine, Console.Error.WriteLine, ct);
                 if (result.Result is { } value) Console.WriteLine(value.GetRawText());
@@ -53,36 +54,36 @@ internal static class SandboxCommand
             return rc != 0 ? rc : exitCode;
         });
 
-        var rm = new Command("rm", "Close (destroy) a sandbox.") { host, id };
+        var rm = new Command("rm", "Close (destroy) a sandbox.") { host, apiKey, id };
         rm.SetAction(async (parse, ct) => await Run(async () =>
         {
-            var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host), ct);
+            var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host, apiKey), ct);
             await sb.CloseAsync(ct);
         }));
 
         var n = new Option<int>("-n") { Description = "How many forks (1 to 32)", DefaultValueFactory = _ => 1 };
-        var fork = new Command("fork", "Fork a sandbox n ways; prints the forks' ids, one per line.") { host, id, n };
+        var fork = new Command("fork", "Fork a sandbox n ways; prints the forks' ids, one per line.") { host, apiKey, id, n };
         fork.SetAction(async (parse, ct) => await Run(async () =>
         {
-            var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host), ct);
+            var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host, apiKey), ct);
             foreach (var child in await sb.ForkAsync(parse.GetValue(n), ct)) Console.WriteLine(child.Id);
         }));
 
         var winner = new Argument<string>("winner") { Description = "A fork of ID (or of one of its forks) that takes ID's place" };
-        var merge = new Command("merge", "merge_into: WINNER takes over ID (memory and files); ID's former sandbox is closed.") { host, id, winner };
+        var merge = new Command("merge", "merge_into: WINNER takes over ID (memory and files); ID's former sandbox is closed.") { host, apiKey, id, winner };
         merge.SetAction(async (parse, ct) => await Run(async () =>
         {
-            var client = Client(parse, host);
+            var client = Client(parse, host, apiKey);
             var target = await Sandbox.ConnectAsync(parse.GetValue(id)!, client, ct);
             await target.MergeIntoAsync(await Sandbox.ConnectAsync(parse.GetValue(winner)!, client, ct), ct);
         }));
 
         var other = new Argument<string>("other") { Description = "The sandbox to compare with" };
         var paths = new Option<string[]>("--path") { Description = "A directory to compare (repeatable; default /root and /tmp)" };
-        var diff = new Command("diff", "List the files OTHER added, removed and changed relative to ID.") { host, id, other, paths };
+        var diff = new Command("diff", "List the files OTHER added, removed and changed relative to ID.") { host, apiKey, id, other, paths };
         diff.SetAction(async (parse, ct) => await Run(async () =>
         {
-            var client = Client(parse, host);
+            var client = Client(parse, host, apiKey);
             var a = await Sandbox.ConnectAsync(parse.GetValue(id)!, client, ct);
             var chosen = parse.GetValue(paths);
             var d = await a.DiffAsync(await Sandbox.ConnectAsync(parse.GetValue(other)!, client, ct), chosen is { Length: > 0 } ? chosen : null, ct);
@@ -92,10 +93,10 @@ internal static class SandboxCommand
 
         Command Lifecycle(string verb, string description, Func<Sandbox, CancellationToken, Task<LifecycleResponse>> call)
         {
-            var command = new Command(verb, description) { host, id };
+            var command = new Command(verb, description) { host, apiKey, id };
             command.SetAction(async (parse, ct) => await Run(async () =>
             {
-                var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host), ct);
+                var sb = await Sandbox.ConnectAsync(parse.GetValue(id)!, Client(parse, host, apiKey), ct);
                 Console.WriteLine(JsonSerializer.Serialize(await call(sb, ct), WireJson.Default.LifecycleResponse));
             }));
             return command;
@@ -107,7 +108,8 @@ internal static class SandboxCommand
         return new Command("sandbox", "Create, use, fork, freeze and close sandboxes.") { create, list, exec, fork, merge, diff, pause, hibernate, resume, rm };
     }
 
-    private static ForkboxClient Client(ParseResult parse, Option<string?> host) => new(parse.GetValue(host));
+    private static ForkboxClient Client(ParseResult parse, Option<string?> host, Option<string?> apiKey) =>
+        new(parse.GetValue(host), parse.GetValue(apiKey));
 
     /// <summary>Runs a client action; API and connection errors become one line on stderr and exit 1.</summary>
     internal static async Task<int> Run(Func<Task> action)

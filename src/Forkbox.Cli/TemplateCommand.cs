@@ -42,14 +42,15 @@ internal static class TemplateCommand
         });
 
         var host = CommonOptions.Host();
-        var list = new Command("list", "List the server's templates with size and pool state, as JSON.") { host };
+        var apiKey = CommonOptions.ApiKey();
+        var list = new Command("list", "List the server's templates with size and pool state, as JSON.") { host, apiKey };
         list.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
-            Console.WriteLine(JsonSerializer.Serialize(await new ForkboxClient(parse.GetValue(host)).ListTemplatesAsync(ct), WireJson.Default.TemplateList))));
+            Console.WriteLine(JsonSerializer.Serialize(await new ForkboxClient(parse.GetValue(host), parse.GetValue(apiKey)).ListTemplatesAsync(ct), WireJson.Default.TemplateList))));
 
         var rmName = new Argument<string>("name") { Description = "Template to delete (not built-in, not in use)" };
-        var rm = new Command("rm", "Delete a built template that no sandbox uses.") { host, rmName };
+        var rm = new Command("rm", "Delete a built template that no sandbox uses.") { host, apiKey, rmName };
         rm.SetAction(async (parse, ct) => await SandboxCommand.Run(() =>
-            new ForkboxClient(parse.GetValue(host)).DeleteTemplateAsync(parse.GetValue(rmName)!, ct)));
+            new ForkboxClient(parse.GetValue(host), parse.GetValue(apiKey)).DeleteTemplateAsync(parse.GetValue(rmName)!, ct)));
 
         return new Command("template", "Build, list and delete templates.") { build, list, rm };
     }
