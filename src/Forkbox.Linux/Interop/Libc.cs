@@ -121,4 +121,11 @@ internal static partial class Libc
     }
 
     public static string LastError() => Marshal.GetLastPInvokeErrorMessage();
+
+    /// <summary>A read-only, close-on-exec descriptor of a directory (for ioctls and syncfs on it); the caller closes it.</summary>
+    public static int OpenDirectory(string dir)
+    {
+        var fd = Open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return fd >= 0 ? fd : throw new IOException($"cannot open {dir}: {LastError()}");
+    }
 }

@@ -19,8 +19,7 @@ public static class BtrfsSubvolume
         path = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
         var name = Encoding.UTF8.GetBytes(Path.GetFileName(path));
         if (name.Length is 0 or > 4087) throw new ArgumentException($"bad subvolume name in {path}", nameof(path));
-        var parent = Libc.Open(Path.GetDirectoryName(path)!, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC);
-        if (parent < 0) throw new IOException($"cannot open {Path.GetDirectoryName(path)}: {Libc.LastError()}");
+        var parent = Libc.OpenDirectory(Path.GetDirectoryName(path)!);
         try
         {
             var args = stackalloc byte[4096]; // struct btrfs_ioctl_vol_args {s64 fd; char name[4088];}

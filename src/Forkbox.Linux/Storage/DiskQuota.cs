@@ -32,7 +32,7 @@ public sealed class DiskQuota
                   "start with --storage-image SIZE (btrfs) to enforce each sandbox's disk_mb";
             return null;
         }
-        var fd = OpenDir(dir);
+        var fd = Libc.OpenDirectory(dir);
         try
         {
             var args = stackalloc ulong[2] { QuotaCtlEnable, 0 };
@@ -60,7 +60,7 @@ public sealed class DiskQuota
         var args = stackalloc ulong[6];
         foreach (var (upper, _) in dirs.Layers)
         {
-            var fd = OpenDir(upper);
+            var fd = Libc.OpenDirectory(upper);
             try
             {
                 new Span<ulong>(args, 6).Clear();
@@ -82,7 +82,7 @@ public sealed class DiskQuota
 
     private static unsafe ulong SubvolumeId(string subvolume)
     {
-        var fd = OpenDir(subvolume);
+        var fd = Libc.OpenDirectory(subvolume);
         try
         {
             var args = stackalloc byte[4096];
@@ -97,11 +97,5 @@ public sealed class DiskQuota
         {
             Libc.Close(fd);
         }
-    }
-
-    private static int OpenDir(string dir)
-    {
-        var fd = Libc.Open(dir, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC);
-        return fd >= 0 ? fd : throw new IOException($"cannot open {dir}: {Libc.LastError()}");
     }
 }

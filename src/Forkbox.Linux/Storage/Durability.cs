@@ -11,8 +11,7 @@ public static class Durability
     /// </summary>
     public static void SyncFilesystem(string path)
     {
-        var fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC);
-        if (fd < 0) throw new IOException($"cannot open {path} to sync it: {Libc.LastError()}");
+        var fd = Libc.OpenDirectory(path);
         try
         {
             if (Libc.SyncFs(fd) != 0)
