@@ -88,27 +88,14 @@ public sealed class Sandbox
         }
     }
 
-    public SandboxInfo ToInfo(bool withUsage) => new()
+    /// <summary>What the API reports: the record's view (in its live state, "running" included) and what only a live sandbox has.</summary>
+    public SandboxInfo ToInfo(bool withUsage) => ToRecord(State).ToInfo() with
     {
-        Id = Id,
-        State = State,
-        Template = Template.Name,
-        CreatedAt = CreatedAt,
-        ExpiresAt = Persistent ? null : ExpiresAt,
-        Metadata = Metadata,
-        Limits = new LimitsInfo(Limits.MemoryMb, Limits.Cpus, Limits.Pids, DiskMb),
-        Persistent = Persistent ? true : null,
-        Name = Name,
-        IdleTimeoutS = IdleTimeoutS,
-        HibernateAfterS = HibernateAfterS,
-        LastActiveAt = DateTimeOffset.UtcNow - IdleFor,
-        HibernatedBytes = Checkpoint?.ImageBytes,
         DeadReason = DeadReason,
         OomKills = withUsage ? Cgroup.OomKills() : null,
         MemoryBytes = withUsage ? Cgroup.MemoryBytes() : null,
         TimingsMs = TimingsMs,
         PoolHit = PoolHit,
-        ForkedFrom = ForkedFrom,
         Children = LiveChildIds(),
     };
 

@@ -75,7 +75,7 @@ public sealed partial class SandboxManager
 
             var childPids = await AgentForkAsync(parent, n).ConfigureAwait(false);
             timings["agent_fork"] = Lap(step);
-            hostPids.AddRange(HostPids(parent.Pid, childPids));
+            hostPids.AddRange(await HostPidsAsync(parent.Pid, childPids).ConfigureAwait(false));
             timings["pids"] = Lap(step);
 
             foreach (var pid in hostPids)
@@ -185,11 +185,11 @@ public sealed partial class SandboxManager
     /// reparented while they are read (the intermediates exit as this runs), so a fork not found
     /// is looked for again, for up to a second, before it counts as gone.
     /// </summary>
-    private static List<int> HostPids(int parentAgent, IReadOnlyList<int> pidsInParent)
+    private static async Task<List<int>> HostPidsAsync(int parentAgent, IReadOnlyList<int> pidsInParent)
     {
         var level = NsPids(parentAgent).Length - 1;
         var byInnerPid = new Dictionary<int, int>();
-        for (var waited = Stopwatch.StartNew(); ; Thread.Sleep(1))
+        for (var waited = Stopwatch.StartNew(); ; await Task.Delay(1).ConfigureAwait(false))
         {
             foreach (var child in Children(parentAgent))
                 foreach (var host in Children(child).Prepend(child))

@@ -177,9 +177,7 @@ public sealed partial class SandboxManager
                 rec = r with
                 {
                     State = SandboxState.Lost,
-                    LostReason = hasImage
-                        ? $"{why}; resume brings back its last hibernated state, from {r.HibernatedAt:u}"
-                        : $"{why}; delete it and create a new one",
+                    LostReason = LostReason(why, hasImage ? r.HibernatedAt : null),
                     Image = hasImage ? r.Image : null,
                     ImageBytes = hasImage ? r.ImageBytes : null,
                 };
@@ -269,18 +267,16 @@ public sealed partial class SandboxManager
 
     public async Task<LifecycleResponse> HibernateAsync(string id, CancellationToken ct)
     {
-        if (_frozen.TryGetValue(id, out var rec))
-            return rec.State == SandboxState.Hibernated
-                ? new LifecycleResponse { Id = id, State = rec.State, Bytes = rec.ImageBytes }
-                : throw new ConflictException($"sandbox '{id}' is lost ({rec.LostReason}); it cannot be hibernated", "wrong_state");
+        // Already frozen: hibernated is nothing to do; lost cannot be hibernated.
+        LifecycleResponse Frozen(SandboxRecord? r) => r?.State == SandboxState.Hibernated
+            ? new LifecycleResponse { Id = id, State = r.State, Bytes = r.ImageBytes }
+            : throw new ConflictException($"sandbox '{id}' is lost ({r?.LostReason}); it cannot be hibernated", "wrong_state");
+        if (_frozen.TryGetValue(id, out var rec)) return Frozen(rec);
         var sb = Get(id);
         await sb.Lifecycle.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            if (sb.State == SandboxState.Hibernated) // by another request, just now
-                return _frozen.TryGetValue(id, out rec) && rec.State == SandboxState.Hibernated
-                    ? new LifecycleResponse { Id = id, State = rec.State, Bytes = rec.ImageBytes }
-                    : throw new ConflictException($"sandbox '{id}' could not be hibernated by another request and is lost", "wrong_state");
+            if (sb.State == SandboxState.Hibernated) return Frozen(_frozen.GetValueOrDefault(id)); // by another request, just now
             // Forks just closed are still being released (their processes killed): that takes milliseconds.
             for (var waited = Stopwatch.StartNew(); HasLiveForks(sb) && ClosedForksOnly(sb) && waited.Elapsed < KillWait;)
                 await Task.Delay(10, ct).ConfigureAwait(false);
@@ -424,9 +420,7 @@ public sealed partial class SandboxManager
     {
         var rec = sb.ToRecord(SandboxState.Lost) with
         {
-            LostReason = sb.Checkpoint?.Image is not null
-                ? $"{reason}; resume brings back its last hibernated state, from {sb.Checkpoint.HibernatedAt:u}"
-                : $"{reason}; delete it and create a new one",
+            LostReason = LostReason(reason, sb.Checkpoint?.Image is not null ? sb.Checkpoint.HibernatedAt : null),
         };
         try
         {
@@ -438,6 +432,11 @@ public sealed partial class SandboxManager
         }
         return rec;
     }
+
+    /// <summary>Why a sandbox is lost, and what the client can do: resume its checkpoint if there is one, else start over.</summary>
+    private static string LostReason(string why, DateTimeOffset? checkpointAt) => checkpointAt is { } at
+        ? $"{why}; resume brings back its last hibernated state, from {at:u}"
+        : $"{why}; delete it and create a new one";
 
     private static Dictionary<string, string> ReadMap(System.Text.Json.JsonElement h, string name) =>
         h.TryGetProperty(name, out var map)
