@@ -104,7 +104,9 @@ class CreateAndConnect(unittest.TestCase):
             self.assertIsNot(socks[0], sb.client._slot().conn.sock)
 
 
-class RunCode(unittest.TestCase):
+class WithSandbox(unittest.TestCase):
+    """One sandbox for the tests of a class."""
+
     sb: Sandbox
 
     @classmethod
@@ -115,6 +117,8 @@ class RunCode(unittest.TestCase):
     def tearDownClass(cls) -> None:
         cls.sb.close()
 
+
+class RunCode(WithSandbox):
     def test_globals_persist_and_the_last_expression_is_the_result(self) -> None:
         self.sb.run_code("x = 41")
         r = self.sb.run_code("print(x + 1)\n{'x': x, 'list': [1, 2]}")
@@ -195,17 +199,7 @@ class Exec(unittest.TestCase):
             self.assertEqual(r.exit_code, 124)
 
 
-class Files(unittest.TestCase):
-    sb: Sandbox
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.sb = Sandbox(url())
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.sb.close()
-
+class Files(WithSandbox):
     def test_upload_bytes_str_and_a_file_object_then_download(self) -> None:
         entry = self.sb.upload("/root/d/bytes.bin", b"\x00\x01\xff")
         self.assertEqual(entry, FileEntry("bytes.bin", "file", 3, entry.mtime))

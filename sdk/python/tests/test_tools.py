@@ -72,7 +72,9 @@ class Definitions(unittest.TestCase):
             openai_tools(["rm_rf"])
 
 
-class OpenAIShape(unittest.TestCase):
+class WithHandler(unittest.TestCase):
+    """A ToolHandler on the module's sandbox for each test; the forks it makes are closed after."""
+
     def setUp(self) -> None:
         assert sandbox is not None
         self.handler = ToolHandler(sandbox)
@@ -80,6 +82,8 @@ class OpenAIShape(unittest.TestCase):
     def tearDown(self) -> None:
         self.handler.close()
 
+
+class OpenAIShape(WithHandler):
     def test_run_code(self) -> None:
         msg = self.handler.openai_tool_result(openai_call("call_1", "run_code", code="v = 6\nprint('seen')\nv * 7"))
         self.assertEqual(msg, {"role": "tool", "tool_call_id": "call_1", "content": "stdout:\nseen\nresult: 42\nexit code: 0"})
@@ -136,14 +140,7 @@ class OpenAIShape(unittest.TestCase):
         self.assertIn("n must be an integer", self.handler.handle("fork", {"n": 99}))
 
 
-class AnthropicShape(unittest.TestCase):
-    def setUp(self) -> None:
-        assert sandbox is not None
-        self.handler = ToolHandler(sandbox)
-
-    def tearDown(self) -> None:
-        self.handler.close()
-
+class AnthropicShape(WithHandler):
     def test_run_code(self) -> None:
         block = self.handler.anthropic_tool_result(tool_use("toolu_1", "run_code", code="[1, 'two']"))
         self.assertEqual(block, {"type": "tool_result", "tool_use_id": "toolu_1", "content": 'result: [1, "two"]\nexit code: 0'})
