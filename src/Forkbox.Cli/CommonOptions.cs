@@ -20,6 +20,12 @@ internal static class CommonOptions
         Description = "Where the server keeps its state (default /var/lib/forkbox)",
     };
 
+    public static Option<string?> Keys() => new("--keys")
+    {
+        HelpName = "FILE",
+        Description = "The API keys file (default DATA_DIR/keys.json); hosts and edges of a cluster may share one",
+    };
+
     public static Option<string?> Config() => new("--config")
     {
         Description = "JSON configuration file (default DATA_DIR/config.json when present)",

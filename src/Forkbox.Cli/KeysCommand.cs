@@ -10,16 +10,19 @@ internal static class KeysCommand
     public static Command Create()
     {
         var name = new Option<string>("--name") { Description = "A label for the key", DefaultValueFactory = _ => "default" };
+        var tier = new Option<string?>("--tier") { Description = "The tier whose limits an edge applies to this key (see `forkbox edge --tiers`)" };
         var dataDir = CommonOptions.DataDir();
         var config = CommonOptions.Config();
-        var create = new Command("create", "Create an API key and print it (it is shown only once).") { name, dataDir, config };
+        var keys = CommonOptions.Keys();
+        var create = new Command("create", "Create an API key and print it (it is shown only once).") { name, tier, dataDir, config, keys };
         create.SetAction(parse =>
         {
             var options = ServerOptionsLoader.Load(parse.GetValue(config), new Dictionary<string, string?>
             {
                 [nameof(Forkbox.Core.ServerOptions.DataDir)] = parse.GetValue(dataDir),
+                [nameof(Forkbox.Core.ServerOptions.Keys)] = parse.GetValue(keys) is { } k ? Path.GetFullPath(k) : null,
             });
-            var key = new ApiKeyStore(options.KeysFile).Create(parse.GetValue(name)!);
+            var key = new ApiKeyStore(options.KeysFile).Create(parse.GetValue(name)!, parse.GetValue(tier));
             Console.WriteLine(key);
             Console.Error.WriteLine($"stored its hash in {options.KeysFile}; clients send it as 'Authorization: Bearer {key[..8]}…'");
             return 0;

@@ -3,6 +3,7 @@ using Forkbox.Cli;
 
 var root = new RootCommand("Forkbox: sandboxes for AI agents that start in a millisecond and fork.");
 root.Subcommands.Add(ServeCommand.Create());
+root.Subcommands.Add(EdgeCommand.Create());
 root.Subcommands.Add(KeysCommand.Create());
 root.Subcommands.Add(SandboxCommand.Create());
 root.Subcommands.Add(TemplateCommand.Create());

@@ -19,9 +19,15 @@ internal static class ServeCommand
             Description = "Make and loop-mount a sparse image of SIZE (e.g. 4G, 512M) on DATA/sandboxes, for snapshots on an ext4 host",
         };
         var storageImageFs = new Option<string?>("--storage-image-fs") { HelpName = "btrfs|xfs", Description = "The storage image's filesystem: btrfs (default) or xfs" };
+        var region = new Option<string?>("--region") { Description = "The region this host serves (default: local)" };
+        var continent = new Option<string?>("--continent") { HelpName = "AF|AN|AS|EU|NA|OC|SA", Description = "The continent of this host's region: an edge sends clients from there here" };
+        var join = new Option<string?>("--join") { HelpName = "REDIS", Description = "Join a cluster: register with the Redis (host:port) its edges read" };
+        var hostId = new Option<string?>("--host-id") { Description = "This host's name in the cluster, part of every sandbox id made here (default: the machine's name)" };
+        var advertise = new Option<string?>("--advertise") { HelpName = "URL", Description = "The URL edges reach this host at (default: http:// and --listen)" };
+        var keys = CommonOptions.Keys();
         var cmd = new Command("serve", "Run the Forkbox server (hostd) on this host; needs root.")
         {
-            listen, dataDir, config, storage, storageImage, storageImageFs,
+            listen, dataDir, config, storage, storageImage, storageImageFs, region, continent, join, hostId, advertise, keys,
         };
         cmd.SetAction(async (parse, ct) =>
         {
@@ -45,6 +51,12 @@ internal static class ServeCommand
                     [nameof(ServerOptions.Storage)] = parse.GetValue(storage),
                     [nameof(ServerOptions.StorageImageBytes)] = imageBytes?.ToString(System.Globalization.CultureInfo.InvariantCulture),
                     [nameof(ServerOptions.StorageImageFs)] = parse.GetValue(storageImageFs),
+                    [nameof(ServerOptions.Region)] = parse.GetValue(region),
+                    [nameof(ServerOptions.Continent)] = parse.GetValue(continent),
+                    [nameof(ServerOptions.Join)] = parse.GetValue(join),
+                    [nameof(ServerOptions.HostId)] = parse.GetValue(hostId) ?? (parse.GetValue(join) is null ? null : MachineHostId()),
+                    [nameof(ServerOptions.Advertise)] = parse.GetValue(advertise),
+                    [nameof(ServerOptions.Keys)] = parse.GetValue(keys) is { } k ? Path.GetFullPath(k) : null,
                 });
             }
             catch (Exception e) when (e is Forkbox.Core.Errors.ForkboxException or FileNotFoundException or InvalidDataException)
@@ -66,5 +78,13 @@ internal static class ServeCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The machine's name as a host id: lowercase, with anything but a-z, 0-9 and '-' made '-'.</summary>
+    private static string MachineHostId()
+    {
+        var name = new string(Environment.MachineName.ToLowerInvariant()
+            .Select(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) ? c : '-').ToArray()).TrimStart('-');
+        return name.Length == 0 ? "host" : name[..Math.Min(name.Length, 32)];
     }
 }

@@ -19,5 +19,17 @@ public static class ListenAddress
         return true;
     }
 
+    /// <summary>Whether a value is "name:port" or "address:port", as a Redis endpoint is given.</summary>
+    public static bool IsHostPort(string value)
+    {
+        var colon = value.LastIndexOf(':');
+        return colon > 0 && int.TryParse(value.AsSpan(colon + 1), out var port) && port is > 0 and <= 65535
+               && Uri.CheckHostName(value[..colon].Trim('[', ']')) != UriHostNameType.Unknown;
+    }
+
+    /// <summary>Whether the address listens on every interface (0.0.0.0 or ::), which says nothing about where to reach it.</summary>
+    public static bool IsWildcard(string value) =>
+        TryParse(value, out var ep) && (ep.Address.Equals(IPAddress.Any) || ep.Address.Equals(IPAddress.IPv6Any));
+
     public static bool IsLoopback(string value) => TryParse(value, out var ep) && IPAddress.IsLoopback(ep.Address);
 }

@@ -12,6 +12,21 @@ public sealed record ServerOptions
     public string Listen { get; init; } = "127.0.0.1:7070";
     public string DataDir { get; init; } = "/var/lib/forkbox";
     public string Region { get; init; } = "local";
+    /// <summary>The continent this host's region is on (AF, AN, AS, EU, NA, OC, SA): an edge sends clients from there to it.</summary>
+    public string? Continent { get; init; }
+    /// <summary>
+    /// The Redis (host:port) of a cluster to join: the host then registers itself there with a
+    /// heartbeat, and every edge that reads the same Redis routes to it. Null: a standalone host.
+    /// </summary>
+    public string? Join { get; init; }
+    /// <summary>This host's name in its cluster; it is part of every sandbox id made here. Required with <see cref="Join"/>.</summary>
+    public string? HostId { get; init; }
+    /// <summary>The URL edges use to reach this host (default: http:// and the listen address, which must then not be a wildcard).</summary>
+    public string? Advertise { get; init; }
+    /// <summary>Seconds between two heartbeats to the cluster's Redis; a host missing three in a row leaves rotation.</summary>
+    public double HeartbeatS { get; init; } = 1;
+    /// <summary>The API keys file (default DATA_DIR/keys.json). Hosts and edges of one cluster may share one.</summary>
+    public string? Keys { get; init; }
     /// <summary>Sandboxes this host runs at once; also the number of user-namespace uid ranges.</summary>
     public int MaxSandboxes { get; init; } = 500;
     public double DefaultTimeoutS { get; init; } = 300;
@@ -58,7 +73,7 @@ public sealed record ServerOptions
     public string RunDir => Path.Combine(DataDir, "run");
     public string SandboxesDir => Path.Combine(DataDir, "sandboxes");
     public string TemplatesDir => Path.Combine(DataDir, "templates");
-    public string KeysFile => Path.Combine(DataDir, "keys.json");
+    public string KeysFile => Keys ?? Path.Combine(DataDir, "keys.json");
     /// <summary>The sandbox records (SQLite).</summary>
     public string DatabaseFile => Path.Combine(DataDir, "forkbox.db");
     /// <summary>Hibernated states, on the same filesystem as the sandbox layers so that saving one is a rename.</summary>
@@ -99,5 +114,17 @@ public sealed record ServerOptions
             $"storage_image_bytes {StorageImageBytes} is too small: the storage image must be at least 512M");
         Require(StorageImageFs.ToLowerInvariant() is "btrfs" or "xfs",
             $"storage_image_fs '{StorageImageFs}' must be btrfs or xfs");
+        Require(Core.Validate.IsSlug(Region), $"region '{Region}' must be 1 to 32 of a-z, 0-9 and '-'");
+        Require(Continent is null or "AF" or "AN" or "AS" or "EU" or "NA" or "OC" or "SA",
+            $"continent '{Continent}' must be one of AF, AN, AS, EU, NA, OC, SA");
+        Require(HostId is null || SandboxId.IsValidHostId(HostId), $"host_id '{HostId}' must be 1 to 32 of a-z, 0-9 and '-'");
+        Require(Join is null || HostId is not null, "join needs a host_id: the name this host has in the cluster (e.g. --host-id eu-1)");
+        Require(Join is null || ListenAddress.IsHostPort(Join), $"join '{Join}' is not the host:port of a Redis (e.g. 10.0.0.2:6379)");
+        Require(Advertise is null || (Uri.TryCreate(Advertise, UriKind.Absolute, out var a) && a.Scheme is "http" or "https"),
+            $"advertise '{Advertise}' must be an http:// or https:// URL");
+        Require(Join is null || Advertise is not null || !ListenAddress.IsWildcard(Listen),
+            $"join with listen {Listen} needs advertise: the URL edges reach this host at (e.g. --advertise http://10.0.0.5:7070)");
+        Require(HeartbeatS is > 0 and <= 60, "heartbeat_s must be > 0 and <= 60");
+        Require(Keys is null || Path.IsPathRooted(Keys), $"keys '{Keys}' must be an absolute path");
     }
 }

@@ -43,6 +43,16 @@ public static class Validate
     }
 
     /// <summary>A sandbox name: 1–128 letters, digits, '.', '_' or '-', starting with a letter or digit.</summary>
+    /// <summary>1 to 32 of a-z, 0-9 and '-', not starting with '-': host ids and region names, safe in ids, paths and Redis keys.</summary>
+    public static bool IsSlug(ReadOnlySpan<char> value)
+    {
+        if (value.IsEmpty || value.Length > 32 || value[0] == '-') return false;
+        foreach (var c in value)
+            if (!char.IsAsciiLetterLower(c) && !char.IsAsciiDigit(c) && c != '-')
+                return false;
+        return true;
+    }
+
     public static string Name(string name, string field)
     {
         if (name.Length is 0 or > 128 || !char.IsAsciiLetterOrDigit(name[0]) ||

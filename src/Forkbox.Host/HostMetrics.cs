@@ -40,7 +40,7 @@ public sealed class HostMetrics
 
         public long Value => Interlocked.Read(ref _value);
 
-        internal void Render(StringBuilder sb) =>
+        public void Render(StringBuilder sb) =>
             sb.Append("# HELP ").Append(name).Append(' ').Append(help).Append("\n# TYPE ").Append(name).Append(" counter\n")
               .Append(name).Append(' ').Append(Value).Append('\n');
     }
@@ -60,7 +60,7 @@ public sealed class HostMetrics
             Interlocked.Add(ref _sumMicros, (long)(seconds * 1e6));
         }
 
-        internal void Render(StringBuilder sb, bool withHeader = true)
+        public void Render(StringBuilder sb, bool withHeader = true)
         {
             if (withHeader)
                 sb.Append("# HELP ").Append(name).Append(' ').Append(help).Append("\n# TYPE ").Append(name).Append(" histogram\n");

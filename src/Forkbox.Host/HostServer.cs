@@ -2,6 +2,7 @@ using Forkbox.Core;
 using Forkbox.Host.Agents;
 using Forkbox.Host.Api;
 using Forkbox.Host.Auth;
+using Forkbox.Host.Cluster;
 using Forkbox.Host.Sandboxes;
 using Forkbox.Host.Templates;
 using Forkbox.Linux;
@@ -38,6 +39,10 @@ public sealed partial class HostServer : IAsyncDisposable
     private ICgroupDriver? _cgroups;
     private StorageImage? _storageImage;
     private SandboxStore? _store;
+    private HostRegistration? _registration;
+
+    /// <summary>The header an edge names the request's owner (its API key's name) in; honoured only by a host without keys of its own.</summary>
+    public const string OwnerHeader = "X-Forkbox-Owner";
 
     private HostServer(WebApplication app, SandboxManager manager, AgentListener listener, UserNamespaceSlots slots, ILogger log)
     {
@@ -160,6 +165,12 @@ public sealed partial class HostServer : IAsyncDisposable
                     }
                     ctx.Items[SandboxEndpoints.OwnerItem] = owner;
                 }
+                else if (!keys.Enabled && ctx.Request.Headers[OwnerHeader].ToString() is { Length: > 0 and <= 128 } forwarded)
+                {
+                    // Without keys anyone may act as anyone here anyway; an edge in front (which does
+                    // check keys) names the owner, so that names and tier counts stay per key.
+                    ctx.Items[SandboxEndpoints.OwnerItem] = forwarded;
+                }
                 await next(ctx).ConfigureAwait(false);
             });
             SandboxEndpoints.Map(app, manager, options,
@@ -173,6 +184,8 @@ public sealed partial class HostServer : IAsyncDisposable
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             server.Address = new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "[::1]"));
             LogListening(log, server.Address, cgroups.Version, layers.Strategy, keys.Enabled);
+            if (options.Join is not null)
+                server._registration = await HostRegistration.StartAsync(options, manager, server.Address, loggers.CreateLogger<HostRegistration>()).ConfigureAwait(false);
             return server;
         }
         catch
@@ -251,6 +264,8 @@ public sealed partial class HostServer : IAsyncDisposable
                 failures.Add(e);
             }
         }
+        // Leave the cluster first: edges stop sending creates here while the rest shuts down.
+        if (_registration is not null) await Step(() => _registration.DisposeAsync().AsTask());
         await Step(() => _app.StopAsync());
         await Step(() => _manager.DisposeAsync().AsTask());
         await Step(() => _listener.DisposeAsync().AsTask());

@@ -45,11 +45,12 @@ public sealed class PayloadTooLargeException(string message) : ForkboxException(
     public override string Code => "too_large";
 }
 
-/// <summary>429: over a rate or count limit.</summary>
-public sealed class RateLimitedException(string message) : ForkboxException(message)
+/// <summary>429: over a rate or count limit; the reply carries Retry-After when a wait is known.</summary>
+public sealed class RateLimitedException(string message, int? retryAfterS = null, string code = "rate_limited") : ForkboxException(message)
 {
     public override int Status => 429;
-    public override string Code => "rate_limited";
+    public override string Code { get; } = code;
+    public int? RetryAfterS { get; } = retryAfterS;
 }
 
 /// <summary>503: the host has no room for another sandbox.</summary>
@@ -57,6 +58,13 @@ public sealed class AtCapacityException(string message) : ForkboxException(messa
 {
     public override int Status => 503;
     public override string Code => "at_capacity";
+}
+
+/// <summary>503: the host that holds a sandbox (or every host that could take a create) is not reachable.</summary>
+public sealed class HostUnavailableException(string message) : ForkboxException(message)
+{
+    public override int Status => 503;
+    public override string Code => "host_unavailable";
 }
 
 /// <summary>500: the sandbox machinery failed (set-up, agent, zygote).</summary>

@@ -184,7 +184,12 @@ public sealed record CapacityInfo
     public string? StorageFilesystem { get; init; }
     public required IReadOnlyList<string> Templates { get; init; }
     public IReadOnlyList<PoolInfo>? Pools { get; init; }
+    /// <summary>Extension, from an edge: each host in rotation (the sums above are over them).</summary>
+    public IReadOnlyList<HostCapacity>? Hosts { get; init; }
 }
+
+/// <summary>One host as an edge's GET /v1/capacity reports it.</summary>
+public sealed record HostCapacity(string HostId, string Region, string? Continent, int Running, int Maximum);
 
 /// <summary>Every non-2xx body: {"error": "what went wrong and what to do", "code": "machine_code"}.</summary>
 public sealed record ErrorBody(string Error, string Code);
@@ -206,4 +211,5 @@ public sealed record ErrorBody(string Error, string Code);
 [JsonSerializable(typeof(LifecycleResponse))]
 [JsonSerializable(typeof(ForkResponse))]
 [JsonSerializable(typeof(DiffResponse))]
+[JsonSerializable(typeof(Forkbox.Core.Cluster.HostAnnouncement))]
 public sealed partial class WireJson : JsonSerializerContext;

@@ -42,6 +42,8 @@ public static partial class ErrorResponses
                 if (status == 500 || e is not ForkboxException) LogServerError(log, ctx.Request.Method, ctx.Request.Path, e);
                 else LogServerCondition(log, ctx.Request.Method, ctx.Request.Path, status, message);
             }
+            if (e is RateLimitedException { RetryAfterS: { } wait })
+                ctx.Response.Headers.RetryAfter = wait.ToString(System.Globalization.CultureInfo.InvariantCulture);
             await WriteAsync(ctx, status, code, message).ConfigureAwait(false);
         }
     }

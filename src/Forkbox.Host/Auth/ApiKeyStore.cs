@@ -8,11 +8,12 @@ namespace Forkbox.Host.Auth;
 /// <summary>
 /// API keys, stored as SHA-256 hashes in DATA/keys.json (mode 0600). The plain key is shown once,
 /// when it is created. The server notices keys added while it runs (the file is re-read when it changes).
+/// An edge reads the same format, where each key may also name its tier.
 /// </summary>
 public sealed class ApiKeyStore(string path)
 {
     private readonly Lock _lock = new();
-    private Dictionary<string, string> _hashes = new(StringComparer.Ordinal); // sha256 → key name
+    private Dictionary<string, ApiKey> _hashes = new(StringComparer.Ordinal); // sha256 → key
     private DateTime _loadedMtime = DateTime.MinValue;
     private long _checkedAt;
 
@@ -29,20 +30,23 @@ public sealed class ApiKeyStore(string path)
     public bool Verify(string key) => Owner(key) is not null;
 
     /// <summary>The name the key was created with (the owner of the sandboxes it creates), or null for an unknown key.</summary>
-    public string? Owner(string key)
+    public string? Owner(string key) => Find(key)?.Name;
+
+    /// <summary>The key's name and tier, or null for an unknown key.</summary>
+    public ApiKey? Find(string key)
     {
         Refresh();
         var hash = Encoding.ASCII.GetBytes(Hash(key));
-        Dictionary<string, string> hashes;
+        Dictionary<string, ApiKey> hashes;
         lock (_lock) hashes = _hashes;
-        string? owner = null;
-        foreach (var (h, name) in hashes)
-            if (CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(h), hash)) owner = name;
-        return owner;
+        ApiKey? found = null;
+        foreach (var (h, k) in hashes)
+            if (CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(h), hash)) found = k;
+        return found;
     }
 
     /// <summary>Makes a new key, stores its hash, and returns the key (the only time it is shown).</summary>
-    public string Create(string name)
+    public string Create(string name, string? tier = null)
     {
         var key = "fbx_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
         var keys = File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path))?.AsArray() ?? [] : new JsonArray();
@@ -51,6 +55,7 @@ public sealed class ApiKeyStore(string path)
             ["name"] = name,
             ["sha256"] = Hash(key),
             ["prefix"] = key[..8],
+            ["tier"] = tier,
             ["created_at"] = DateTimeOffset.UtcNow.ToString("O"),
         });
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
@@ -70,10 +75,11 @@ public sealed class ApiKeyStore(string path)
         Interlocked.Exchange(ref _checkedAt, now);
         var mtime = File.Exists(path) ? File.GetLastWriteTimeUtc(path) : DateTime.MinValue;
         if (mtime == _loadedMtime) return;
-        var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
+        var hashes = new Dictionary<string, ApiKey>(StringComparer.Ordinal);
         if (File.Exists(path))
             foreach (var k in JsonNode.Parse(File.ReadAllText(path))?.AsArray() ?? [])
-                if (k?["sha256"]?.GetValue<string>() is { } h) hashes[h] = k["name"]?.GetValue<string>() ?? h[..8];
+                if (k?["sha256"]?.GetValue<string>() is { } h)
+                    hashes[h] = new ApiKey(k["name"]?.GetValue<string>() ?? h[..8], k["tier"]?.GetValue<string>());
         lock (_lock)
         {
             _hashes = hashes;

@@ -80,7 +80,7 @@ public sealed partial class SandboxManager
 
             foreach (var pid in hostPids)
             {
-                var id = SandboxId.New();
+                var id = SandboxId.New(_options.HostId);
                 var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
                 var cgroup = _cgroups.Create(id, parent.Limits);
                 var forkling = new Forkling(id, token, pid, cgroup, _layers.CreateFork(id, parent.Template), _listener.Expect(id, token));

@@ -97,6 +97,20 @@ public sealed partial class SandboxManager
             .OrderBy(i => i.CreatedAt).ToList();
     }
 
+    /// <summary>Owner → ids of every sandbox held for it, live and frozen: what a cluster heartbeat reports.</summary>
+    public Dictionary<string, List<string>> IdsByOwner()
+    {
+        var byOwner = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+        void Add(string owner, string id)
+        {
+            if (!byOwner.TryGetValue(owner, out var ids)) byOwner[owner] = ids = [];
+            ids.Add(id);
+        }
+        foreach (var (id, sb) in _sandboxes) Add(sb.Owner, id);
+        foreach (var (id, r) in _frozen) Add(r.Owner, id);
+        return byOwner;
+    }
+
     private long? DiskUsed(Sandbox sb)
     {
         try

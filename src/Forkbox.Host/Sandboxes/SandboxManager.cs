@@ -114,7 +114,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
         var pool = GetPool(template);
         // The name is held from now on, so that two creates cannot both take it.
-        var placeholder = CreatingPrefix + SandboxId.New();
+        var placeholder = CreatingPrefix + SandboxId.New(_options.HostId);
         ReserveName(owner, name, placeholder);
         Sandbox? sandbox;
         bool hit;
@@ -207,7 +207,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             throw new AtCapacityException($"this host already runs its maximum of {_options.MaxSandboxes} sandboxes; close one or try another host");
         }
 
-        var id = resume?.Id ?? SandboxId.New();
+        var id = resume?.Id ?? SandboxId.New(_options.HostId);
         var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
         var timings = new Dictionary<string, double>();
         UserNamespaceSlot? slot = null;

@@ -1,0 +1,193 @@
+using System.Net;
+using Forkbox.Core;
+using Forkbox.Edge.Forwarding;
+using Forkbox.Edge.Limits;
+using Forkbox.Edge.Registry;
+using Forkbox.Host.Api;
+using Forkbox.Host.Auth;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using StackExchange.Redis;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Forkbox.Edge;
+
+/// <summary>
+/// `forkbox edge` as a library (the CLI and the tests start it the same way): the host API in
+/// front of every host registered in one Redis. Edges keep no state of their own, so any number
+/// of replicas can run side by side; what they share (the registry, the tier counts) is in Redis.
+/// </summary>
+public sealed partial class EdgeServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly ConnectionMultiplexer _redis;
+    private readonly HttpMessageInvoker _client;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Task> _loops = [];
+    private int _disposed;
+
+    private EdgeServer(WebApplication app, ConnectionMultiplexer redis, HttpMessageInvoker client, HostRegistry registry, TierLimiter limiter,
+        TierReconciler reconciler)
+    {
+        _app = app;
+        _redis = redis;
+        _client = client;
+        Registry = registry;
+        Limiter = limiter;
+        Reconciler = reconciler;
+    }
+
+    public Uri Address { get; private set; } = null!;
+    public HostRegistry Registry { get; }
+    public TierLimiter Limiter { get; }
+    public TierReconciler Reconciler { get; }
+
+    public static async Task<EdgeServer> StartAsync(EdgeOptions options, Action<ILoggingBuilder>? logging = null, CancellationToken ct = default)
+    {
+        options.Validate();
+        var keys = options.Keys is null ? null : new ApiKeyStore(options.Keys);
+        if (!ListenAddress.IsLoopback(options.Listen) && keys?.Enabled != true)
+            throw new InvalidOperationException(
+                $"refusing to listen on {options.Listen} without API keys: pass --keys FILE (make keys with `forkbox keys create --keys FILE`), or listen on 127.0.0.1");
+        var tiers = options.Tiers is null ? TierTable.Empty : TierTable.Load(options.Tiers);
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        logging ??= l => l.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
+        });
+        logging(builder.Logging);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+        builder.Logging.AddFilter("Yarp", LogLevel.Warning);
+        ListenAddress.TryParse(options.Listen, out var endpoint);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(endpoint);
+            k.Limits.MaxRequestBodySize = null; // each host enforces its own upload limit and says so
+            k.AddServerHeader = false;
+        });
+        builder.Services.AddHttpForwarder();
+
+        var loggers = LoggerFactory.Create(logging);
+        var log = loggers.CreateLogger<EdgeServer>();
+        var config = ConfigurationOptions.Parse(options.Redis.Replace("redis://", "", StringComparison.Ordinal));
+        config.AbortOnConnectFail = false; // start, and route as soon as Redis answers
+        config.ConnectTimeout = 2000;
+        var redis = await ConnectionMultiplexer.ConnectAsync(config).ConfigureAwait(false);
+        var registry = new HostRegistry(redis, loggers.CreateLogger<HostRegistry>());
+        try
+        {
+            await registry.RefreshAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            LogRedisAway(log, options.Redis, e.Message);
+        }
+        var limiter = new TierLimiter(redis);
+        var reconciler = new TierReconciler(redis, registry, Guid.NewGuid().ToString("N"), loggers.CreateLogger<TierReconciler>());
+        // One pool of connections to the hosts for everything the edge sends, as YARP recommends.
+        var client = new HttpMessageInvoker(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            AllowAutoRedirect = false,
+            AutomaticDecompression = DecompressionMethods.None,
+            UseCookies = false,
+            ConnectTimeout = TimeSpan.FromSeconds(options.ConnectTimeoutS),
+            PooledConnectionIdleTimeout = TimeSpan.FromMinutes(2),
+        });
+        var metrics = new EdgeMetrics();
+
+        var app = builder.Build();
+        var proxy = new SandboxProxy(app.Services.GetRequiredService<IHttpForwarder>(), client, registry, limiter, metrics,
+            options.ContinentHeader, loggers.CreateLogger<SandboxProxy>());
+        app.Use(ErrorResponses.Handle);
+        app.Use((ctx, next) => Admit(ctx, next, keys, tiers));
+        app.UseRouting(); // after Admit, so that routes match the path without its /r/REGION prefix
+        EdgeEndpoints.Map(app, proxy, registry, limiter, metrics, client);
+        await app.StartAsync(ct).ConfigureAwait(false);
+
+        var server = new EdgeServer(app, redis, client, registry, limiter, reconciler);
+        server._loops.Add(registry.RunAsync(TimeSpan.FromSeconds(options.PollS), server._stop.Token));
+        server._loops.Add(reconciler.RunAsync(TimeSpan.FromSeconds(options.ReconcileS), server._stop.Token));
+        var address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        server.Address = new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "[::1]"));
+        LogListening(log, server.Address, options.Redis, registry.Hosts.Count, keys?.Enabled == true, tiers.All.Count);
+        return server;
+    }
+
+    /// <summary>
+    /// Middleware: takes a /r/REGION prefix off the path, checks the API key (when the edge has
+    /// keys), and attaches who is asking and their tier for the routes.
+    /// </summary>
+    private static Task Admit(HttpContext ctx, RequestDelegate next, ApiKeyStore? keys, TierTable tiers)
+    {
+        string? region = null;
+        var path = ctx.Request.Path.Value ?? "";
+        if (path.StartsWith("/r/", StringComparison.Ordinal))
+        {
+            var end = path.IndexOf('/', 3);
+            if (end < 0) return ErrorResponses.WriteAsync(ctx, 404, "not_found", "a region path is /r/REGION/v1/…");
+            region = path[3..end];
+            ctx.Request.Path = path[end..];
+        }
+        ApiKey? key = null;
+        if (keys?.Enabled == true && ctx.Request.Path != "/v1/healthz")
+        {
+            var auth = ctx.Request.Headers.Authorization.ToString();
+            var plain = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : ctx.Request.Headers["X-API-Key"].ToString();
+            key = plain.Length > 0 ? keys.Find(plain) : null;
+            if (key is null)
+                return ErrorResponses.WriteAsync(ctx, 401, "unauthorized", "missing or unknown API key: send 'Authorization: Bearer KEY'");
+        }
+        new EdgeRequest
+        {
+            Owner = key?.Name ?? Forkbox.Host.Sandboxes.SandboxManager.LocalOwner,
+            Tier = tiers.For(key?.Tier),
+            PathRegion = region,
+        }.AttachTo(ctx);
+        return next(ctx);
+    }
+
+    /// <summary>Runs until SIGINT/SIGTERM, then stops.</summary>
+    public async Task RunUntilStoppedAsync()
+    {
+        await _app.WaitForShutdownAsync().ConfigureAwait(false);
+        await DisposeAsync().ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+        await _stop.CancelAsync().ConfigureAwait(false);
+        foreach (var loop in _loops)
+        {
+            try
+            {
+                await loop.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // the loop's normal end
+            }
+        }
+        await _app.StopAsync().ConfigureAwait(false);
+        await _app.DisposeAsync().ConfigureAwait(false);
+        _client.Dispose();
+        await _redis.DisposeAsync().ConfigureAwait(false);
+        _stop.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "forkbox edge listening on {Address} (redis {Redis}, {Hosts} hosts in rotation, auth {Auth}, {Tiers} tiers)")]
+    private static partial void LogListening(ILogger log, Uri address, string redis, int hosts, bool auth, int tiers);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "redis {Redis} does not answer yet ({Error}); the edge routes as soon as it does")]
+    private static partial void LogRedisAway(ILogger log, string redis, string error);
+}
