@@ -13,8 +13,9 @@ fi
 # python-datasci template, bubblewrap as the benchmark's point of comparison, debootstrap for
 # `forkbox template build --from debootstrap`, btrfs-progs and xfsprogs for --storage-image (and the
 # storage tests), python3-venv for the Python SDK's install test (Debian's python3 cannot make a
-# venv with pip without it). Build: the .NET 10 SDK.
-packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs python3-venv)
+# venv with pip without it), redis-server for the cluster tests (they start their own on a loopback
+# port; `forkbox edge` needs a Redis only when several hosts are clustered). Build: the .NET 10 SDK.
+packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs python3-venv redis-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,12 +24,23 @@ internal static class BenchCommand
         var json = new Option<string?>("--json") { Description = "Also write every raw sample to this JSON file" };
         var hold = new Option<int>("--hold") { Description = "Idle sandboxes to hold at once at the end (at least 20)", DefaultValueFactory = _ => 500 };
         var cycles = new Option<int>("--fork-cycles") { Description = "fork/close cycles for the leak check", DefaultValueFactory = _ => 1000 };
-        var cmd = new Command("bench", "Measure create, run_code, files, fork, burst rate and idle memory against a running server, beside raw floors.") { host, apiKey, n, json, hold, cycles };
+        var edge = new Option<string?>("--edge")
+        {
+            HelpName = "URL",
+            Description = "Measure only what an edge at URL adds: create and run_code through it and straight to --host, interleaved",
+        };
+        var cmd = new Command("bench", "Measure create, run_code, files, fork, burst rate and idle memory against a running server, beside raw floors.") { host, apiKey, n, json, hold, cycles, edge };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {
             var client = new ForkboxClient(parse.GetValue(host), parse.GetValue(apiKey));
             var iterations = Math.Max(3, parse.GetValue(n));
             var report = new Report();
+            if (parse.GetValue(edge) is { } edgeUrl)
+            {
+                await EdgeFigures(client, new ForkboxClient(edgeUrl, parse.GetValue(apiKey)), report, iterations, ct);
+                if (parse.GetValue(json) is { } edgeJson) await File.WriteAllTextAsync(edgeJson, report.ToJson(), ct);
+                return;
+            }
             const string python = "/usr/bin/python3";
             Console.WriteLine($"forkbox bench against {client.BaseAddress}, {iterations} iterations after 1 warm-up, {Environment.ProcessorCount} cores");
             Console.WriteLine($"{"figure",-42} {"min",8} {"p50",8} {"p95",8} {"mean",8}  ms");
@@ -154,6 +165,75 @@ internal static class BenchCommand
             }
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// The latency an edge adds: the same calls straight to a host and through the edge, one after
+    /// the other in each iteration so that both see the same machine. The creates are pool hits
+    /// (the host's pool is full before each); the edge places them on any host, so the figure is
+    /// only clean with one host behind the edge.
+    /// </summary>
+    private static async Task EdgeFigures(ForkboxClient host, ForkboxClient edge, Report report, int iterations, CancellationToken ct)
+    {
+        Console.WriteLine($"forkbox bench: edge {edge.BaseAddress} against host {host.BaseAddress}, {iterations} iterations after 1 warm-up, {Environment.ProcessorCount} cores");
+        Console.WriteLine($"{"figure",-42} {"min",8} {"p50",8} {"p95",8} {"mean",8}  ms");
+        using var hostHttp = new HttpClient { BaseAddress = host.BaseAddress };
+        using var edgeHttp = new HttpClient { BaseAddress = edge.BaseAddress };
+        var (healthHost, healthEdge) = await Interleaved(iterations, () => hostHttp.GetStringAsync("v1/healthz", ct), () => edgeHttp.GetStringAsync("v1/healthz", ct));
+        report.Add("HTTP GET /v1/healthz, host", healthHost);
+        report.Add("HTTP GET /v1/healthz, edge", healthEdge, (healthHost, "host"));
+
+        async Task<double> CreateClose(ForkboxClient via)
+        {
+            await WaitPoolFull(host, "default", ct);
+            var t = Stopwatch.GetTimestamp();
+            var sb = await Sandbox.CreateAsync(client: via, ct: ct);
+            var ms = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
+            await sb.CloseAsync(ct);
+            return ms;
+        }
+        var createHost = new List<double>();
+        var createEdge = new List<double>();
+        for (var i = 0; i <= iterations; i++)
+        {
+            var d = await CreateClose(host);
+            var e = await CreateClose(edge);
+            if (i == 0) continue;
+            createHost.Add(d);
+            createEdge.Add(e);
+        }
+        report.Add("create() pool hit, host", createHost);
+        report.Add("create() pool hit, edge", createEdge, (createHost, "host"));
+
+        await WaitPoolFull(host, "default", ct);
+        await using var sandbox = await Sandbox.CreateAsync(client: edge, ct: ct);
+        var direct = await Sandbox.ConnectAsync(sandbox.Id, host, ct);
+        await WaitPoolFull(host, "default", ct);
+        var (runHost, runEdge) = await Interleaved(iterations, () => direct.RunCodeAsync("print(1)", ct: ct), () => sandbox.RunCodeAsync("print(1)", ct: ct));
+        report.Add("run_code(\"print(1)\") hot, host", runHost);
+        report.Add("run_code(\"print(1)\") hot, edge", runEdge, (runHost, "host"));
+        foreach (var (name, viaHost, viaEdge) in new[] { ("create", createHost, createEdge), ("run_code", runHost, runEdge), ("healthz", healthHost, healthEdge) })
+            report.Note($"edge_added_ms_p50[{name}]", Percentile(viaEdge, 0.5) - Percentile(viaHost, 0.5),
+                string.Create(CultureInfo.InvariantCulture, $"edge adds at p50 [{name}]: {Percentile(viaEdge, 0.5) - Percentile(viaHost, 0.5):F3} ms"));
+    }
+
+    /// <summary>Times <paramref name="a"/> then <paramref name="b"/> in each iteration (after one warm-up of each).</summary>
+    private static async Task<(List<double> A, List<double> B)> Interleaved<T>(int n, Func<Task<T>> a, Func<Task<T>> b)
+    {
+        var (sa, sb) = (new List<double>(n), new List<double>(n));
+        for (var i = 0; i <= n; i++)
+        {
+            var t = Stopwatch.GetTimestamp();
+            await a();
+            var ma = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
+            t = Stopwatch.GetTimestamp();
+            await b();
+            var mb = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
+            if (i == 0) continue;
+            sa.Add(ma);
+            sb.Add(mb);
+        }
+        return (sa, sb);
     }
 
     /// <summary>

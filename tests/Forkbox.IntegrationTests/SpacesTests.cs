@@ -197,5 +197,20 @@ public sealed class SpacesTests(ServerFixture fx)
         Assert.Equal(HttpStatusCode.NotFound, resume.StatusCode);
     }
 
+    [Fact]
+    public async Task A_space_that_received_a_merge_hibernates_and_resumes_beside_its_retired_self()
+    {
+        // After merge_into the id belongs to the winner, while the sandbox it replaced is retired
+        // with its cgroup and layers until its forks end: the resume must not take those over.
+        await using var sb = await fx.NewSandbox(new CreateSandboxRequest { Persistent = true });
+        await sb.RunCodeAsync("x = 1");
+        var child = (await sb.ForkAsync(1))[0];
+        await child.RunCodeAsync("x = 2");
+        await sb.MergeIntoAsync(child);
+        Assert.Equal("hibernated", (await sb.HibernateAsync()).State);
+        Assert.Equal("2", (await sb.RunCodeAsync("print(x)")).Stdout.Trim());
+        Assert.Equal("2", (await sb.RunCodeAsync("print(x)")).Stdout.Trim());
+    }
+
     private string State(string id) => fx.Server.Sandboxes.Describe(id).State;
 }

@@ -15,6 +15,9 @@ public static class ClusterKeys
     /// <summary>Sorted set of an owner's sandboxes (and creates in flight), scored by the Redis time they were counted.</summary>
     public static string Live(string owner) => "forkbox:live:" + owner;
 
+    /// <summary>Sorted set of the ids an owner closed lately (by close time), which repair must not count again from an older announcement.</summary>
+    public static string Closed(string owner) => "forkbox:closed:" + owner;
+
     /// <summary>An owner's creates in the current rate window.</summary>
     public static string Rate(string owner) => "forkbox:rate:" + owner;
 

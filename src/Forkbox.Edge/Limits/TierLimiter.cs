@@ -52,6 +52,19 @@ public sealed class TierLimiter(IConnectionMultiplexer redis)
         return #ARGV - 2
         """;
 
+    /// <summary>
+    /// KEYS: live set, closed set. ARGV: id. Frees the id's slot and remembers the close for ten
+    /// minutes, so that repair from an announcement made before the close does not count it again.
+    /// </summary>
+    private const string CloseScript = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        redis.call('ZREM', KEYS[1], ARGV[1])
+        redis.call('ZADD', KEYS[2], now, ARGV[1])
+        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 600000)
+        return 1
+        """;
+
     /// <summary>The prefix of the members that stand for creates in flight.</summary>
     public const string PendingPrefix = "pending:";
 
@@ -91,7 +104,8 @@ public sealed class TierLimiter(IConnectionMultiplexer redis)
     public Task ReleaseAsync(Slots slots) => CommitAsync(slots, []);
 
     /// <summary>A sandbox closed (or merged away): its slot is free.</summary>
-    public Task ReleaseAsync(string owner, string id) => redis.GetDatabase().SortedSetRemoveAsync(ClusterKeys.Live(owner), id);
+    public Task ReleaseAsync(string owner, string id) =>
+        redis.GetDatabase().ScriptEvaluateAsync(CloseScript, [ClusterKeys.Live(owner), ClusterKeys.Closed(owner)], [id]);
 
     /// <summary>How many slots the owner holds now (sandboxes and creates in flight).</summary>
     public Task<long> CountAsync(string owner) => redis.GetDatabase().SortedSetLengthAsync(ClusterKeys.Live(owner));

@@ -50,9 +50,12 @@ public sealed partial class TierReconciler(IConnectionMultiplexer redis, HostReg
                 else if (m.Score < host.AtMs && !(host.Sandboxes.GetValueOrDefault(owner)?.Contains(id) ?? false))
                     stale.Add(m.Element); // counted before the host's snapshot, and not in it: ended
             }
-            var missing = hosts.Values.SelectMany(h => (h.Sandboxes.GetValueOrDefault(owner) ?? []).Select(id => (id, h.AtMs)))
-                .Where(x => !present.Contains(x.id))
-                .Select(x => new SortedSetEntry(x.id, x.AtMs)).ToArray();
+            var reported = hosts.Values.SelectMany(h => (h.Sandboxes.GetValueOrDefault(owner) ?? []).Select(id => (id, h.AtMs)))
+                .Where(x => !present.Contains(x.id)).ToList();
+            var closed = reported.Count == 0 ? []
+                : (await db.SortedSetRangeByRankAsync(ClusterKeys.Closed(owner)).ConfigureAwait(false)).Select(c => (string)c!).ToHashSet(StringComparer.Ordinal);
+            // Ids are never reused: one closed lately and still in a host's older announcement is not back.
+            var missing = reported.Where(x => !closed.Contains(x.id)).Select(x => new SortedSetEntry(x.id, x.AtMs)).ToArray();
             if (stale.Count > 0) removed += (int)await db.SortedSetRemoveAsync(key, stale.ToArray()).ConfigureAwait(false);
             if (missing.Length > 0) added += (int)await db.SortedSetAddAsync(key, missing, SortedSetWhen.NotExists).ConfigureAwait(false);
         }

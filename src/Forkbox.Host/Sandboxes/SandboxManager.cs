@@ -219,9 +219,12 @@ public sealed partial class SandboxManager : IAsyncDisposable
             var step = Stopwatch.StartNew();
             slot = _slots.Acquire() ?? throw new AtCapacityException("no free user namespace slot");
             timings["uid_slot"] = Lap(step);
-            cgroup = _cgroups.Create(id, limits);
+            // A resumed sandbox's cgroup and layers are named for the image too: the sandbox it was
+            // before may still hold the plain id's (retired, kept until its forks end).
+            var instance = resume is null ? id : id + "-" + resume.Image;
+            cgroup = _cgroups.Create(instance, limits);
             timings["cgroup"] = Lap(step);
-            dirs = resume is null ? _layers.Create(id, template) : _layers.CreateFork(id, template);
+            dirs = resume is null ? _layers.Create(id, template) : _layers.CreateFork(instance, template);
             timings["layers"] = Lap(step);
             var zygote = await GetZygoteAsync(template, ct).ConfigureAwait(false);
             if (resume is not null)
