@@ -17,6 +17,34 @@ public sealed class CoreTests
         Assert.All(ids, id => Assert.True(SandboxId.IsValid(id)));
         Assert.False(SandboxId.IsValid("sbx_" + new string('G', 32)));
         Assert.False(SandboxId.IsValid("sbx_123"));
+        Assert.All(ids, id => Assert.Null(SandboxId.HostOf(id)));
+    }
+
+    [Fact]
+    public void A_cluster_hosts_ids_carry_its_host_id()
+    {
+        var id = SandboxId.New("eu-1");
+        Assert.Matches("^sbx_eu-1_[0-9a-f]{32}$", id);
+        Assert.True(SandboxId.IsValid(id));
+        Assert.Equal("eu-1", SandboxId.HostOf(id));
+        Assert.Null(SandboxId.HostOf("sbx_EU_" + new string('0', 32))); // host ids are lowercase
+        Assert.False(SandboxId.IsValid("sbx_-x_" + new string('0', 32)));
+        Assert.False(SandboxId.IsValid("sbx_a/b_" + new string('0', 32)));
+        Assert.False(SandboxId.IsValid("sbx_eu-1" + new string('0', 32))); // no separator
+        Assert.False(SandboxId.IsValid("sbx_" + new string('a', 33) + "_" + new string('0', 32)));
+    }
+
+    [Fact]
+    public void Joining_a_cluster_needs_a_host_id_and_an_address_edges_can_reach()
+    {
+        var ok = new ServerOptions { Join = "redis:6379", HostId = "eu-1" };
+        ok.Validate();
+        Assert.Contains("host_id", Assert.Throws<BadRequestException>(() => (ok with { HostId = null }).Validate()).Message);
+        Assert.Contains("advertise", Assert.Throws<BadRequestException>(() => (ok with { Listen = "0.0.0.0:7070" }).Validate()).Message);
+        (ok with { Listen = "0.0.0.0:7070", Advertise = "http://10.0.0.5:7070" }).Validate();
+        Assert.Contains("join", Assert.Throws<BadRequestException>(() => (ok with { Join = "redis" }).Validate()).Message);
+        Assert.Contains("region", Assert.Throws<BadRequestException>(() => (ok with { Region = "EU West" }).Validate()).Message);
+        Assert.Contains("continent", Assert.Throws<BadRequestException>(() => (ok with { Continent = "Europe" }).Validate()).Message);
     }
 
     [Theory]
