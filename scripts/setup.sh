@@ -14,8 +14,9 @@ fi
 # `forkbox template build --from debootstrap`, btrfs-progs and xfsprogs for --storage-image (and the
 # storage tests), python3-venv for the Python SDK's install test (Debian's python3 cannot make a
 # venv with pip without it), redis-server for the cluster tests (they start their own on a loopback
-# port; `forkbox edge` needs a Redis only when several hosts are clustered). Build: the .NET 10 SDK.
-packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs python3-venv redis-server)
+# port; `forkbox edge` needs a Redis only when several hosts are clustered), python3-dill for
+# hibernate (functions and classes defined in the REPL). Build: the .NET 10 SDK.
+packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs python3-venv redis-server python3-dill)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
