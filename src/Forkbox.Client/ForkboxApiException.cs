@@ -22,6 +22,7 @@ public class ForkboxApiException(int status, string code, string message)
         413 => new ForkboxPayloadTooLargeException(code, message),
         429 => new ForkboxRateLimitedException(code, message, retryAfter),
         500 => new ForkboxExecutorException(code, message),
+        503 when code == "host_unavailable" => new ForkboxHostUnavailableException(code, message),
         503 => new ForkboxAtCapacityException(code, message),
         507 => new ForkboxInsufficientStorageException(code, message),
         _ => new ForkboxApiException(status, code, message),
@@ -54,6 +55,9 @@ public sealed class ForkboxExecutorException(string code, string message) : Fork
 
 /// <summary>503: the host has no room for another sandbox.</summary>
 public sealed class ForkboxAtCapacityException(string code, string message) : ForkboxApiException(503, code, message);
+
+/// <summary>503 host_unavailable, from an edge: the host that holds the sandbox is down or cut off.</summary>
+public sealed class ForkboxHostUnavailableException(string code, string message) : ForkboxApiException(503, code, message);
 
 /// <summary>507: the sandbox's disk (its quota, or the host's) is full.</summary>
 public sealed class ForkboxInsufficientStorageException(string code, string message) : ForkboxApiException(507, code, message);

@@ -60,6 +60,11 @@ class AtCapacityError(ForkboxError):
     """503: the host has no room for another sandbox right now."""
 
 
+class HostUnavailableError(ForkboxError):
+    """503 ``host_unavailable``, from an edge: the host that holds the sandbox is down or cut off
+    (a create is never refused this way while another host can take it)."""
+
+
 class InsufficientStorageError(ForkboxError):
     """507: the sandbox's disk quota is full."""
 
@@ -111,7 +116,7 @@ def error_from_response(status: int, reason: str, headers: Mapping[str, str], bo
             code = str(parsed.get("code") or code)
     except ValueError:
         pass
-    cls = _BY_STATUS.get(status, ForkboxError)
+    cls = HostUnavailableError if (status, code) == (503, "host_unavailable") else _BY_STATUS.get(status, ForkboxError)
     if cls is RateLimitError:
         return RateLimitError(status, code, message, _retry_after(headers.get("Retry-After")))
     return cls(status, code, message)

@@ -33,7 +33,7 @@ _started = 0
 class ForkboxServer:
     """One server process. ``url`` is its base address; ``stop()`` sends SIGTERM and waits."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, extra_args: Tuple[str, ...] = ()) -> None:
         global _started
         if not os.path.exists(CLI_DLL):
             raise RuntimeError(f"{CLI_DLL} is missing: build first (dotnet build Forkbox.slnx, or scripts/setup.sh)")
@@ -58,7 +58,7 @@ class ForkboxServer:
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             ["dotnet", CLI_DLL, "serve", "--data-dir", os.path.join(self.data_dir, "data"),
-             "--listen", f"127.0.0.1:{self.port}"],
+             "--listen", f"127.0.0.1:{self.port}", *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             self._wait_healthy(90)
@@ -118,6 +118,54 @@ class ForkboxServer:
             raise RuntimeError(f"forkbox serve did not stop within {timeout} s of SIGTERM and was killed:\n{output}")
         if code != 0:
             raise RuntimeError(f"forkbox serve exited with {code} after SIGTERM:\n{output}")
+
+
+class ClusterOnLoopback:
+    """A real redis-server, one host that joins it (host id ``py-1``, region ``py``) and a
+    ``forkbox edge`` in front: the SDK must work against an edge as against a host."""
+
+    def __init__(self) -> None:
+        self.redis_port = _free_port()
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.host: Optional[ForkboxServer] = None
+        self.edge: Optional[subprocess.Popen] = None
+        try:
+            self.host = ForkboxServer("edge-host", ("--join", f"127.0.0.1:{self.redis_port}", "--host-id", "py-1", "--region", "py"))
+            self.edge_port = _free_port()
+            self.url = f"http://127.0.0.1:{self.edge_port}"
+            self.edge_log = tempfile.TemporaryFile()
+            self.edge = subprocess.Popen(
+                ["dotnet", CLI_DLL, "edge", "--redis", f"127.0.0.1:{self.redis_port}", "--listen", f"127.0.0.1:{self.edge_port}"],
+                stdout=self.edge_log, stderr=subprocess.STDOUT, start_new_session=True)
+            # In rotation once the edge's capacity lists the host.
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(self.url + "/v1/capacity", timeout=2) as r:
+                        if b'"py-1"' in r.read():
+                            break
+                except OSError:
+                    pass
+                if self.edge.poll() is not None or time.monotonic() > deadline:
+                    self.edge_log.seek(0)
+                    raise RuntimeError("forkbox edge did not route to its host:\n" + self.edge_log.read().decode("utf-8", "replace"))
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.edge is not None and self.edge.poll() is None:
+            self.edge.send_signal(signal.SIGTERM)
+            self.edge.wait(30)
+        try:
+            if self.host is not None:
+                self.host.stop()
+        finally:
+            self.redis.kill()
+            self.redis.wait(10)
 
 
 def _free_port() -> int:
