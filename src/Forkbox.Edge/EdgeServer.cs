@@ -3,6 +3,7 @@ using Forkbox.Core;
 using Forkbox.Edge.Forwarding;
 using Forkbox.Edge.Limits;
 using Forkbox.Edge.Registry;
+using Forkbox.Host;
 using Forkbox.Host.Api;
 using Forkbox.Host.Auth;
 using Microsoft.AspNetCore.Builder;
@@ -56,16 +57,8 @@ public sealed partial class EdgeServer : IAsyncDisposable
                 $"refusing to listen on {options.Listen} without API keys: pass --keys FILE (make keys with `forkbox keys create --keys FILE`), or listen on 127.0.0.1");
         var tiers = options.Tiers is null ? TierTable.Empty : TierTable.Load(options.Tiers);
 
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        logging ??= l => l.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
-        });
-        logging(builder.Logging);
-        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
-        builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+        logging ??= HostServer.ConsoleLogging;
+        var builder = HostServer.CreateBuilder(logging);
         builder.Logging.AddFilter("Yarp", LogLevel.Warning);
         ListenAddress.TryParse(options.Listen, out var endpoint);
         builder.WebHost.ConfigureKestrel(k =>

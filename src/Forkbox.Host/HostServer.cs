@@ -98,17 +98,8 @@ public sealed partial class HostServer : IAsyncDisposable
             throw new InvalidOperationException(
                 $"refusing to listen on {options.Listen} without API keys: create one with `forkbox keys create`, or listen on 127.0.0.1");
 
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        // One line per event with a timestamp, unless the caller (a test) configures logging itself.
-        logging ??= l => l.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
-        });
-        logging(builder.Logging);
-        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
-        builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+        logging ??= ConsoleLogging;
+        var builder = CreateBuilder(logging);
         ListenAddress.TryParse(options.Listen, out var endpoint);
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -196,6 +187,24 @@ public sealed partial class HostServer : IAsyncDisposable
             store.Dispose();
             throw;
         }
+    }
+
+    /// <summary>One line per event with a timestamp: how `forkbox serve` and `forkbox edge` log unless a caller (a test) says otherwise.</summary>
+    public static void ConsoleLogging(ILoggingBuilder logging) => logging.AddSimpleConsole(o =>
+    {
+        o.SingleLine = true;
+        o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
+    });
+
+    /// <summary>A slim ASP.NET Core app whose logging is <paramref name="logging"/> with the framework's chatter at warnings only.</summary>
+    public static WebApplicationBuilder CreateBuilder(Action<ILoggingBuilder> logging)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        logging(builder.Logging);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+        return builder;
     }
 
     /// <summary>
