@@ -15,6 +15,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -40,6 +41,9 @@ public sealed partial class HostServer : IAsyncDisposable
     private StorageImage? _storageImage;
     private SandboxStore? _store;
     private HostRegistration? _registration;
+
+    /// <summary>The route values that name a sandbox: {id}, and the other sandbox of a merge_into or diff.</summary>
+    private static readonly string[] SandboxRouteValues = ["id", "winner", "other"];
 
     /// <summary>The header an edge names the request's owner (its API key's name) in; honoured only by a host without keys of its own.</summary>
     public const string OwnerHeader = "X-Forkbox-Owner";
@@ -155,6 +159,13 @@ public sealed partial class HostServer : IAsyncDisposable
                         return;
                     }
                     ctx.Items[SandboxEndpoints.OwnerItem] = owner;
+                    // A key reaches only its own sandboxes: another key's are as unknown as closed ones.
+                    foreach (var name in SandboxRouteValues)
+                        if (ctx.GetRouteValue(name) is string id && manager.OwnerOf(id) is { } holder && holder != owner)
+                        {
+                            await ErrorResponses.WriteAsync(ctx, 404, "not_found", $"sandbox '{id}' not found (it may have been closed or have expired)").ConfigureAwait(false);
+                            return;
+                        }
                 }
                 else if (!keys.Enabled && ctx.Request.Headers[OwnerHeader].ToString() is { Length: > 0 and <= 128 } forwarded)
                 {
