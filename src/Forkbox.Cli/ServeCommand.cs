@@ -19,9 +19,14 @@ internal static class ServeCommand
             Description = "Make and loop-mount a sparse image of SIZE (e.g. 4G, 512M) on DATA/sandboxes, for snapshots on an ext4 host",
         };
         var storageImageFs = new Option<string?>("--storage-image-fs") { HelpName = "btrfs|xfs", Description = "The storage image's filesystem: btrfs (default) or xfs" };
+        var networkSubnet = new Option<string?>("--network-subnet")
+        {
+            HelpName = "CIDR", Description = "Private IPv4 network for sandboxes with egress (default 10.201.0.0/16); distinct per server on one host",
+        };
+        var networkDns = new Option<string?>("--network-dns") { HelpName = "IP,…", Description = "Resolvers written to the /etc/resolv.conf of sandboxes with egress" };
         var cmd = new Command("serve", "Run the Forkbox server (hostd) on this host; needs root.")
         {
-            listen, dataDir, config, storage, storageImage, storageImageFs,
+            listen, dataDir, config, storage, storageImage, storageImageFs, networkSubnet, networkDns,
         };
         cmd.SetAction(async (parse, ct) =>
         {
@@ -45,6 +50,8 @@ internal static class ServeCommand
                     [nameof(ServerOptions.Storage)] = parse.GetValue(storage),
                     [nameof(ServerOptions.StorageImageBytes)] = imageBytes?.ToString(System.Globalization.CultureInfo.InvariantCulture),
                     [nameof(ServerOptions.StorageImageFs)] = parse.GetValue(storageImageFs),
+                    [nameof(ServerOptions.NetworkSubnet)] = parse.GetValue(networkSubnet),
+                    [nameof(ServerOptions.NetworkDns)] = parse.GetValue(networkDns),
                 });
             }
             catch (Exception e) when (e is Forkbox.Core.Errors.ForkboxException or FileNotFoundException or InvalidDataException)

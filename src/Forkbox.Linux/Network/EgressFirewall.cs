@@ -9,7 +9,7 @@ namespace Forkbox.Linux.Network;
 /// one host never touch each other's rules, nor anyone else's). It owns:
 /// <list type="bullet">
 /// <item>forward: traffic from sandbox links goes through from_sandbox; nothing new enters a sandbox link.</item>
-/// <item>from_sandbox: always-denied destinations (link-local 169.254/16, the sandbox subnet, unless
+/// <item>from_sandbox: a per-sandbox upload rate (a policer keyed by source address), always-denied destinations (link-local 169.254/16, the sandbox subnet, unless
 /// the operator allows them), a per-sandbox connection limit, then the egress verdict map keyed by
 /// sandbox address: accept, or a jump to that sandbox's policy chain. An address not in the map is dropped.</item>
 /// <item>input: a sandbox link reaches the host (any of its addresses, so the forkbox API too) only for
@@ -27,7 +27,7 @@ public sealed class EgressFirewall : IDisposable
     private bool _installed;
 
     public EgressFirewall(Nftables nft, string table, string linkPrefix, Ipv4Cidr subnet,
-        IReadOnlyList<Ipv4Cidr> operatorAllow, IReadOnlyList<IPAddress> dns, int maxConnections)
+        IReadOnlyList<Ipv4Cidr> operatorAllow, IReadOnlyList<IPAddress> dns, int maxConnections, int uploadMbit)
     {
         _nft = nft;
         _table = "inet " + table;
@@ -40,12 +40,16 @@ public sealed class EgressFirewall : IDisposable
             .Append("  set operator_allow { type ipv4_addr; flags interval; ").Append(Elements(operatorAllow.Select(c => c.ToString()))).Append("}\n")
             .Append("  set dns { type ipv4_addr; ").Append(Elements(dns.Select(d => d.ToString()))).Append("}\n")
             .Append("  set connlimit { type ipv4_addr; size 65535; flags dynamic; }\n")
+            .Append("  set upload { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1m; }\n")
             .Append("  map egress { type ipv4_addr : verdict; }\n")
             .Append("  chain forward { type filter hook forward priority filter - 10; policy accept;\n")
             .Append($"    iifname {_ifPattern} jump from_sandbox\n")
             .Append($"    oifname {_ifPattern} ct state established,related accept\n")
             .Append($"    oifname {_ifPattern} drop\n  }}\n")
-            .Append("  chain from_sandbox {\n")
+            .Append("  chain from_sandbox {\n");
+        if (uploadMbit > 0)
+            ruleset.Append($"    add @upload {{ ip saddr limit rate over {uploadMbit * 125} kbytes/second burst {Math.Max(32, uploadMbit * 4)} kbytes }} drop\n");
+        ruleset
             .Append("    ct state established,related accept\n")
             .Append($"    ip daddr != @operator_allow ip daddr {{ 169.254.0.0/16, {subnet} }} drop\n");
         if (maxConnections > 0)

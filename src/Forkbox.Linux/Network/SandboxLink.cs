@@ -5,8 +5,9 @@ namespace Forkbox.Linux.Network;
 /// <summary>
 /// A sandbox's way out: a veth pair whose host end (PREFIX + index) carries the gateway address and a
 /// /32 route to the sandbox, and whose other end is eth0 inside the sandbox's network namespace with the
-/// sandbox's address and a default route via the gateway. Bandwidth is shaped on the host end (tbf
-/// towards the sandbox, an ingress policer from it), so the sandbox cannot change it. Deleting the host
+/// sandbox's address and a default route via the gateway. What the sandbox receives is shaped by a tbf
+/// qdisc on the host end, where the sandbox cannot change it (what it sends is policed by
+/// <see cref="EgressFirewall"/>: tc policing needs act_police, which not every kernel has). Deleting the host
 /// end deletes the pair, its routes and its qdiscs; <see cref="DisposeAsync"/> does that.
 /// </summary>
 public sealed class SandboxLink : IAsyncDisposable
@@ -39,10 +40,7 @@ public sealed class SandboxLink : IAsyncDisposable
             {
                 var rate = $"{limits.RateMbit}mbit";
                 var burst = Math.Max(32, limits.RateMbit * 4); // KB: ~30 ms at the rate, at least 32 KB
-                await NetTool.RunBatchAsync("tc",
-                    $"qdisc add dev {hostName} root tbf rate {rate} burst {burst}kb latency 50ms\n" +
-                    $"qdisc add dev {hostName} handle ffff: ingress\n" +
-                    $"filter add dev {hostName} parent ffff: matchall action police rate {rate} burst {burst}k conform-exceed drop\n").ConfigureAwait(false);
+                await NetTool.RunBatchAsync("tc", $"qdisc add dev {hostName} root tbf rate {rate} burst {burst}kb latency 50ms\n").ConfigureAwait(false);
             }
             await NetTool.RunBatchAsync("ip",
                 $"addr add {address}/32 dev eth0\n" +
