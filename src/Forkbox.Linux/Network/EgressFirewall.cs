@@ -98,6 +98,11 @@ public sealed class EgressFirewall : IDisposable
             batch.Append($"add rule {_table} {chain} ip daddr {{ {string.Join(", ", rules.Allow)} }} accept\n");
             batch.Append($"add rule {_table} {chain} drop\n");
         }
+        else
+        {
+            // A jump that falls off the end of the chain returns to from_sandbox, which drops.
+            batch.Append($"add rule {_table} {chain} accept\n");
+        }
         batch.Append($"add element {_table} egress {{ {address} : jump {chain} }}\n");
         _nft.Run(batch.ToString());
     }
