@@ -13,8 +13,10 @@ fi
 # python-datasci template, bubblewrap as the benchmark's point of comparison, debootstrap for
 # `forkbox template build --from debootstrap`, btrfs-progs and xfsprogs for --storage-image (and the
 # storage tests), python3-venv for the Python SDK's install test (Debian's python3 cannot make a
-# venv with pip without it). Build: the .NET 10 SDK.
-packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs python3-venv)
+# venv with pip without it), nftables for "network": "egress" (hostd loads its libnftables for the
+# per-sandbox firewall; `nft list table inet forkbox_…` shows it) and iproute2 for the veth links and
+# their tc shaping. Build: the .NET 10 SDK.
+packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs python3-venv nftables iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
