@@ -41,7 +41,7 @@ public sealed class NetworkCleanupTests
             Directory.Delete(options.DataDir, recursive: true);
         }
         Assert.Empty(Links(prefix));
-        Assert.Empty(Nft("list tables").Split('\n').Where(t => t.Contains("forkbox_" + prefix[2..6], StringComparison.Ordinal)));
+        Assert.DoesNotContain(Nft("list tables").Split('\n'), t => t.Contains("forkbox_" + prefix[2..6], StringComparison.Ordinal));
     }
 
     private static IEnumerable<string> Links(string prefix) =>
