@@ -179,10 +179,19 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         }
     }
 
-    /// <summary>Lets the sandbox out under its policy.</summary>
+    /// <summary>
+    /// Lets the sandbox out under its policy. A pooled sandbox is let out with no policy while it
+    /// waits (it runs only the agent, which opens no connection), so that the common pool hit, egress
+    /// with no policy, costs no firewall change; a policy then replaces that entry in one batch.
+    /// </summary>
     public void Admit(SandboxNetwork net, ResolvedPolicy policy)
     {
-        _firewall!.Admit(net.Link.Address, policy.Rules);
+        if (net.Admitted is { IsOpen: true } && policy.Rules.IsOpen)
+        {
+            net.Policy = policy.Policy;
+            return; // pre-admitted in the pool, as it should be
+        }
+        _firewall!.Admit(net.Link.Address, policy.Rules, replacing: net.Admitted);
         net.Admitted = policy.Rules;
         net.Policy = policy.Policy;
     }

@@ -41,6 +41,9 @@ public sealed partial class SandboxManager
             await WriteFileAsync(sb, "/etc/resolv.conf", conf, ct).ConfigureAwait(false);
     }
 
+    /// <summary>Admits a pooled egress sandbox with no policy, so that taking it for plain egress changes nothing (see <see cref="SandboxNetworking.Admit"/>).</summary>
+    internal void PreAdmit(Sandbox sb) => _network.Admit(sb.Network!, ResolvedPolicy.Open);
+
     /// <summary>Lets the sandbox out under <paramref name="policy"/>, its policy's names pinned in /etc/hosts first.</summary>
     private async Task AdmitAsync(Sandbox sb, ResolvedPolicy policy, CancellationToken ct)
     {

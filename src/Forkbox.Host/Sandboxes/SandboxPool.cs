@@ -126,6 +126,18 @@ public sealed partial class SandboxPool : IAsyncDisposable
                     // Not cancelled by shutdown: a half-made sandbox is harder to clean than a whole one.
                     var sb = await _manager.SpawnAsync(_template, _manager.DefaultLimits, null, CancellationToken.None, egress: _egress).ConfigureAwait(false);
                     await _manager.WarmUpAsync(sb).ConfigureAwait(false);
+                    if (_egress)
+                    {
+                        try
+                        {
+                            _manager.PreAdmit(sb);
+                        }
+                        catch
+                        {
+                            await _manager.DestroyAsync(sb).ConfigureAwait(false);
+                            throw;
+                        }
+                    }
                     _ready.Enqueue(sb);
                     Interlocked.Increment(ref _readyCount);
                     var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;

@@ -80,16 +80,23 @@ public sealed class EgressFirewall : IDisposable
         _installed = true;
     }
 
-    /// <summary>Lets the sandbox at <paramref name="address"/> out, under <paramref name="rules"/>.</summary>
-    public void Admit(IPAddress address, EgressRules rules)
+    /// <summary>
+    /// Lets the sandbox at <paramref name="address"/> out, under <paramref name="rules"/>, in place of
+    /// <paramref name="replacing"/> when it was admitted already: one batch, so there is no moment
+    /// when neither applies.
+    /// </summary>
+    public void Admit(IPAddress address, EgressRules rules, EgressRules? replacing = null)
     {
+        var batch = new StringBuilder();
+        if (replacing is not null) AppendRevoke(batch, address, hadPolicy: !replacing.IsOpen);
         if (rules.IsOpen)
         {
-            _nft.Run($"add element {_table} egress {{ {address} : accept }}\n");
+            batch.Append($"add element {_table} egress {{ {address} : accept }}\n");
+            _nft.Run(batch.ToString());
             return;
         }
         var chain = ChainName(address);
-        var batch = new StringBuilder($"add chain {_table} {chain}\n");
+        batch.Append($"add chain {_table} {chain}\n");
         if (rules.Deny.Count > 0)
             batch.Append($"add rule {_table} {chain} ip daddr {{ {string.Join(", ", rules.Deny)} }} drop\n");
         if (rules.Allow.Count > 0)
@@ -110,9 +117,15 @@ public sealed class EgressFirewall : IDisposable
     /// <summary>Takes the sandbox's element (and policy chain) out again; its traffic is dropped from now on.</summary>
     public void Revoke(IPAddress address, bool hadPolicy)
     {
-        var batch = $"delete element {_table} egress {{ {address} }}\n";
-        if (hadPolicy) batch += $"delete chain {_table} {ChainName(address)}\n";
-        _nft.Run(batch);
+        var batch = new StringBuilder();
+        AppendRevoke(batch, address, hadPolicy);
+        _nft.Run(batch.ToString());
+    }
+
+    private void AppendRevoke(StringBuilder batch, IPAddress address, bool hadPolicy)
+    {
+        batch.Append($"delete element {_table} egress {{ {address} }}\n");
+        if (hadPolicy) batch.Append($"delete chain {_table} {ChainName(address)}\n");
     }
 
     /// <summary>Sandbox elements and policy chains now in the table: what a leak test counts.</summary>
