@@ -109,6 +109,7 @@ public sealed partial class HostServer : IAsyncDisposable
         logging(builder.Logging);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+        builder.Logging.AddFilter("Yarp", LogLevel.Warning); // the ports proxy: one line per request otherwise
         ListenAddress.TryParse(options.Listen, out var endpoint);
         builder.WebHost.ConfigureKestrel(k =>
         {
