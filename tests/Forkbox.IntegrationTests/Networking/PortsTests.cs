@@ -1,9 +1,7 @@
 using System.Net;
-using System.Net.Http.Json;
 using System.Net.WebSockets;
 using System.Text;
 using Forkbox.Client;
-using Forkbox.Core.Wire;
 
 namespace Forkbox.IntegrationTests.Networking;
 
@@ -67,7 +65,7 @@ public sealed class PortsTests(NetworkFixture fx)
     public async Task An_http_server_in_a_sandbox_without_network_is_reachable_through_the_ports_proxy()
     {
         await using var sb = await WithHttpServerAsync(fx);
-        var reply = await fx.Http.GetAsync($"/v1/sandboxes/{sb.Id}/ports/8000/hello.txt");
+        var reply = await fx.Http.GetAsync(sb.PortUri(8000, "hello.txt"));
         Assert.Equal(HttpStatusCode.OK, reply.StatusCode);
         Assert.Equal("hello from the sandbox", await reply.Content.ReadAsStringAsync());
         Assert.Null(sb.Info.Address);
@@ -85,9 +83,8 @@ public sealed class PortsTests(NetworkFixture fx)
     public async Task A_signed_url_works_without_a_key_for_its_sandbox_and_port_only_until_it_expires()
     {
         await using var sb = await WithHttpServerAsync(fx);
-        var signed = await (await fx.Http.PostAsJsonAsync($"/v1/sandboxes/{sb.Id}/ports/8000/url", new { expires_in_s = 2 }))
-            .Content.ReadFromJsonAsync(WireJson.Default.PortUrlResponse);
-        var path = new Uri(signed!.Url).AbsolutePath;
+        var signed = await sb.SignPortUrlAsync(8000, expiresInS: 2);
+        var path = new Uri(signed.Url).AbsolutePath;
         Assert.StartsWith($"/v1/sandboxes/{sb.Id}/ports/8000/", path);
 
         Assert.Equal("hello from the sandbox", await fx.Anonymous.GetStringAsync(path + "hello.txt"));
