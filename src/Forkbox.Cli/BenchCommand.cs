@@ -29,7 +29,11 @@ internal static class BenchCommand
             HelpName = "URL",
             Description = "Measure only what an edge at URL adds: create and run_code through it and straight to --host, interleaved",
         };
-        var cmd = new Command("bench", "Measure create, run_code, files, fork, burst rate and idle memory against a running server, beside raw floors.") { host, apiKey, n, json, hold, cycles, edge };
+        var networkOnly = new Option<bool>("--network-only") { Description = "Only the network figures: pool-hit create with egress vs none, and the ports proxy" };
+        var cmd = new Command("bench", "Measure create, run_code, files, fork, burst rate and idle memory against a running server, beside raw floors.")
+        {
+            host, apiKey, n, json, hold, cycles, edge, networkOnly,
+        };
         cmd.SetAction(async (parse, ct) => await SandboxCommand.Run(async () =>
         {
             var client = new ForkboxClient(parse.GetValue(host), parse.GetValue(apiKey));
@@ -52,6 +56,12 @@ internal static class BenchCommand
             if (forkUnshare.Count > 0) report.Add("floor: fork() + unshare(mnt,net,ipc,uts)", forkUnshare);
             using var http = new HttpClient { BaseAddress = client.BaseAddress };
             var empty = report.Add("floor: HTTP GET /v1/healthz", await Measure(iterations, () => http.GetStringAsync("v1/healthz", ct)));
+            await NetworkFigures(client, report, iterations, empty, ct);
+            if (parse.GetValue(networkOnly))
+            {
+                if (parse.GetValue(json) is { } only) await File.WriteAllTextAsync(only, report.ToJson(), ct);
+                return;
+            }
             List<double>? bwrap = null;
             if (File.Exists("/usr/bin/bwrap"))
                 bwrap = report.Add("alternative: bwrap python3 print(1)", await Measure(iterations, () => RunProcess("/usr/bin/bwrap",
@@ -60,7 +70,7 @@ internal static class BenchCommand
 
             // Creates are timed with the pool full and idle, so they are pool hits and no refill
             // competes for the two cores; the close and the refill after it are not timed.
-            foreach (var template in (await client.CapacityAsync(ct)).Pools!.Select(p => p.Template))
+            foreach (var template in (await client.CapacityAsync(ct)).Pools!.Where(p => p.Network is null).Select(p => p.Template))
             {
                 var serverHit = new List<double>();
                 var hit = await Measure(iterations, async () =>
@@ -101,7 +111,7 @@ internal static class BenchCommand
                 "import numpy as np, pandas as pd\ndf = pd.DataFrame(np.random.rand(1_310_720, 10))  # 100 MB", empty, ct);
             await ForkCycles(client, report, parse.GetValue(cycles), ct);
 
-            var target = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == "default").Target;
+            var target = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == "default" && p.Network is null).Target;
             await client.SetPoolSizeAsync("default", 0, ct);
             try
             {
@@ -126,10 +136,10 @@ internal static class BenchCommand
             {
                 await client.SetPoolSizeAsync("default", target, ct);
             }
-            foreach (var template in (await client.CapacityAsync(ct)).Pools!.Select(p => p.Template))
+            foreach (var template in (await client.CapacityAsync(ct)).Pools!.Where(p => p.Network is null).Select(p => p.Template))
             {
                 await WaitPoolFull(client, template, ct);
-                var pool = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == template);
+                var pool = (await client.CapacityAsync(ct)).Pools!.First(p => p.Template == template && p.Network is null);
                 report.Note($"refill_ms_p50[{template}]", pool.RefillMsP50 ?? 0,
                     $"pool refill per sandbox, server side [{template}]: p50 {pool.RefillMsP50:F1} ms ({pool.RefillPerS:F1}/s)");
             }
@@ -433,13 +443,75 @@ internal static class BenchCommand
         return samples;
     }
 
+    /// <summary>
+    /// Pool-hit create with "network": "egress" beside "none", alternated in one run with both pools
+    /// full; then a small GET through the ports proxy beside the same GET made inside the sandbox
+    /// (python's http.client to 127.0.0.1) and beside the host's empty HTTP round trip to hostd.
+    /// </summary>
+    private static async Task NetworkFigures(ForkboxClient client, Report report, int iterations, List<double> http, CancellationToken ct)
+    {
+        var egress = new CreateSandboxRequest { Network = "egress" };
+        try
+        {
+            // The egress pool is made by the first egress create.
+            await (await Sandbox.CreateAsync(egress, client, ct)).CloseAsync(ct);
+        }
+        catch (ForkboxApiException e) when (e.Status == 400)
+        {
+            Console.WriteLine($"network figures skipped: {e.ServerMessage}");
+            return;
+        }
+        var (none, withEgress, noneServer, egressServer) = (new List<double>(), new List<double>(), new List<double>(), new List<double>());
+        for (var i = 0; i <= iterations; i++)
+        {
+            foreach (var (request, e2e, server) in new[] { (new CreateSandboxRequest(), none, noneServer), (egress, withEgress, egressServer) })
+            {
+                await WaitPoolFull(client, "default", ct);
+                await WaitPoolFull(client, "default", ct, egress: true);
+                var t = Stopwatch.GetTimestamp();
+                var sb = await Sandbox.CreateAsync(request, client, ct);
+                var ms = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
+                if (i > 0 && sb.Info.PoolHit == true)
+                {
+                    e2e.Add(ms);
+                    server.Add(sb.Info.TimingsMs!["total"]);
+                }
+                await sb.CloseAsync(ct);
+            }
+        }
+        var noneHit = report.Add("create() pool hit [network none]", none, (http, "http"));
+        report.Add("create() pool hit [network egress]", withEgress, (noneHit, "none"), (http, "http"));
+        var noneServerHit = report.Add("create() pool hit, server [network none]", noneServer);
+        report.Add("create() pool hit, server [network egress]", egressServer, (noneServerHit, "none"));
+
+        await WaitPoolFull(client, "default", ct);
+        await using var web = await Sandbox.CreateAsync(client: client, ct: ct);
+        await web.UploadAsync("/tmp/www/small.txt", "hello\n"u8.ToArray(), ct);
+        await web.ExecAsync("(setsid nohup /usr/bin/python3 -m http.server 8000 --directory /tmp/www >/dev/null 2>&1 &) ; sleep 0.5", ct: ct);
+        var inside = await web.RunCodeAsync($$"""
+            import http.client, time
+            for i in range({{iterations + 1}}):
+                t = time.perf_counter()
+                c = http.client.HTTPConnection("127.0.0.1", 8000)
+                c.request("GET", "/small.txt")
+                c.getresponse().read()
+                c.close()
+                if i: print((time.perf_counter() - t) * 1000)
+            """, ct: ct);
+        var direct = report.Add("floor: GET inside the sandbox (python)", inside.StdoutLines.Select(l => double.Parse(l, CultureInfo.InvariantCulture)).ToList());
+        using var proxied = new HttpClient { BaseAddress = client.BaseAddress };
+        if (client.ApiKey is { } key) proxied.DefaultRequestHeaders.Authorization = new("Bearer", key);
+        report.Add("GET through the ports proxy", await Measure(iterations, () => proxied.GetStringAsync($"v1/sandboxes/{web.Id}/ports/8000/small.txt", ct)),
+            (direct, "inside"), (http, "http"));
+    }
+
     /// <summary>Waits until a template's pool is full, so no refill runs during a measurement.</summary>
-    private static async Task WaitPoolFull(ForkboxClient client, string template, CancellationToken ct)
+    private static async Task WaitPoolFull(ForkboxClient client, string template, CancellationToken ct, bool egress = false)
     {
         var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 60;
         while (true)
         {
-            var pool = (await client.CapacityAsync(ct)).Pools?.FirstOrDefault(p => p.Template == template);
+            var pool = (await client.CapacityAsync(ct)).Pools?.FirstOrDefault(p => p.Template == template && (p.Network == "egress") == egress);
             if (pool is null || pool.Ready >= pool.Target) return;
             if (Stopwatch.GetTimestamp() > deadline) throw new TimeoutException("the pool did not refill within 60 s");
             await Task.Delay(5, ct);

@@ -25,9 +25,14 @@ internal static class ServeCommand
         var hostId = new Option<string?>("--host-id") { Description = "This host's name in the cluster, part of every sandbox id made here (default: the machine's name)" };
         var advertise = new Option<string?>("--advertise") { HelpName = "URL", Description = "The URL edges reach this host at (default: http:// and --listen)" };
         var keys = CommonOptions.Keys();
+        var networkSubnet = new Option<string?>("--network-subnet")
+        {
+            HelpName = "CIDR", Description = "Private IPv4 network for sandboxes with egress (default 10.201.0.0/16); distinct per server on one host",
+        };
+        var networkDns = new Option<string?>("--network-dns") { HelpName = "IP,…", Description = "Resolvers written to the /etc/resolv.conf of sandboxes with egress" };
         var cmd = new Command("serve", "Run the Forkbox server (hostd) on this host; needs root.")
         {
-            listen, dataDir, config, storage, storageImage, storageImageFs, region, continent, join, hostId, advertise, keys,
+            listen, dataDir, config, storage, storageImage, storageImageFs, region, continent, join, hostId, advertise, keys, networkSubnet, networkDns,
         };
         cmd.SetAction(async (parse, ct) =>
         {
@@ -57,6 +62,8 @@ internal static class ServeCommand
                     [nameof(ServerOptions.HostId)] = parse.GetValue(hostId) ?? (parse.GetValue(join) is null ? null : MachineHostId()),
                     [nameof(ServerOptions.Advertise)] = parse.GetValue(advertise),
                     [nameof(ServerOptions.Keys)] = parse.GetValue(keys) is { } k ? Path.GetFullPath(k) : null,
+                    [nameof(ServerOptions.NetworkSubnet)] = parse.GetValue(networkSubnet),
+                    [nameof(ServerOptions.NetworkDns)] = parse.GetValue(networkDns),
                 });
             }
             catch (Exception e) when (e is Forkbox.Core.Errors.ForkboxException or FileNotFoundException or InvalidDataException)

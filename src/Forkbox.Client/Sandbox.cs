@@ -189,6 +189,17 @@ public sealed class Sandbox : IAsyncDisposable
         return _client.SendJsonAsync(_client.Request(HttpMethod.Get, $"v1/sandboxes/{Id}/diff/{other.Id}{query}"), WireJson.Default.DiffResponse, ct);
     }
 
+    /// <summary>
+    /// The address of <paramref name="port"/> inside the sandbox through the API's ports proxy (send the
+    /// API key with requests to it, or use <see cref="SignPortUrlAsync"/> for a URL that needs none).
+    /// </summary>
+    public Uri PortUri(int port, string path = "") => new(_client.BaseAddress, $"v1/sandboxes/{Id}/ports/{port}/{path.TrimStart('/')}");
+
+    /// <summary>A URL to <paramref name="port"/> that works without an API key until it expires (default one hour).</summary>
+    public Task<PortUrlResponse> SignPortUrlAsync(int port, double? expiresInS = null, CancellationToken ct = default) =>
+        _client.SendJsonAsync(_client.Request(HttpMethod.Post, $"v1/sandboxes/{Id}/ports/{port}/url",
+            ForkboxClient.Json(new PortUrlRequest { ExpiresInS = expiresInS }, WireJson.Default.PortUrlRequest)), WireJson.Default.PortUrlResponse, ct);
+
     /// <summary>Stops every process of the sandbox with the cgroup freezer; memory stays. Any call resumes it.</summary>
     public Task<LifecycleResponse> PauseAsync(CancellationToken ct = default) => LifecycleAsync("pause", ct);
 

@@ -70,6 +70,23 @@ public sealed record ServerOptions
     /// <summary>The filesystem of the storage image: btrfs (snapshots) or xfs (made with reflink=1).</summary>
     public string StorageImageFs { get; init; } = "btrfs";
 
+    /// <summary>The private IPv4 network sandboxes with egress take their addresses from; its first address is the host's end of every link. Servers on one host need distinct ones.</summary>
+    public string NetworkSubnet { get; init; } = "10.201.0.0/16";
+    /// <summary>Comma-separated IPv4 resolvers written to the /etc/resolv.conf of sandboxes with egress; always reachable on port 53. Empty: the template's own file is left alone.</summary>
+    public string NetworkDns { get; init; } = "";
+    /// <summary>Comma-separated CIDRs that sandboxes may reach although they are always denied otherwise (the host, 169.254.0.0/16, other sandboxes). Empty by default.</summary>
+    public string NetworkOperatorAllow { get; init; } = "";
+    /// <summary>Comma-separated name=address pairs that policies resolve before DNS (pinned names for internal hosts).</summary>
+    public string NetworkHosts { get; init; } = "";
+    /// <summary>Bandwidth cap of a sandbox's link in each direction, Mbit/s; 0 for none.</summary>
+    public int NetworkRateMbit { get; init; } = 100;
+    /// <summary>Connections a sandbox may have open through its link at once; 0 for no limit.</summary>
+    public int NetworkMaxConnections { get; init; } = 256;
+    /// <summary>Ready sandboxes with egress kept per template, from the first egress create on (0: egress creates always make one).</summary>
+    public int EgressPoolSize { get; init; } = 2;
+    /// <summary>The longest a signed port URL may live.</summary>
+    public double PortUrlMaxTtlS { get; init; } = 7 * 86_400;
+
     public string RunDir => Path.Combine(DataDir, "run");
     public string SandboxesDir => Path.Combine(DataDir, "sandboxes");
     public string TemplatesDir => Path.Combine(DataDir, "templates");
@@ -79,9 +96,15 @@ public sealed record ServerOptions
     /// <summary>Hibernated states, on the same filesystem as the sandbox layers so that saving one is a rename.</summary>
     public string SpacesDir => Path.Combine(SandboxesDir, ".spaces"); // SandboxLayers.SpacesDirName
     public string StorageImageFile => Path.Combine(DataDir, "storage.img");
+    /// <summary>The HMAC key of signed port URLs: made once, so URLs survive a restart.</summary>
+    public string PortUrlKeyFile => Path.Combine(DataDir, "port-url.key");
 
     /// <summary>The smallest storage image: xfs refuses less than 300 MiB, and sandboxes need room.</summary>
     public const long MinStorageImageBytes = 512L << 20;
+
+    /// <summary>The items of a comma-separated option, trimmed, empty ones dropped.</summary>
+    public static IReadOnlyList<string> List(string? value) =>
+        (value ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     /// <summary>Throws a message a user can act on for the first invalid setting.</summary>
     public void Validate()
@@ -120,11 +143,25 @@ public sealed record ServerOptions
         Require(HostId is null || SandboxId.IsValidHostId(HostId), $"host_id '{HostId}' must be 1 to 32 of a-z, 0-9 and '-'");
         Require(Join is null || HostId is not null, "join needs a host_id: the name this host has in the cluster (e.g. --host-id eu-1)");
         Require(Join is null || ListenAddress.IsHostPort(Join), $"join '{Join}' is not the host:port of a Redis (e.g. 10.0.0.2:6379)");
-        Require(Advertise is null || (Uri.TryCreate(Advertise, UriKind.Absolute, out var a) && a.Scheme is "http" or "https"),
+        Require(Advertise is null || (Uri.TryCreate(Advertise, UriKind.Absolute, out var advertised) && advertised.Scheme is "http" or "https"),
             $"advertise '{Advertise}' must be an http:// or https:// URL");
         Require(Join is null || Advertise is not null || !ListenAddress.IsWildcard(Listen),
             $"join with listen {Listen} needs advertise: the URL edges reach this host at (e.g. --advertise http://10.0.0.5:7070)");
         Require(HeartbeatS is > 0 and <= 60, "heartbeat_s must be > 0 and <= 60");
         Require(Keys is null || Path.IsPathRooted(Keys), $"keys '{Keys}' must be an absolute path");
+        Require(System.Net.IPNetwork.TryParse(NetworkSubnet, out var subnet) && subnet.BaseAddress.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork
+                && subnet.PrefixLength is >= 8 and <= 29,
+            $"network_subnet '{NetworkSubnet}' must be an IPv4 network between /8 and /29 (e.g. 10.201.0.0/16)");
+        foreach (var dns in List(NetworkDns))
+            Require(System.Net.IPAddress.TryParse(dns, out var a) && a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork,
+                $"network_dns '{dns}' is not an IPv4 address");
+        foreach (var cidr in List(NetworkOperatorAllow))
+            Require(System.Net.IPNetwork.TryParse(cidr.Contains('/') ? cidr : cidr + "/32", out _), $"network_operator_allow '{cidr}' is not an IPv4 address or CIDR");
+        foreach (var pair in List(NetworkHosts))
+            Require(pair.Split('=') is [var n, var ip] && n.Length > 0 && System.Net.IPAddress.TryParse(ip, out _),
+                $"network_hosts entry '{pair}' must be name=address");
+        Require(NetworkRateMbit >= 0 && NetworkMaxConnections >= 0, "network_rate_mbit and network_max_connections must be 0 (no limit) or more");
+        Require(EgressPoolSize >= 0 && EgressPoolSize <= MaxSandboxes, "egress_pool_size must be between 0 and max_sandboxes");
+        Require(PortUrlMaxTtlS > 0, "port_url_max_ttl_s must be positive");
     }
 }

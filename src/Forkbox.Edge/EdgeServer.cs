@@ -6,6 +6,7 @@ using Forkbox.Edge.Registry;
 using Forkbox.Host;
 using Forkbox.Host.Api;
 using Forkbox.Host.Auth;
+using Forkbox.Host.Ports;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -59,7 +60,6 @@ public sealed partial class EdgeServer : IAsyncDisposable
 
         logging ??= HostServer.ConsoleLogging;
         var builder = HostServer.CreateBuilder(logging);
-        builder.Logging.AddFilter("Yarp", LogLevel.Warning);
         ListenAddress.TryParse(options.Listen, out var endpoint);
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -132,7 +132,9 @@ public sealed partial class EdgeServer : IAsyncDisposable
             ctx.Request.Path = path[end..];
         }
         ApiKey? key = null;
-        if (keys?.Enabled == true && ctx.Request.Path != "/v1/healthz")
+        // A signed port URL stands in for the key; the host that holds the sandbox checks its signature.
+        var signedPort = PortPath.TryParse(ctx.Request.Path.Value, out var port) && port.Signature is not null;
+        if (keys?.Enabled == true && ctx.Request.Path != "/v1/healthz" && !signedPort)
         {
             var auth = ctx.Request.Headers.Authorization.ToString();
             var plain = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : ctx.Request.Headers["X-API-Key"].ToString();

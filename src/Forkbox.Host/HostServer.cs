@@ -3,6 +3,8 @@ using Forkbox.Host.Agents;
 using Forkbox.Host.Api;
 using Forkbox.Host.Auth;
 using Forkbox.Host.Cluster;
+using Forkbox.Host.Networking;
+using Forkbox.Host.Ports;
 using Forkbox.Host.Sandboxes;
 using Forkbox.Host.Templates;
 using Forkbox.Linux;
@@ -19,6 +21,7 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Yarp.ReverseProxy.Forwarder;
 
 namespace Forkbox.Host;
 
@@ -47,6 +50,8 @@ public sealed partial class HostServer : IAsyncDisposable
 
     /// <summary>The header an edge names the request's owner (its API key's name) in; honoured only by a host without keys of its own.</summary>
     public const string OwnerHeader = "X-Forkbox-Owner";
+    private SandboxNetworking? _network;
+    private PortForwarder? _ports;
 
     private HostServer(WebApplication app, SandboxManager manager, AgentListener listener, UserNamespaceSlots slots, ILogger log)
     {
@@ -112,6 +117,7 @@ public sealed partial class HostServer : IAsyncDisposable
             k.AddServerHeader = false;
         });
         builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddHttpForwarder();
 
         var loggers = LoggerFactory.Create(logging);
         var log = loggers.CreateLogger<HostServer>();
@@ -135,7 +141,9 @@ public sealed partial class HostServer : IAsyncDisposable
         if (quota is null) LogNoDiskQuota(log, noQuota);
         else LogDiskQuota(log, quota.Kind);
         var store = new SandboxStore(options.DatabaseFile);
-        var manager = new SandboxManager(options, templates, cgroups, slots, layers, listener, seccompPath, metrics, store, quota, loggers);
+        var network = await SandboxNetworking.StartAsync(options, loggers.CreateLogger<SandboxNetworking>()).ConfigureAwait(false);
+        var signer = new PortUrlSigner(options.PortUrlKeyFile, TimeProvider.System);
+        var manager = new SandboxManager(options, templates, cgroups, slots, layers, listener, seccompPath, metrics, store, quota, network, loggers);
         manager.Recover();
         builder.Services.AddSingleton(manager);
         builder.Services.AddHostedService<SandboxReaper>();
@@ -150,7 +158,9 @@ public sealed partial class HostServer : IAsyncDisposable
             app.Use(ErrorResponses.Handle);
             app.Use(async (ctx, next) =>
             {
-                if (ctx.Request.Path != "/v1/healthz" && keys.Enabled)
+                // A signed port URL stands in for the key, for its one sandbox and port, until it expires.
+                if (ctx.Request.Path != "/v1/healthz" && keys.Enabled
+                    && !(PortPath.TryParse(ctx.Request.Path.Value, out var portPath) && signer.IsValid(portPath)))
                 {
                     if (Owner(ctx, keys) is not { } owner)
                     {
@@ -175,12 +185,15 @@ public sealed partial class HostServer : IAsyncDisposable
                 }
                 await next(ctx).ConfigureAwait(false);
             });
+            var ports = new PortForwarder(app.Services.GetRequiredService<IHttpForwarder>(), network.Sockets,
+                manager.LivePid);
+            PortEndpoints.Map(app, manager, ports, signer, options);
             SandboxEndpoints.Map(app, manager, options,
                 new HostInfo(cgroups.Version, layers.Strategy, filesystem), metrics);
             await app.StartAsync(ct).ConfigureAwait(false);
             var server = new HostServer(app, manager, listener, slots, log)
             {
-                _dataLock = dataLock, _cgroups = cgroups, _storageImage = image, _store = store,
+                _dataLock = dataLock, _cgroups = cgroups, _storageImage = image, _store = store, _network = network, _ports = ports,
                 StorageStrategy = layers.Strategy, StorageFilesystem = filesystem,
             };
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -193,6 +206,7 @@ public sealed partial class HostServer : IAsyncDisposable
         catch
         {
             await manager.DisposeAsync().ConfigureAwait(false);
+            await network.DisposeAsync().ConfigureAwait(false);
             await listener.DisposeAsync().ConfigureAwait(false);
             slots.Dispose();
             store.Dispose();
@@ -215,6 +229,7 @@ public sealed partial class HostServer : IAsyncDisposable
         logging(builder.Logging);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+        builder.Logging.AddFilter("Yarp", LogLevel.Warning); // the ports proxy and the edge: one line per request otherwise
         return builder;
     }
 
@@ -288,6 +303,8 @@ public sealed partial class HostServer : IAsyncDisposable
         if (_registration is not null) await Step(() => _registration.DisposeAsync().AsTask());
         await Step(() => _app.StopAsync());
         await Step(() => _manager.DisposeAsync().AsTask());
+        await Step(() => { _ports?.Dispose(); return Task.CompletedTask; });
+        await Step(() => _network?.DisposeAsync().AsTask() ?? Task.CompletedTask);
         await Step(() => _listener.DisposeAsync().AsTask());
         await Step(() => { _slots.Dispose(); return Task.CompletedTask; });
         await Step(() => { _store?.Dispose(); return Task.CompletedTask; });

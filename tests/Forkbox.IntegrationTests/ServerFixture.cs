@@ -24,7 +24,15 @@ public sealed class ServerFixture : IAsyncLifetime
         PoolSize = 2,
         // A distinct uid range per fixture, so parallel test runs never share host uids.
         UidBase = 2_000_000_000 + (long)(Math.Abs(name.GetHashCode()) % 16) * 65_536 * 64,
+        // A distinct sandbox subnet per fixture and run, so parallel servers' links and routes never overlap.
+        NetworkSubnet = SubnetFor(name),
     };
+
+    private static string SubnetFor(string name)
+    {
+        var h = (uint)HashCode.Combine(name, Environment.ProcessId);
+        return $"10.{200 + h % 40}.{h / 40 % 256}.0/24";
+    }
 
     public static void LogToConsole(ILoggingBuilder b) => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
 

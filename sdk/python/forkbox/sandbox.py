@@ -40,7 +40,8 @@ class Sandbox:
 
     ``host`` defaults to FORKBOX_HOST (else http://127.0.0.1:7070), ``api_key`` to FORKBOX_API_KEY.
     The keyword arguments are the fields of ``POST /v1/sandboxes``; left out, the server's defaults
-    apply. ``persistent=True`` makes a Space (see ``pause``, ``hibernate``, ``resume``).
+    apply. ``persistent=True`` makes a Space (see ``pause``, ``hibernate``, ``resume``);
+    ``network="egress"`` gives it outbound access, limited by ``network_policy={"allow": [...], "deny": [...]}``.
     """
 
     def __init__(
@@ -59,11 +60,14 @@ class Sandbox:
         idle_timeout_s: Optional[float] = None,
         hibernate_after_s: Optional[float] = None,
         disk_mb: Optional[int] = None,
+        network: Optional[str] = None,
+        network_policy: Optional[Dict[str, List[str]]] = None,
     ) -> None:
         body = {
             "template": template, "timeout_s": timeout_s, "memory_mb": memory_mb, "cpus": cpus, "env": env,
             "metadata": metadata, "persistent": persistent, "name": name, "idle_timeout_s": idle_timeout_s,
             "hibernate_after_s": hibernate_after_s, "disk_mb": disk_mb,
+            "network": network, "network_policy": network_policy,
         }
         client = ForkboxClient.shared(host, api_key)
         info = client.request_json("POST", "/v1/sandboxes", json_body={k: v for k, v in body.items() if v is not None})

@@ -24,7 +24,33 @@ public sealed record CreateSandboxRequest
     public double? HibernateAfterS { get; init; }
     /// <summary>Quota of the writable layer (files the sandbox writes, /tmp included), in MB.</summary>
     public int? DiskMb { get; init; }
+    /// <summary>"none" (loopback only, the default) or "egress" (an address of its own, NAT through the host).</summary>
+    public string? Network { get; init; }
+    /// <summary>With "egress": destinations (CIDRs or host names) it may reach, or may not.</summary>
+    public NetworkPolicy? NetworkPolicy { get; init; }
 }
+
+/// <summary>
+/// An egress policy. Entries are IPv4 addresses, CIDRs or host names (resolved once, at create; the
+/// answers are pinned in the sandbox's /etc/hosts). Deny wins over allow; an empty or absent allow
+/// list allows everything not denied. The host, link-local addresses and other sandboxes stay denied
+/// whatever the policy says.
+/// </summary>
+public sealed record NetworkPolicy
+{
+    public IReadOnlyList<string>? Allow { get; init; }
+    public IReadOnlyList<string>? Deny { get; init; }
+}
+
+/// <summary>Body of POST /v1/sandboxes/{id}/ports/{port}/url.</summary>
+public sealed record PortUrlRequest
+{
+    /// <summary>How long the URL works; 3600 when absent.</summary>
+    public double? ExpiresInS { get; init; }
+}
+
+/// <summary>A signed URL to a sandbox's port: works without an API key until it expires.</summary>
+public sealed record PortUrlResponse(string Url, DateTimeOffset ExpiresAt);
 
 public sealed record LimitsInfo(int MemoryMb, double Cpus, int Pids, int? DiskMb = null);
 
@@ -62,6 +88,14 @@ public sealed record SandboxInfo
     public string? ForkedFrom { get; init; }
     /// <summary>Extension: the live forks of this sandbox.</summary>
     public IReadOnlyList<string>? Children { get; init; }
+    /// <summary>"none" or "egress".</summary>
+    public string? Network { get; init; }
+    public NetworkPolicy? NetworkPolicy { get; init; }
+    /// <summary>The sandbox's own address, with egress.</summary>
+    public string? Address { get; init; }
+    /// <summary>Bytes the sandbox sent and received on its network link (egress only; loopback is not counted).</summary>
+    public long? NetSentBytes { get; init; }
+    public long? NetReceivedBytes { get; init; }
 }
 
 /// <summary>
@@ -138,6 +172,8 @@ public sealed record PoolInfo
     public required string Template { get; init; }
     public required int Ready { get; init; }
     public required int Target { get; init; }
+    /// <summary>The network mode its sandboxes are made with ("none" unless "egress").</summary>
+    public string? Network { get; init; }
     /// <summary>Median server-side time to make one pooled sandbox, over the recent refills.</summary>
     public double? RefillMsP50 { get; init; }
     /// <summary>Sandboxes the refiller can make per second at that pace.</summary>
@@ -212,4 +248,6 @@ public sealed record ErrorBody(string Error, string Code);
 [JsonSerializable(typeof(ForkResponse))]
 [JsonSerializable(typeof(DiffResponse))]
 [JsonSerializable(typeof(Forkbox.Core.Cluster.HostAnnouncement))]
+[JsonSerializable(typeof(PortUrlRequest))]
+[JsonSerializable(typeof(PortUrlResponse))]
 public sealed partial class WireJson : JsonSerializerContext;

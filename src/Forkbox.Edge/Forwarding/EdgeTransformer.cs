@@ -20,6 +20,11 @@ public sealed class EdgeTransformer(string owner, string region, Func<HttpRespon
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken).ConfigureAwait(false);
         proxyRequest.Headers.Remove(HostServer.OwnerHeader);
         proxyRequest.Headers.TryAddWithoutValidation(HostServer.OwnerHeader, owner);
+        // Where the client reached the edge: a signed port URL the host makes must point here.
+        proxyRequest.Headers.Remove("X-Forwarded-Host");
+        proxyRequest.Headers.TryAddWithoutValidation("X-Forwarded-Host", httpContext.Request.Host.ToString());
+        proxyRequest.Headers.Remove("X-Forwarded-Proto");
+        proxyRequest.Headers.TryAddWithoutValidation("X-Forwarded-Proto", httpContext.Request.Scheme);
     }
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse,

@@ -196,10 +196,17 @@ public static class SandboxEndpoints
             ("forkbox_sandboxes_paused", "Persistent sandboxes stopped by the cgroup freezer", manager.Paused),
             ("forkbox_sandboxes_hibernated", "Persistent sandboxes saved to disk", manager.Hibernated),
             ("forkbox_hibernated_bytes", "Disk held by hibernated states", manager.HibernatedBytes),
-        ]), "text/plain; version=0.0.4"));
+        ]) + NetworkMetrics(manager), "text/plain; version=0.0.4"));
 
         app.MapFallback((HttpContext ctx) =>
             throw new NotFoundException($"no route for {ctx.Request.Method} {ctx.Request.Path}; the API is under /v1"));
+    }
+
+    private static string NetworkMetrics(SandboxManager manager)
+    {
+        var text = new System.Text.StringBuilder();
+        manager.RenderNetworkMetrics(text);
+        return text.ToString();
     }
 
     /// <summary>Reads a JSON body; null for an empty one. Malformed JSON or wrong types become a 400 naming the problem.</summary>

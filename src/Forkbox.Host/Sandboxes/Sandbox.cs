@@ -56,6 +56,12 @@ public sealed class Sandbox
     public required SandboxLayerDirs Dirs { get; init; }
     public required Dictionary<string, double> TimingsMs { get; init; }
 
+    /// <summary>"none" or "egress"; kept when the sandbox is hibernated, forked or resumed.</summary>
+    public string NetworkMode { get; set; } = Forkbox.Core.NetworkModes.None;
+    public NetworkPolicy? NetworkPolicy { get; set; }
+    /// <summary>Its link and firewall entry while it runs with egress.</summary>
+    public Networking.SandboxNetwork? Network { get; set; }
+
     /// <summary>The sandbox this one was forked from, and the id it had then.</summary>
     public Sandbox? Parent { get; set; }
     public string? ForkedFrom { get; set; }
@@ -97,6 +103,9 @@ public sealed class Sandbox
         TimingsMs = TimingsMs,
         PoolHit = PoolHit,
         Children = LiveChildIds(),
+        Address = Network?.Address,
+        NetSentBytes = withUsage ? Network?.Link.SentBytes : null,
+        NetReceivedBytes = withUsage ? Network?.Link.ReceivedBytes : null,
     };
 
     /// <summary>
@@ -143,6 +152,8 @@ public sealed class Sandbox
         ImageUidBase = Checkpoint?.ImageUidBase,
         HibernatedAt = Checkpoint?.HibernatedAt,
         NotSaved = Checkpoint?.NotSaved,
+        Network = NetworkMode == Forkbox.Core.NetworkModes.None ? null : NetworkMode,
+        NetworkPolicy = NetworkPolicy,
     };
 
     private List<string>? LiveChildIds()

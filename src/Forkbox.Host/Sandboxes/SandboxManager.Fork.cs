@@ -130,6 +130,18 @@ public sealed partial class SandboxManager
             throw new ExecutorException($"fork failed: a fork did not connect back: {e.Message}", e);
         }
         timings["hello"] = Lap(step);
+        try
+        {
+            await AttachForksAsync(parent, children, ct).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            foreach (var child in children) _ = DeleteAsync(child.Id, "its network could not be set up");
+            LogForkFailed(parentId, e.Message);
+            if (e is ForkboxException) throw;
+            throw new ExecutorException($"fork failed: the forks' network could not be set up: {e.Message}", e);
+        }
+        if (parent.NetworkMode == NetworkModes.Egress) timings["network"] = Lap(step);
         timings["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
         _metrics.ForkSeconds.Observe(total.Elapsed.TotalSeconds);
         LogForked(parentId, n, total.Elapsed.TotalMilliseconds);

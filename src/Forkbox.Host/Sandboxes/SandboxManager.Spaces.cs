@@ -429,7 +429,8 @@ public sealed partial class SandboxManager
         void Release()
         {
             Interlocked.Decrement(ref _count);
-            if (_pools.TryGetValue(sb.Template.Name, out var pool)) pool.Wake();
+            WakePools(sb.Template.Name);
+            Track(DetachNetworkAsync(sb));
             Track(ReleaseAsync(sb));
         }
     }
@@ -525,7 +526,8 @@ public sealed partial class SandboxManager
             if (!_templates.TryGet(rec.Template, out var template))
                 throw new ConflictException($"sandbox '{id}' was made from template '{rec.Template}', which no longer exists; it cannot be resumed", "template_gone");
             var step = Stopwatch.StartNew();
-            var sb = await SpawnAsync(template, new SandboxLimits(rec.MemoryMb, rec.Cpus, rec.Pids), null, ct, rec).ConfigureAwait(false);
+            var egress = rec.Network == NetworkModes.Egress;
+            var sb = await SpawnAsync(template, new SandboxLimits(rec.MemoryMb, rec.Cpus, rec.Pids), null, ct, rec, egress).ConfigureAwait(false);
             var timings = new Dictionary<string, double>(sb.TimingsMs);
             var notRestored = new Dictionary<string, string>(rec.NotSaved ?? new());
             List<string> restored = [], modules = [];
@@ -550,6 +552,8 @@ public sealed partial class SandboxManager
                     notRestored["(globals)"] = answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "" : "the agent could not restore them";
                 }
                 EnsureUsable(sb);
+                // Its /etc/hosts pins came back with its files.
+                if (egress) await AdmitAsync(sb, await _network.ResolveAsync(rec.NetworkPolicy, ct).ConfigureAwait(false) with { HostsLines = [] }, ct).ConfigureAwait(false);
             }
             catch
             {

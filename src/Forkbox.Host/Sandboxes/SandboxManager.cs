@@ -41,6 +41,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     private readonly HostMetrics _metrics;
     private readonly SandboxStore _store;
     private readonly DiskQuota? _quota;
+    private readonly Forkbox.Host.Networking.SandboxNetworking _network;
     private readonly ConcurrentDictionary<string, Sandbox> _sandboxes = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<int, Sandbox> _byPid = new();
     private readonly ConcurrentDictionary<string, ZygoteProcess> _zygotes = new(StringComparer.Ordinal);
@@ -52,8 +53,9 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     public SandboxManager(ServerOptions options, TemplateCatalog templates, ICgroupDriver cgroups,
         UserNamespaceSlots slots, SandboxLayers layers, AgentListener listener, string seccompPath,
-        HostMetrics metrics, SandboxStore store, DiskQuota? quota, ILoggerFactory loggers)
+        HostMetrics metrics, SandboxStore store, DiskQuota? quota, Forkbox.Host.Networking.SandboxNetworking network, ILoggerFactory loggers)
     {
+        _network = network;
         _store = store;
         _quota = quota;
         _options = options;
@@ -111,8 +113,10 @@ public sealed partial class SandboxManager : IAsyncDisposable
         var idle = req.IdleTimeoutS is { } i ? Validate.Range(i, 0.1, _options.MaxTimeoutS, "idle_timeout_s") : (double?)null;
         var hibernateAfter = req.HibernateAfterS is { } h ? Validate.Range(h, 0.1, _options.MaxTimeoutS * 365, "hibernate_after_s") : (double?)null;
         var diskMb = Validate.Range(req.DiskMb ?? _options.DefaultDiskMb, 1, _options.MaxDiskMb, "disk_mb");
+        var egress = _network.Mode(req.Network, req.NetworkPolicy) == NetworkModes.Egress;
+        var policy = egress ? await _network.ResolveAsync(req.NetworkPolicy, ct).ConfigureAwait(false) : null;
 
-        var pool = GetPool(template);
+        var pool = GetPool(template, egress);
         // The name is held from now on, so that two creates cannot both take it.
         var placeholder = CreatingPrefix + SandboxId.New(_options.HostId);
         ReserveName(owner, name, placeholder);
@@ -125,7 +129,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             {
                 try
                 {
-                    await ConfigureTakenAsync(sandbox, limits, env, ct).ConfigureAwait(false);
+                    await ConfigureTakenAsync(sandbox, limits, env, policy, ct).ConfigureAwait(false);
                 }
                 catch (Exception e)
                 {
@@ -138,7 +142,19 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 }
             }
             hit = sandbox is not null;
-            sandbox ??= await SpawnAsync(template, limits, env, ct).ConfigureAwait(false);
+            if (sandbox is null)
+            {
+                sandbox = await SpawnAsync(template, limits, env, ct, egress: egress).ConfigureAwait(false);
+                try
+                {
+                    if (policy is not null) await AdmitAsync(sandbox, policy, ct).ConfigureAwait(false);
+                }
+                catch
+                {
+                    _ = DestroyAsync(sandbox);
+                    throw;
+                }
+            }
         }
         catch
         {
@@ -172,7 +188,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
     }
 
     /// <summary>Applies what the caller asked for to a sandbox taken from the pool: limits (if not the defaults) and environment.</summary>
-    private async Task ConfigureTakenAsync(Sandbox sb, SandboxLimits limits, Dictionary<string, string>? env, CancellationToken ct)
+    private async Task ConfigureTakenAsync(Sandbox sb, SandboxLimits limits, Dictionary<string, string>? env,
+        Forkbox.Host.Networking.ResolvedPolicy? policy, CancellationToken ct)
     {
         var step = Stopwatch.StartNew();
         sb.TimingsMs.Clear();
@@ -190,6 +207,11 @@ public sealed partial class SandboxManager : IAsyncDisposable
             }, default, ct).ConfigureAwait(false);
         }
         sb.TimingsMs["pool_take"] = Lap(step);
+        if (policy is not null)
+        {
+            await AdmitAsync(sb, policy, ct).ConfigureAwait(false);
+            sb.TimingsMs["network_admit"] = Lap(step);
+        }
     }
 
     /// <summary>
@@ -197,8 +219,9 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// itself and says hello. Counts against MaxSandboxes; not yet visible to clients.
     /// </summary>
     /// <param name="resume">A hibernated sandbox to bring back: its id, and its saved layers copied in before the agent starts.</param>
+    /// <param name="egress">Give it a link and address (not yet let out: see <see cref="AdmitAsync"/>).</param>
     internal async Task<Sandbox> SpawnAsync(TemplateDefinition template, SandboxLimits limits, Dictionary<string, string>? env, CancellationToken ct,
-        SandboxRecord? resume = null)
+        SandboxRecord? resume = null, bool egress = false)
     {
         var total = Stopwatch.StartNew();
         if (Interlocked.Increment(ref _count) > _options.MaxSandboxes)
@@ -253,6 +276,20 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 DiskMb = diskMb,
             };
             _byPid[spawn.Pid] = sandbox;
+            if (egress)
+            {
+                try
+                {
+                    await AttachNetworkAsync(sandbox, ct).ConfigureAwait(false);
+                }
+                catch
+                {
+                    _byPid.TryRemove(spawn.Pid, out _);
+                    await DetachNetworkAsync(sandbox).ConfigureAwait(false);
+                    throw;
+                }
+                timings["network"] = Lap(step);
+            }
             timings["spawn_total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
             return sandbox;
         }
@@ -315,15 +352,29 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// <summary>True while another sandbox may be made without passing MaxSandboxes.</summary>
     internal bool HasRoom => Volatile.Read(ref _count) < _options.MaxSandboxes;
 
-    private SandboxPool GetPool(TemplateDefinition template)
+    private static string PoolKey(string template, bool egress) => egress ? template + "+egress" : template;
+
+    /// <summary>Wakes the pools of a template (a sandbox went: there may be room for a refill).</summary>
+    private void WakePools(string template)
     {
-        if (_pools.TryGetValue(template.Name, out var pool)) return pool;
+        if (_pools.TryGetValue(template, out var pool)) pool.Wake();
+        if (_pools.TryGetValue(PoolKey(template, true), out var egressPool)) egressPool.Wake();
+    }
+
+    /// <summary>
+    /// The template's pool of sandboxes without network, or of sandboxes with a link ready (made on
+    /// the first egress create, kept at egress_pool_size: servers that never use egress hold no links).
+    /// </summary>
+    private SandboxPool GetPool(TemplateDefinition template, bool egress = false)
+    {
+        var key = PoolKey(template.Name, egress);
+        if (_pools.TryGetValue(key, out var pool)) return pool;
         lock (_pools)
         {
             // A pool made after shutdown began would refill forever from a disposed zygote.
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return _pools.GetOrAdd(template.Name, _ => new SandboxPool(this, template, _options.PoolSize,
-                _loggers.CreateLogger<SandboxPool>()));
+            return _pools.GetOrAdd(key, _ => new SandboxPool(this, template, egress ? _options.EgressPoolSize : _options.PoolSize,
+                _loggers.CreateLogger<SandboxPool>(), egress));
         }
     }
 
@@ -339,6 +390,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         if (users > 0)
             throw new ConflictException($"template '{name}' is used by {users} sandbox(es); close them first", "template_in_use");
         if (_pools.TryRemove(name, out var pool)) await pool.DisposeAsync().ConfigureAwait(false);
+        if (_pools.TryRemove(PoolKey(name, true), out var egressPool)) await egressPool.DisposeAsync().ConfigureAwait(false);
         await _zygoteStart.WaitAsync().ConfigureAwait(false);
         try
         {
@@ -357,7 +409,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// <summary>The warm pool of each template that has one.</summary>
     public IReadOnlyCollection<SandboxPool> Pools => (IReadOnlyCollection<SandboxPool>)_pools.Values;
 
-    public SandboxPool Pool(string template) => GetPool(_templates.Get(template));
+    public SandboxPool Pool(string template, bool egress = false) => GetPool(_templates.Get(template), egress);
 
     private static double Lap(Stopwatch sw)
     {
@@ -419,8 +471,9 @@ public sealed partial class SandboxManager : IAsyncDisposable
         _byPid.TryRemove(sb.Pid, out _);
         sb.TryMarkDead("closed");
         sb.Agent.Abort();
-        var task = Task.Run(() =>
+        var task = Task.Run(async () =>
         {
+            await DetachNetworkAsync(sb).ConfigureAwait(false);
             // With forks still running, PID 1 must stay (see SandboxManager.Fork.cs): everything else goes.
             var retire = HasLiveForks(sb);
             try
@@ -443,11 +496,14 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 LogCleanupFailed(sb.Id, e.Message);
             }
             Interlocked.Decrement(ref _count);
-            if (_pools.TryGetValue(sb.Template.Name, out var pool)) pool.Wake();
-            if (!retire) return ReleaseAsync(sb);
+            WakePools(sb.Template.Name);
+            if (!retire)
+            {
+                await ReleaseAsync(sb).ConfigureAwait(false);
+                return;
+            }
             lock (_retired) _retired.Add(sb);
             LogRetired(sb.Id);
-            return Task.CompletedTask;
         });
         Track(task);
         return Task.CompletedTask;

@@ -32,8 +32,11 @@ public sealed partial class SandboxPool : IAsyncDisposable
     // create, and the caller's first calls, do not share the two cores with a fork and its mounts.
     private const int RefillDelayMs = 15;
 
-    public SandboxPool(SandboxManager manager, TemplateDefinition template, int target, ILogger log)
+    private readonly bool _egress;
+
+    public SandboxPool(SandboxManager manager, TemplateDefinition template, int target, ILogger log, bool egress = false)
     {
+        _egress = egress;
         _manager = manager;
         _template = template;
         _target = target;
@@ -42,6 +45,9 @@ public sealed partial class SandboxPool : IAsyncDisposable
     }
 
     public string Template => _template.Name;
+
+    /// <summary>Whether its sandboxes have a link ready for "network": "egress".</summary>
+    public bool Egress => _egress;
 
     public int Ready => Volatile.Read(ref _readyCount);
 
@@ -96,6 +102,7 @@ public sealed partial class SandboxPool : IAsyncDisposable
             Template = Template,
             Ready = Ready,
             Target = Target,
+            Network = _egress ? Forkbox.Core.NetworkModes.Egress : null,
             RefillMsP50 = p50,
             RefillPerS = p50 is > 0 ? Math.Round(1000 / p50.Value, 1) : null,
         };
@@ -117,8 +124,20 @@ public sealed partial class SandboxPool : IAsyncDisposable
                         await Task.Delay(RefillDelayMs, stop).ConfigureAwait(false);
                     var started = Stopwatch.GetTimestamp();
                     // Not cancelled by shutdown: a half-made sandbox is harder to clean than a whole one.
-                    var sb = await _manager.SpawnAsync(_template, _manager.DefaultLimits, null, CancellationToken.None).ConfigureAwait(false);
+                    var sb = await _manager.SpawnAsync(_template, _manager.DefaultLimits, null, CancellationToken.None, egress: _egress).ConfigureAwait(false);
                     await _manager.WarmUpAsync(sb).ConfigureAwait(false);
+                    if (_egress)
+                    {
+                        try
+                        {
+                            _manager.PreAdmit(sb);
+                        }
+                        catch
+                        {
+                            await _manager.DestroyAsync(sb).ConfigureAwait(false);
+                            throw;
+                        }
+                    }
                     _ready.Enqueue(sb);
                     Interlocked.Increment(ref _readyCount);
                     var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;

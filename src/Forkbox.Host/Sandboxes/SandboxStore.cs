@@ -40,6 +40,9 @@ public sealed record SandboxRecord
     public DateTimeOffset? HibernatedAt { get; init; }
     /// <summary>What the hibernate could not save, reported again by the resume that restores it.</summary>
     public Dictionary<string, string>? NotSaved { get; init; }
+    /// <summary>"egress" when the sandbox has a link of its own (a resume gives it a fresh one); null for "none".</summary>
+    public string? Network { get; init; }
+    public NetworkPolicy? NetworkPolicy { get; init; }
 
     public SandboxInfo ToInfo() => new()
     {
@@ -58,6 +61,8 @@ public sealed record SandboxRecord
         LostReason = LostReason,
         HibernatedBytes = ImageBytes,
         ForkedFrom = ParentId,
+        Network = Network ?? NetworkModes.None,
+        NetworkPolicy = NetworkPolicy,
     };
 }
 

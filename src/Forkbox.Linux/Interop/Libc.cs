@@ -47,6 +47,12 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int Open(string path, int flags);
 
+    /// <summary>see: man 2 setns (nstype CLONE_NEWNET: the calling thread only)</summary>
+    [LibraryImport("libc", EntryPoint = "setns", SetLastError = true)]
+    public static partial int Setns(int fd, int nstype);
+
+    public const int CLONE_NEWNET = 0x40000000;
+
     /// <summary>see: man 2 close</summary>
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);

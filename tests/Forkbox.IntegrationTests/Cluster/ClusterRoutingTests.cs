@@ -142,6 +142,25 @@ public sealed class ClusterRoutingTests(ClusterFixture fx)
     }
 
     [Fact]
+    public async Task A_sandboxs_port_is_reached_through_the_edge_with_a_key_or_a_signed_url_that_names_the_edge()
+    {
+        await using var sb = await Sandbox.CreateAsync(client: fx.Client(fx.EdgeA));
+        await sb.RunCodeAsync("import subprocess, os\nos.makedirs('/root/site', exist_ok=True)\n" +
+                              "open('/root/site/hello.txt', 'w').write('served')\n" +
+                              "server = subprocess.Popen(['python3', '-m', 'http.server', '8000', '--bind', '127.0.0.1'], cwd='/root/site')");
+        using var http = fx.Http(fx.EdgeB);
+        var path = $"v1/sandboxes/{sb.Id}/ports/8000/hello.txt";
+        await ServerFixture.WaitUntil(() => http.GetAsync(path).Result.StatusCode == HttpStatusCode.OK, "the sandbox's server answering through the edge", 15);
+        Assert.Equal("served", await http.GetStringAsync(path));
+        using var anonymous = new HttpClient();
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync(new Uri(fx.EdgeB.Address, path))).StatusCode);
+
+        var signed = await sb.SignPortUrlAsync(8000, 60);
+        Assert.StartsWith(fx.EdgeA.Address.ToString().TrimEnd('/'), signed.Url); // the edge it was asked through, not the host
+        Assert.Equal("served", await anonymous.GetStringAsync(signed.Url + "hello.txt"));
+    }
+
+    [Fact]
     public async Task An_id_that_names_no_host_in_rotation_gets_503_and_one_that_names_none_404()
     {
         using var http = fx.Http(fx.EdgeA);

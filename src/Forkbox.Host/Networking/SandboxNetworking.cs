@@ -1,0 +1,253 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using Forkbox.Core;
+using Forkbox.Core.Errors;
+using Forkbox.Core.Wire;
+using Forkbox.Linux.Network;
+using Microsoft.Extensions.Logging;
+
+namespace Forkbox.Host.Networking;
+
+/// <summary>
+/// Egress for sandboxes on this server: the address pool, the nftables table, and the veth links.
+/// Every link and firewall entry it makes for a sandbox it removes in <see cref="DetachAsync"/>; the
+/// table goes on <see cref="DisposeAsync"/>. Also makes the sockets the ports proxy connects with.
+/// Names are per data directory (table forkbox_HASH, links fbHASHh0…), so servers never clash.
+/// </summary>
+public sealed partial class SandboxNetworking : IAsyncDisposable
+{
+    private readonly ServerOptions _options;
+    private readonly ILogger _log;
+    private readonly Nftables? _nft;
+    private readonly EgressFirewall? _firewall;
+    private readonly AddressPool _addresses;
+    private readonly Dictionary<string, IPAddress> _pinned = new(StringComparer.OrdinalIgnoreCase);
+
+    private SandboxNetworking(ServerOptions options, ILogger log, Nftables? nft, EgressFirewall? firewall, string linkPrefix, string? unavailable)
+    {
+        _options = options;
+        _log = log;
+        _nft = nft;
+        _firewall = firewall;
+        LinkPrefix = linkPrefix;
+        Unavailable = unavailable;
+        _addresses = new AddressPool(Ipv4Cidr.Parse(options.NetworkSubnet));
+        foreach (var pair in ServerOptions.List(options.NetworkHosts))
+        {
+            var (name, ip) = (pair.Split('=')[0], pair.Split('=')[1]);
+            _pinned[name] = IPAddress.Parse(ip);
+        }
+    }
+
+    /// <summary>Why egress cannot be offered here (no nftables), or null when it can.</summary>
+    public string? Unavailable { get; }
+
+    /// <summary>The start of the host end's name of every link of this server.</summary>
+    public string LinkPrefix { get; }
+
+    public NetnsSocketFactory Sockets { get; } = new();
+
+    /// <summary>Sandbox entries in the firewall now (elements and policy chains), for leak checks.</summary>
+    public int FirewallEntries => _firewall?.CountSandboxEntries() ?? 0;
+
+    /// <summary>Host ends of this server's links now, for leak checks.</summary>
+    public int Links => SandboxLink.List(LinkPrefix).Count;
+
+    /// <summary>
+    /// Installs this server's table (replacing one a crash left) and removes stale links. Without
+    /// libnftables the server still runs; creates that ask for egress are refused with the reason.
+    /// </summary>
+    public static async Task<SandboxNetworking> StartAsync(ServerOptions options, ILogger log)
+    {
+        var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(options.DataDir))))[..8];
+        var prefix = "fb" + hash[..4] + "h";
+        var stale = await SandboxLink.RemoveStaleAsync(prefix).ConfigureAwait(false);
+        if (stale > 0) LogStaleLinks(log, stale);
+        var nft = Nftables.TryOpen(out var why);
+        if (nft is null)
+        {
+            LogNoEgress(log, why!);
+            return new SandboxNetworking(options, log, null, null, prefix, why);
+        }
+        var firewall = new EgressFirewall(nft, "forkbox_" + hash, prefix, Ipv4Cidr.Parse(options.NetworkSubnet),
+            ServerOptions.List(options.NetworkOperatorAllow).Select(Ipv4Cidr.Parse).ToList(),
+            ServerOptions.List(options.NetworkDns).Select(IPAddress.Parse).ToList(), options.NetworkMaxConnections, options.NetworkRateMbit);
+        try
+        {
+            firewall.Install();
+            EnableForwarding(log);
+        }
+        catch (Exception e)
+        {
+            nft.Dispose();
+            LogNoEgress(log, e.Message);
+            return new SandboxNetworking(options, log, null, null, prefix, e.Message);
+        }
+        LogEgress(log, "forkbox_" + hash, options.NetworkSubnet, prefix);
+        return new SandboxNetworking(options, log, nft, firewall, prefix, null);
+    }
+
+    /// <summary>NAT needs the host to forward IPv4; it is switched on (and left on) if it was off.</summary>
+    private static void EnableForwarding(ILogger log)
+    {
+        const string path = "/proc/sys/net/ipv4/ip_forward";
+        if (File.ReadAllText(path).Trim() == "1") return;
+        File.WriteAllText(path, "1");
+        LogForwardingEnabled(log);
+    }
+
+    /// <summary>The mode a create asks for, validated: "none" or "egress" (refused with the reason where egress cannot work).</summary>
+    public string Mode(string? requested, NetworkPolicy? policy)
+    {
+        var mode = requested ?? NetworkModes.None;
+        if (mode is not (NetworkModes.None or NetworkModes.Egress))
+            throw new BadRequestException($"network '{mode}' is not a mode; use \"none\" (loopback only) or \"egress\"");
+        if (policy is not null && mode != NetworkModes.Egress)
+            throw new BadRequestException("network_policy applies to \"network\": \"egress\" only");
+        if (mode == NetworkModes.Egress && Unavailable is not null)
+            throw new BadRequestException($"network \"egress\" is not available on this server: {Unavailable}");
+        return mode;
+    }
+
+    /// <summary>Resolves a policy's names (pinned names first, then DNS, IPv4 only); a name that does not resolve is a 400.</summary>
+    public async Task<ResolvedPolicy> ResolveAsync(NetworkPolicy? policy, CancellationToken ct)
+    {
+        if (policy is null || (policy.Allow is not { Count: > 0 } && policy.Deny is not { Count: > 0 })) return ResolvedPolicy.Open with { Policy = policy };
+        var hosts = new List<string>();
+        async Task<List<Ipv4Cidr>> Resolve(IReadOnlyList<string>? entries, string field)
+        {
+            var list = new List<Ipv4Cidr>();
+            if (entries is null) return list;
+            if (entries.Count > 256) throw new BadRequestException($"network_policy.{field} has {entries.Count} entries; at most 256");
+            foreach (var entry in entries)
+            {
+                if (Ipv4Cidr.TryParse(entry, out var cidr))
+                {
+                    list.Add(cidr);
+                    continue;
+                }
+                if (Uri.CheckHostName(entry) != UriHostNameType.Dns)
+                    throw new BadRequestException($"network_policy.{field}: '{entry}' is neither an IPv4 address, a CIDR nor a host name");
+                IPAddress[] addresses;
+                if (_pinned.TryGetValue(entry, out var pinned)) addresses = [pinned];
+                else
+                {
+                    try
+                    {
+                        addresses = (await Dns.GetHostAddressesAsync(entry, AddressFamily.InterNetwork, ct).ConfigureAwait(false));
+                    }
+                    catch (SocketException e)
+                    {
+                        throw new BadRequestException($"network_policy.{field}: host name '{entry}' does not resolve: {e.Message}");
+                    }
+                }
+                if (addresses.Length == 0) throw new BadRequestException($"network_policy.{field}: host name '{entry}' has no IPv4 address");
+                foreach (var a in addresses)
+                {
+                    list.Add(new Ipv4Cidr(Ipv4Cidr.ToUInt32(a), 32));
+                    hosts.Add($"{a} {entry}");
+                }
+            }
+            return list;
+        }
+        var allow = await Resolve(policy.Allow, "allow").ConfigureAwait(false);
+        var deny = await Resolve(policy.Deny, "deny").ConfigureAwait(false);
+        return new ResolvedPolicy(policy, new EgressRules(allow, deny), hosts);
+    }
+
+    /// <summary>
+    /// Gives the sandbox whose PID 1 is <paramref name="pid"/> a link and an address. Its traffic is
+    /// dropped until <see cref="Admit"/>: a pooled sandbox waits like this until a create takes it.
+    /// </summary>
+    public async Task<SandboxNetwork> AttachAsync(string sandboxId, int pid)
+    {
+        var address = _addresses.Take() ?? throw new AtCapacityException($"no free address left in network_subnet {_options.NetworkSubnet}");
+        var offset = Ipv4Cidr.ToUInt32(address) - _addresses.Subnet.Network;
+        try
+        {
+            var link = await SandboxLink.AttachAsync(pid, LinkPrefix + offset, address, _addresses.Gateway, new LinkLimits(_options.NetworkRateMbit))
+                .ConfigureAwait(false);
+            LogAttached(_log, sandboxId, address, link.HostName);
+            return new SandboxNetwork { Link = link };
+        }
+        catch
+        {
+            _addresses.Release(address);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Lets the sandbox out under its policy. A pooled sandbox is let out with no policy while it
+    /// waits (it runs only the agent, which opens no connection), so that the common pool hit, egress
+    /// with no policy, costs no firewall change; a policy then replaces that entry in one batch.
+    /// </summary>
+    public void Admit(SandboxNetwork net, ResolvedPolicy policy)
+    {
+        if (net.Admitted is { IsOpen: true } && policy.Rules.IsOpen)
+        {
+            net.Policy = policy.Policy;
+            return; // pre-admitted in the pool, as it should be
+        }
+        _firewall!.Admit(net.Link.Address, policy.Rules, replacing: net.Admitted);
+        net.Admitted = policy.Rules;
+        net.Policy = policy.Policy;
+    }
+
+    /// <summary>The lines a sandbox's /etc/resolv.conf gets, or null to keep the template's.</summary>
+    public string? ResolvConf => _firewall is { Dns.Count: > 0 } f ? string.Concat(f.Dns.Select(d => $"nameserver {d}\n")) : null;
+
+    /// <summary>Removes the sandbox's firewall entry, then its link, then gives its address back. Never throws: it logs.</summary>
+    public async Task DetachAsync(string sandboxId, SandboxNetwork net)
+    {
+        try
+        {
+            if (net.Admitted is { } rules)
+            {
+                net.Admitted = null;
+                _firewall!.Revoke(net.Link.Address, hadPolicy: !rules.IsOpen);
+            }
+            await net.Link.DisposeAsync().ConfigureAwait(false);
+            _addresses.Release(net.Link.Address);
+        }
+        catch (Exception e)
+        {
+            LogDetachFailed(_log, sandboxId, e.Message);
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        try
+        {
+            _firewall?.Dispose();
+        }
+        catch (Exception e)
+        {
+            LogDetachFailed(_log, "-", e.Message);
+        }
+        _nft?.Dispose();
+        Sockets.Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "egress: nftables table {Table}, sandbox subnet {Subnet}, links {Prefix}*")]
+    private static partial void LogEgress(ILogger log, string table, string subnet, string prefix);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "egress unavailable (creates with \"network\": \"egress\" are refused): {Why}")]
+    private static partial void LogNoEgress(ILogger log, string why);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "egress: net.ipv4.ip_forward was 0; set to 1 for NAT (left on at shutdown)")]
+    private static partial void LogForwardingEnabled(ILogger log);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "egress: removed {Count} links left by an earlier run")]
+    private static partial void LogStaleLinks(ILogger log, int count);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "sandbox {SandboxId}: link {Link}, address {Address}")]
+    private static partial void LogAttached(ILogger log, string sandboxId, IPAddress address, string link);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: network clean-up failed: {Error}")]
+    private static partial void LogDetachFailed(ILogger log, string sandboxId, string error);
+}

@@ -1,0 +1,102 @@
+using Forkbox.Client;
+using Forkbox.Core;
+using Forkbox.Core.Wire;
+using Forkbox.Host;
+using Forkbox.Host.Auth;
+
+namespace Forkbox.IntegrationTests.Networking;
+
+/// <summary>
+/// A server with API keys and egress for the networking tests, and a <see cref="TestNetworkHost"/>
+/// whose address the server's pinned names (network_hosts) call "testhost.forkbox.test" and
+/// "otherhost.forkbox.test": policies by name resolve through a resolver the test controls.
+/// </summary>
+public sealed class NetworkFixture : IAsyncLifetime
+{
+    public const string HostName = "testhost.forkbox.test";
+    public const string OtherHostName = "otherhost.forkbox.test";
+
+    public HostServer Server { get; private set; } = null!;
+    public TestNetworkHost TestHost { get; private set; } = null!;
+    public ForkboxClient Client { get; private set; } = null!;
+    public ServerOptions Options { get; private set; } = null!;
+    public string ApiKey { get; private set; } = null!;
+
+    /// <summary>An HttpClient that sends no key.</summary>
+    public HttpClient Anonymous { get; } = new() { Timeout = TimeSpan.FromSeconds(30) };
+
+    /// <summary>An HttpClient that sends the key.</summary>
+    public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(30) };
+
+    public async Task InitializeAsync()
+    {
+        TestHost = await TestNetworkHost.StartAsync();
+        Options = ServerFixture.TestOptions("network") with
+        {
+            PoolSize = 1,
+            EgressPoolSize = 1,
+            NetworkHosts = $"{HostName}={TestHost.Address},{OtherHostName}={TestHost.OtherAddress}",
+        };
+        Directory.CreateDirectory(Options.DataDir);
+        ApiKey = new ApiKeyStore(Options.KeysFile).Create("network-tests");
+        Server = await HostServer.StartAsync(Options, ServerFixture.LogToConsole);
+        Client = new ForkboxClient(Server.Address.ToString(), ApiKey);
+        Anonymous.BaseAddress = Server.Address;
+        Http.BaseAddress = Server.Address;
+        Http.DefaultRequestHeaders.Authorization = new("Bearer", ApiKey);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Server.DisposeAsync();
+        await TestHost.DisposeAsync();
+        Http.Dispose();
+        Anonymous.Dispose();
+        Directory.Delete(Options.DataDir, recursive: true);
+    }
+
+    public Task<Sandbox> NewSandbox(string network = NetworkModes.None, NetworkPolicy? policy = null, bool persistent = false) =>
+        Sandbox.CreateAsync(new CreateSandboxRequest { Network = network, NetworkPolicy = policy, Persistent = persistent ? true : null }, Client);
+
+    /// <summary>
+    /// What a TCP connect from inside the sandbox to address:port gets: "open", "refused", or
+    /// "blocked" (dropped: no answer within a second, or no route at all).
+    /// </summary>
+    public static async Task<string> ProbeAsync(Sandbox sb, string address, int port = TestNetworkHost.Port)
+    {
+        var run = await sb.RunCodeAsync($$"""
+            import socket
+            s = socket.socket()
+            s.settimeout(1.0)
+            try:
+                s.connect(("{{address}}", {{port}}))
+                print("open")
+            except ConnectionRefusedError:
+                print("refused")
+            except OSError:
+                print("blocked")
+            finally:
+                s.close()
+            """);
+        return run.Stdout.Trim();
+    }
+
+    /// <summary>The body of GET http://{host}:8080/ from inside the sandbox, or the error's name.</summary>
+    public static async Task<string> FetchAsync(Sandbox sb, string host)
+    {
+        var run = await sb.RunCodeAsync($$"""
+            import urllib.request
+            try:
+                print(urllib.request.urlopen("http://{{host}}:{{TestNetworkHost.Port}}/", timeout=2).read().decode())
+            except Exception as e:
+                print(type(e).__name__)
+            """);
+        return run.Stdout.Trim();
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class NetworkCollection : ICollectionFixture<NetworkFixture>
+{
+    public const string Name = "network";
+}
