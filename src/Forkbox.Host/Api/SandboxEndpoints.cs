@@ -92,14 +92,28 @@ public static class SandboxEndpoints
         app.MapPut("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path) =>
         {
             var target = Validate.SandboxPath(path, "path");
-            var body = await ReadBodyAsync(ctx, options.MaxUploadBytes, "upload").ConfigureAwait(false);
+            if (ctx.Request.ContentLength > options.MaxUploadBytes)
+                throw new PayloadTooLargeException($"upload of {ctx.Request.ContentLength} bytes is over this server's limit of {options.MaxUploadBytes} bytes");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
-            using var ok = await manager.FileCallAsync(sb, w =>
+            // One upload per sandbox is read into memory at a time: sixteen concurrent 64 MiB
+            // uploads to one sandbox would otherwise hold a gigabyte of hostd's memory.
+            await sb.Agent.UploadGate.WaitAsync(ctx.RequestAborted).ConfigureAwait(false);
+            long size;
+            try
             {
-                w.WriteString("op", "write");
-                w.WriteString("path", target);
-            }, body, ctx.RequestAborted).ConfigureAwait(false);
-            return Results.Json(new FileEntry(Path.GetFileName(target), "file", body.Length, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0),
+                using var body = await UploadBuffer.ReadAsync(ctx, options.MaxUploadBytes).ConfigureAwait(false);
+                size = body.Length;
+                using var ok = await manager.FileCallAsync(sb, w =>
+                {
+                    w.WriteString("op", "write");
+                    w.WriteString("path", target);
+                }, body.Memory, ctx.RequestAborted).ConfigureAwait(false);
+            }
+            finally
+            {
+                sb.Agent.UploadGate.Release();
+            }
+            return Results.Json(new FileEntry(Path.GetFileName(target), "file", size, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0),
                 WireJson.Default.FileEntry);
         });
 
