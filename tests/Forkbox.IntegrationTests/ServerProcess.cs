@@ -1,0 +1,82 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Forkbox.Client;
+
+namespace Forkbox.IntegrationTests;
+
+/// <summary>`forkbox serve` as a child process on a free loopback port.</summary>
+public sealed class ServerProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+
+    private ServerProcess(Process process, ForkboxClient client)
+    {
+        _process = process;
+        Client = client;
+    }
+
+    public ForkboxClient Client { get; }
+
+    public static async Task<ServerProcess> StartAsync(string dataDir, string? fault = null, IReadOnlyDictionary<string, string>? env = null)
+    {
+        var port = FreePort();
+        var psi = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "forkbox.dll"), "serve",
+            "--data-dir", dataDir, "--listen", $"127.0.0.1:{port}"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        psi.Environment["FORKBOX_POOLSIZE"] = "1";
+        psi.Environment["FORKBOX_MAXSANDBOXES"] = "16";
+        psi.Environment["FORKBOX_UIDBASE"] = (3_000_000_000L + Environment.ProcessId % 8 * 65_536L * 16).ToString();
+        if (fault is not null) psi.Environment["FORKBOX_FAULT"] = fault;
+    foreach (var (k, v) in env ?? new Dictionary<string, string>()) psi.Environment[k] = v;
+        var process = Process.Start(psi)!;
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) Console.WriteLine("serve: " + e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.WriteLine("serve: " + e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var client = new ForkboxClient($"http://127.0.0.1:{port}");
+        using var http = new HttpClient();
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            if (process.HasExited) throw new InvalidOperationException($"forkbox serve exited with {process.ExitCode} at start-up");
+            try
+            {
+                if ((await http.GetAsync($"http://127.0.0.1:{port}/v1/healthz")).StatusCode == HttpStatusCode.OK) break;
+            }
+            catch (HttpRequestException)
+            {
+            }
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("forkbox serve did not answer within 60 s");
+            await Task.Delay(100);
+        }
+        return new ServerProcess(process, client);
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public int Pid => _process.Id;
+
+    /// <summary>SIGKILL: the server gets no chance to clean up.</summary>
+    public void Kill() => _process.Kill();
+
+    public Task WaitForExitAsync() => _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            Forkbox.Linux.Processes.Signal(_process.Id, 15);
+            await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        _process.Dispose();
+    }
+}
