@@ -85,7 +85,7 @@ public sealed partial class SandboxManager
         : _frozen.TryGetValue(id, out var r) ? r.ToInfo()
         : throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
 
-    /// <summary>Every sandbox, live and frozen; with a name, only the owner's sandbox of that name.</summary>
+    /// <summary>The owner's sandboxes, live and frozen; with a name, only the owner's sandbox of that name.</summary>
     public List<SandboxInfo> List(string owner, string? name)
     {
         if (name is not null)
@@ -93,9 +93,14 @@ public sealed partial class SandboxManager
             Validate.Name(name, "name");
             return _names.TryGetValue(NameKey(owner, name), out var id) && TryDescribe(id) is { } info ? [info] : [];
         }
-        return _sandboxes.Values.Select(s => s.ToInfo(false)).Concat(_frozen.Values.Select(r => r.ToInfo()))
+        return _sandboxes.Values.Where(s => s.Owner == owner).Select(s => s.ToInfo(false))
+            .Concat(_frozen.Values.Where(r => r.Owner == owner).Select(r => r.ToInfo()))
             .OrderBy(i => i.CreatedAt).ToList();
     }
+
+    /// <summary>The API key name that owns a sandbox this server knows of (live or frozen); null for an unknown id.</summary>
+    public string? OwnerOf(string id) =>
+        _sandboxes.TryGetValue(id, out var sb) ? sb.Owner : _frozen.TryGetValue(id, out var r) ? r.Owner : null;
 
     private long? DiskUsed(Sandbox sb)
     {
