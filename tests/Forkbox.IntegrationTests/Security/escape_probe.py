@@ -50,6 +50,26 @@ def _refused(name, *args, allowed=(EPERM,)):
     return err in allowed, f"{name}: {errno.errorcode.get(err, err)}"
 
 
+def _in_child(fn):
+    """Runs fn in a forked child whose stdout is a pipe; returns what it wrote."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.dup2(w, 1)
+            fn()
+        finally:
+            os._exit(3)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return out
+
+
 def _all(results):
     held = all(h for h, _ in results)
     return held, "; ".join(d for _, d in results)
@@ -208,19 +228,11 @@ def ptrace_anything(args):
     results.append(_refused("process_vm_readv", 1, iov, 1, iov, 1, 0))
     results.append(_refused("kcmp", 1, os.getpid(), 0, 0, 0))
     # From a child: attach to the agent (pid 1) and to every other process it can see.
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+    def attach_all():
         out = [_refused("ptrace", 16, int(p), 0, 0) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
-        os.write(w, json.dumps(out).encode())
+        os.write(1, json.dumps(out).encode())
         os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    results += [tuple(x) for x in json.loads(data)]
+    results += [tuple(x) for x in json.loads(_in_child(attach_all))]
     return _all(results)
 
 
@@ -395,21 +407,12 @@ def setuid_binaries(args):
     shutil.copy(exe, "/tmp/suid-python")
     os.chown("/tmp/suid-python", 0, 0)
     os.chmod("/tmp/suid-python", 0o4755)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        os.dup2(w, 1)
+    def run_as_user():
         os.setgroups([])
         os.setresgid(1000, 1000, 1000)
         os.setresuid(1000, 1000, 1000)
         os.execv("/tmp/suid-python", ["suid-python", "-c", "import os; print(os.geteuid())"])
-    os.close(w)
-    out = b""
-    while chunk := os.read(r, 4096):
-        out += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
+    out = _in_child(run_as_user)
     results.append((out.strip() == b"1000", f"setuid copy ran with euid {out.strip().decode() or '?'}"))
     # The host's setuid binaries (under the read-only /usr) belong to an unmapped uid: su fails.
     su = [p for p in ("/usr/bin/su", "/usr/bin/mount", "/usr/bin/newgrp") if os.path.exists(p)]
