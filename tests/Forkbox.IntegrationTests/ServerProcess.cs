@@ -70,6 +70,8 @@ public sealed class ServerProcess : IAsyncDisposable
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
+    public int Pid => _process.Id;
+
     /// <summary>SIGKILL: the server gets no chance to clean up or to leave its cluster.</summary>
     public void Kill() => _process.Kill();
 

@@ -100,8 +100,9 @@ public sealed class CoreTests
     [Fact]
     public void Cgroup_v2_cpu_max_is_quota_and_period()
     {
-        Assert.Equal("100000 100000", CgroupV2Driver.FormatCpuMax(1));
-        Assert.Equal("50000 100000", CgroupV2Driver.FormatCpuMax(0.5));
+        Assert.Equal("10000 10000", CgroupV2Driver.FormatCpuMax(1));
+        Assert.Equal("5000 10000", CgroupV2Driver.FormatCpuMax(0.5));
+        Assert.Equal("5000 100000", CgroupV2Driver.FormatCpuMax(0.05)); // a 10 ms period would need a quota under the kernel's 1 ms
     }
 
     [Fact]

@@ -19,6 +19,19 @@ public sealed class AgentConnection(Socket socket) : IAsyncDisposable
 
     public ValueTask SendAsync(byte[] frame, CancellationToken ct) => _stream.WriteAsync(frame, ct);
 
+    /// <summary>Sends a frame's head (<see cref="AgentFrame.EncodeHead"/>) and then its payload, uncopied.</summary>
+    public async ValueTask SendAsync(byte[] head, ReadOnlyMemory<byte> payload, CancellationToken ct)
+    {
+        await _stream.WriteAsync(head, ct).ConfigureAwait(false);
+        if (!payload.IsEmpty) await _stream.WriteAsync(payload, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Held by an upload from before its body is read until the agent has written it, so that one
+    /// sandbox buffers one upload at a time in hostd, however many its clients send at once.
+    /// </summary>
+    public SemaphoreSlim UploadGate { get; } = new(1, 1);
+
     public ValueTask<AgentFrame> ReadAsync(CancellationToken ct) => AgentFrame.ReadAsync(_stream, _prefix, ct);
 
     /// <summary>Closes the socket: a read in progress ends with an exception.</summary>
@@ -28,5 +41,6 @@ public sealed class AgentConnection(Socket socket) : IAsyncDisposable
     {
         await _stream.DisposeAsync().ConfigureAwait(false);
         CallLock.Dispose();
+        UploadGate.Dispose();
     }
 }

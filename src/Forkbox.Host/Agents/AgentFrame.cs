@@ -21,7 +21,20 @@ public sealed class AgentFrame(JsonDocument header, byte[] payload) : IDisposabl
     /// <summary>Serialises a request frame; the header is written by <paramref name="writeHeader"/>.</summary>
     public static byte[] Encode(Action<Utf8JsonWriter> writeHeader, ReadOnlySpan<byte> payload)
     {
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256 + payload.Length);
+        var head = EncodeHead(writeHeader, payload.Length);
+        var bytes = new byte[head.Length + payload.Length];
+        head.CopyTo(bytes, 0);
+        payload.CopyTo(bytes.AsSpan(head.Length));
+        return bytes;
+    }
+
+    /// <summary>
+    /// The frame up to its payload (the two lengths and the header), for a caller that sends the
+    /// payload after it as it is: an upload of 64 MiB is then not copied once more into a frame.
+    /// </summary>
+    public static byte[] EncodeHead(Action<Utf8JsonWriter> writeHeader, int payloadLength)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
         buffer.GetSpan(8);
         buffer.Advance(8);
         using (var w = new Utf8JsonWriter(buffer))
@@ -30,12 +43,9 @@ public sealed class AgentFrame(JsonDocument header, byte[] payload) : IDisposabl
             writeHeader(w);
             w.WriteEndObject();
         }
-        var headerLength = buffer.WrittenCount - 8;
-        payload.CopyTo(buffer.GetSpan(payload.Length));
-        buffer.Advance(payload.Length);
         var bytes = buffer.WrittenSpan.ToArray();
-        BinaryPrimitives.WriteUInt32BigEndian(bytes, (uint)headerLength);
-        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(4), (uint)payload.Length);
+        BinaryPrimitives.WriteUInt32BigEndian(bytes, (uint)(bytes.Length - 8));
+        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(4), (uint)payloadLength);
         return bytes;
     }
 

@@ -30,6 +30,7 @@ public static class SandboxEndpoints
     public static void Map(IEndpointRouteBuilder app, SandboxManager manager, ServerOptions options, HostInfo host, HostMetrics metrics)
     {
         app.MapGet("/v1/healthz", () => Results.Text("ok"));
+        var sandboxes = app.MapGroup("/v1/sandboxes/{id}");
 
         app.MapPost("/v1/sandboxes", async (HttpContext ctx) =>
         {
@@ -41,24 +42,24 @@ public static class SandboxEndpoints
         app.MapGet("/v1/sandboxes", (HttpContext ctx, string? name) =>
             Results.Json(new SandboxList(manager.List(Owner(ctx), name)), WireJson.Default.SandboxList));
 
-        app.MapGet("/v1/sandboxes/{id}", (string id) => Results.Json(manager.Describe(id), WireJson.Default.SandboxInfo));
+        sandboxes.MapGet("", (string id) => Results.Json(manager.Describe(id), WireJson.Default.SandboxInfo));
 
-        app.MapPost("/v1/sandboxes/{id}/pause", async (HttpContext ctx, string id) =>
+        sandboxes.MapPost("/pause", async (HttpContext ctx, string id) =>
             Results.Json(await manager.PauseAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
 
-        app.MapPost("/v1/sandboxes/{id}/hibernate", async (HttpContext ctx, string id) =>
+        sandboxes.MapPost("/hibernate", async (HttpContext ctx, string id) =>
             Results.Json(await manager.HibernateAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
 
-        app.MapPost("/v1/sandboxes/{id}/resume", async (HttpContext ctx, string id) =>
+        sandboxes.MapPost("/resume", async (HttpContext ctx, string id) =>
             Results.Json((await manager.ResumeAsync(id, ctx.RequestAborted).ConfigureAwait(false)).Reply, WireJson.Default.LifecycleResponse));
 
-        app.MapDelete("/v1/sandboxes/{id}", async (string id) =>
+        sandboxes.MapDelete("", async (string id) =>
         {
             await manager.DeleteAsync(id, "DELETE by client").ConfigureAwait(false);
             return Results.NoContent();
         });
 
-        app.MapPost("/v1/sandboxes/{id}/fork", async (HttpContext ctx, string id) =>
+        sandboxes.MapPost("/fork", async (HttpContext ctx, string id) =>
         {
             var req = await ReadJsonAsync(ctx, WireJson.Default.ForkRequest).ConfigureAwait(false) ?? new ForkRequest();
             await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
@@ -66,7 +67,7 @@ public static class SandboxEndpoints
             return Results.Json(new ForkResponse(children.Select(c => c.Id).ToList()), WireJson.Default.ForkResponse);
         });
 
-        app.MapPost("/v1/sandboxes/{id}/merge_into/{winner}", async (HttpContext ctx, string id, string winner) =>
+        sandboxes.MapPost("/merge_into/{winner}", async (HttpContext ctx, string id, string winner) =>
         {
             await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             await ActiveAsync(ctx, manager, winner).ConfigureAwait(false);
@@ -74,14 +75,14 @@ public static class SandboxEndpoints
             return Results.NoContent();
         });
 
-        app.MapGet("/v1/sandboxes/{id}/diff/{other}", async (HttpContext ctx, string id, string other, string? paths) =>
+        sandboxes.MapGet("/diff/{other}", async (HttpContext ctx, string id, string other, string? paths) =>
         {
             await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             await ActiveAsync(ctx, manager, other).ConfigureAwait(false);
             return Results.Json(manager.Diff(id, other, paths), WireJson.Default.DiffResponse);
         });
 
-        app.MapPost("/v1/sandboxes/{id}/exec", async (HttpContext ctx, string id) =>
+        sandboxes.MapPost("/exec", async (HttpContext ctx, string id) =>
         {
             var req = await ReadJsonAsync(ctx, WireJson.Default.ExecRequest).ConfigureAwait(false)
                       ?? throw new BadRequestException("a JSON body with 'code' is required");
@@ -89,21 +90,35 @@ public static class SandboxEndpoints
             await manager.ExecAsync(sb, req, new NdjsonExecSink(ctx.Response), ctx.RequestAborted).ConfigureAwait(false);
         });
 
-        app.MapPut("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path) =>
+        sandboxes.MapPut("/files", async (HttpContext ctx, string id, string? path) =>
         {
             var target = Validate.SandboxPath(path, "path");
-            var body = await ReadBodyAsync(ctx, options.MaxUploadBytes, "upload").ConfigureAwait(false);
+            if (ctx.Request.ContentLength > options.MaxUploadBytes)
+                throw new PayloadTooLargeException($"upload of {ctx.Request.ContentLength} bytes is over this server's limit of {options.MaxUploadBytes} bytes");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
-            using var ok = await manager.FileCallAsync(sb, w =>
+            // One upload per sandbox is read into memory at a time: sixteen concurrent 64 MiB
+            // uploads to one sandbox would otherwise hold a gigabyte of hostd's memory.
+            await sb.Agent.UploadGate.WaitAsync(ctx.RequestAborted).ConfigureAwait(false);
+            long size;
+            try
             {
-                w.WriteString("op", "write");
-                w.WriteString("path", target);
-            }, body, ctx.RequestAborted).ConfigureAwait(false);
-            return Results.Json(new FileEntry(Path.GetFileName(target), "file", body.Length, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0),
+                using var body = await UploadBuffer.ReadAsync(ctx, options.MaxUploadBytes).ConfigureAwait(false);
+                size = body.Length;
+                using var ok = await manager.FileCallAsync(sb, w =>
+                {
+                    w.WriteString("op", "write");
+                    w.WriteString("path", target);
+                }, body.Memory, ctx.RequestAborted).ConfigureAwait(false);
+            }
+            finally
+            {
+                sb.Agent.UploadGate.Release();
+            }
+            return Results.Json(new FileEntry(Path.GetFileName(target), "file", size, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0),
                 WireJson.Default.FileEntry);
         });
 
-        app.MapGet("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path) =>
+        sandboxes.MapGet("/files", async (HttpContext ctx, string id, string? path) =>
         {
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
@@ -116,7 +131,7 @@ public static class SandboxEndpoints
             return Results.Bytes(ok.Payload, "application/octet-stream");
         });
 
-        app.MapDelete("/v1/sandboxes/{id}/files", async (HttpContext ctx, string id, string? path, bool? recursive) =>
+        sandboxes.MapDelete("/files", async (HttpContext ctx, string id, string? path, bool? recursive) =>
         {
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
@@ -129,7 +144,7 @@ public static class SandboxEndpoints
             return Results.NoContent();
         });
 
-        app.MapGet("/v1/sandboxes/{id}/files/list", async (HttpContext ctx, string id, string? path) =>
+        sandboxes.MapGet("/files/list", async (HttpContext ctx, string id, string? path) =>
         {
             var target = Validate.SandboxPath(path ?? "/root", "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);

@@ -714,12 +714,12 @@ public sealed partial class SandboxManager : IAsyncDisposable
         {
             EnsureUsable(sb);
             var callId = sb.Agent.NextCallId();
-            var frame = AgentFrame.Encode(w =>
+            var head = AgentFrame.EncodeHead(w =>
             {
                 w.WriteNumber("id", callId);
                 header(w);
-            }, payload.Span);
-            var answer = await RoundTripAsync(sb, frame, TimeSpan.FromSeconds(120), "a file call").ConfigureAwait(false);
+            }, payload.Length);
+            var answer = await RoundTripAsync(sb, head, TimeSpan.FromSeconds(120), "a file call", payload).ConfigureAwait(false);
             if (answer.Event == "ok") return answer;
             using (answer)
             {
@@ -746,14 +746,15 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// <summary>
     /// One request and its one answer, under the call lock the caller holds. An agent that does not
     /// answer within <paramref name="timeout"/>, or whose channel is lost, is killed: a request
-    /// without its answer read would leave the channel out of step.
+    /// without its answer read would leave the channel out of step. A <paramref name="payload"/>
+    /// goes after <paramref name="frame"/>, which is then only its head.
     /// </summary>
-    private async Task<AgentFrame> RoundTripAsync(Sandbox sb, byte[] frame, TimeSpan timeout, string during)
+    private async Task<AgentFrame> RoundTripAsync(Sandbox sb, byte[] frame, TimeSpan timeout, string during, ReadOnlyMemory<byte> payload = default)
     {
         using var hard = new CancellationTokenSource(timeout);
         try
         {
-            await sb.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
+            await sb.Agent.SendAsync(frame, payload, hard.Token).ConfigureAwait(false);
             return await sb.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (AgentFrame.IsChannelLost(e) || e is OperationCanceledException)

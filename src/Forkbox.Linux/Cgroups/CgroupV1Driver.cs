@@ -24,7 +24,6 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
                 Directory.CreateDirectory(dir);
                 dirs[c] = dir;
             }
-            CgroupFiles.Write(dirs["cpu"], "cpu.cfs_period_us", "100000");
             CgroupFiles.Write(dirs["pids"], "pids.max", limits.Pids.ToString(CultureInfo.InvariantCulture));
             var cgroup = new Cgroup(dirs);
             cgroup.SetLimits(limits, null);
@@ -75,7 +74,11 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
             if (memsw && growing) CgroupFiles.Write(dirs["memory"], "memory.memsw.limit_in_bytes", memory);
             CgroupFiles.Write(dirs["memory"], "memory.limit_in_bytes", memory);
             if (memsw && !growing) CgroupFiles.Write(dirs["memory"], "memory.memsw.limit_in_bytes", memory);
-            CgroupFiles.Write(dirs["cpu"], "cpu.cfs_quota_us", ((long)(limits.Cpus * 100_000)).ToString(CultureInfo.InvariantCulture));
+            // Quota -1 (none) first: the kernel refuses a period change that would leave the
+            // quota over it, or under its 1 ms minimum, at any step.
+            CgroupFiles.Write(dirs["cpu"], "cpu.cfs_quota_us", "-1");
+            CgroupFiles.Write(dirs["cpu"], "cpu.cfs_period_us", CpuQuota.Format(CpuQuota.PeriodUs(limits.Cpus)));
+            CgroupFiles.Write(dirs["cpu"], "cpu.cfs_quota_us", CpuQuota.Format(CpuQuota.QuotaUs(limits.Cpus)));
         }
 
         public long MemoryBytes() => CgroupFiles.ReadLong(Path.Combine(dirs["memory"], "memory.usage_in_bytes"));

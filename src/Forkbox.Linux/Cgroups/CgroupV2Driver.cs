@@ -40,7 +40,7 @@ public sealed class CgroupV2Driver : ICgroupDriver
 
     /// <summary>cpu.max is "QUOTA PERIOD" in microseconds.</summary>
     public static string FormatCpuMax(double cpus) =>
-        ((long)(cpus * 100_000)).ToString(CultureInfo.InvariantCulture) + " 100000";
+        CpuQuota.Format(CpuQuota.QuotaUs(cpus)) + " " + CpuQuota.Format(CpuQuota.PeriodUs(cpus));
 
     public int RemoveStale()
     {

@@ -26,6 +26,7 @@ new PID namespace. The order matters:
 """
 
 import os
+import resource
 import time
 
 from . import linux
@@ -34,6 +35,16 @@ from . import linux
 _PROC_MASKED = ("kcore", "keys", "timer_list", "sysrq-trigger", "sched_debug", "latency_stats")
 _PROC_READONLY = ("sys", "bus", "irq", "fs")
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# Open files per process, set here rather than inherited from however hostd was started (a shell's
+# ulimit, a service manager's): the usual 1024, which a program may raise itself up to 65536 (or
+# hostd's own hard limit, if lower: raising it needs CAP_SYS_RESOURCE, which not every host root has).
+# The kernel memory behind them is charged to the sandbox's memory cgroup in any case.
+NOFILE = (1024, 65536)
+
+
+def limit_open_files():
+    hard = min(NOFILE[1], resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(NOFILE[0], hard), hard))
 
 
 def enter_cgroups(procs_files):
@@ -152,6 +163,7 @@ def isolate(spec, seccomp_bpf):
     linux.sethostname(spec.get("hostname", "sandbox"))
     linux.loopback_up()
     os.setpriority(os.PRIO_PROCESS, 0, 0)  # the zygote forks at nice 19; the sandbox runs at 0
+    limit_open_files()
     become_sandbox_root(userns_fd)
     os.close(userns_fd)
     linux.set_no_new_privs()

@@ -1,0 +1,65 @@
+using System.Buffers;
+using Forkbox.Core.Errors;
+using Microsoft.AspNetCore.Http;
+
+namespace Forkbox.Host.Api;
+
+/// <summary>
+/// An upload's body, read into an array rented from the shared pool and returned on dispose: uploads
+/// of tens of megabytes one after the other reuse one buffer instead of leaving each its own on the
+/// large object heap until the next full collection.
+/// </summary>
+public sealed class UploadBuffer : IDisposable
+{
+    private byte[] _array;
+
+    private UploadBuffer(byte[] array, int length)
+    {
+        _array = array;
+        Length = length;
+    }
+
+    public int Length { get; }
+
+    public ReadOnlyMemory<byte> Memory => _array.AsMemory(0, Length);
+
+    /// <summary>Reads the request body; over <paramref name="limit"/> bytes is a 413, before or while reading.</summary>
+    public static async Task<UploadBuffer> ReadAsync(HttpContext ctx, long limit)
+    {
+        if (ctx.Request.ContentLength > limit)
+            throw new PayloadTooLargeException($"upload of {ctx.Request.ContentLength} bytes is over this server's limit of {limit} bytes");
+        var pool = ArrayPool<byte>.Shared;
+        var array = pool.Rent((int)Math.Min(ctx.Request.ContentLength ?? 64 << 10, limit) + 1);
+        var length = 0;
+        try
+        {
+            while (true)
+            {
+                if (length == array.Length)
+                {
+                    var bigger = pool.Rent((int)Math.Min((long)array.Length * 2, limit + 1));
+                    array.AsSpan(0, length).CopyTo(bigger);
+                    pool.Return(array);
+                    array = bigger;
+                }
+                var read = await ctx.Request.Body.ReadAsync(array.AsMemory(length), ctx.RequestAborted).ConfigureAwait(false);
+                if (read == 0) break;
+                length += read;
+                if (length > limit)
+                    throw new PayloadTooLargeException($"upload is over this server's limit of {limit} bytes");
+            }
+            return new UploadBuffer(array, length);
+        }
+        catch
+        {
+            pool.Return(array);
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        var array = Interlocked.Exchange(ref _array, []);
+        if (array.Length > 0) ArrayPool<byte>.Shared.Return(array);
+    }
+}
