@@ -6,6 +6,7 @@ using Forkbox.Edge.Limits;
 using Forkbox.Edge.Registry;
 using Forkbox.Edge.Routing;
 using Forkbox.Host;
+using Forkbox.Host.Api;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -59,7 +60,7 @@ public static class EdgeEndpoints
         app.MapGet("/v1/capacity", () =>
         {
             var hosts = registry.Hosts.OrderBy(h => h.Region, StringComparer.Ordinal).ThenBy(h => h.Id, StringComparer.Ordinal).ToList();
-            return Results.Json(new CapacityInfo
+            return SandboxEndpoints.Json(new CapacityInfo
             {
                 Region = string.Join(",", hosts.Select(h => h.Region).Distinct()),
                 Running = hosts.Sum(h => h.Announcement.Running),
@@ -97,7 +98,7 @@ public static class EdgeEndpoints
         var missing = answers.Where(a => a.Sandboxes is null).Select(a => a.Host.Id).ToList();
         if (missing.Count > 0) ctx.Response.Headers["X-Forkbox-Partial"] = string.Join(",", missing);
         var merged = answers.SelectMany(a => a.Sandboxes ?? []).OrderBy(i => i.CreatedAt).ToList();
-        await ctx.Response.WriteAsJsonAsync(new SandboxList(merged), WireJson.Default.SandboxList).ConfigureAwait(false);
+        await SandboxEndpoints.Json(new SandboxList(merged), WireJson.Default.SandboxList).ExecuteAsync(ctx).ConfigureAwait(false);
     }
 
     private static async Task<HostList> ListOneAsync(HttpContext ctx, HostEntry host, string owner, HttpMessageInvoker client)

@@ -14,7 +14,9 @@ public static partial class ErrorResponses
     {
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json";
-        return ctx.Response.WriteAsync(JsonSerializer.Serialize(new ErrorBody(message, code), WireJson.Default.ErrorBody));
+        var body = JsonSerializer.SerializeToUtf8Bytes(new ErrorBody(message, code), WireJson.Default.ErrorBody);
+        ctx.Response.ContentLength = body.Length;
+        return ctx.Response.Body.WriteAsync(body).AsTask();
     }
 
     /// <summary>Middleware: turns exceptions from the endpoints into error bodies.</summary>

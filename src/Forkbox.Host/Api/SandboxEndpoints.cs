@@ -27,6 +27,13 @@ public static class SandboxEndpoints
         return sb;
     }
 
+    /// <summary>
+    /// A JSON answer with its length: sent in one write, where a chunked one ends with a separate
+    /// terminating chunk the client (or an edge in front) must wait for.
+    /// </summary>
+    public static IResult Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
+        Results.Bytes(JsonSerializer.SerializeToUtf8Bytes(value, type), "application/json; charset=utf-8");
+
     public static void Map(IEndpointRouteBuilder app, SandboxManager manager, ServerOptions options, HostInfo host, HostMetrics metrics)
     {
         app.MapGet("/v1/healthz", () => Results.Text("ok"));
@@ -36,22 +43,22 @@ public static class SandboxEndpoints
         {
             var req = await ReadJsonAsync(ctx, WireJson.Default.CreateSandboxRequest).ConfigureAwait(false) ?? new CreateSandboxRequest();
             var sb = await manager.CreateAsync(req, Owner(ctx), ctx.RequestAborted).ConfigureAwait(false);
-            return Results.Json(sb.ToInfo(withUsage: false), WireJson.Default.SandboxInfo);
+            return Json(sb.ToInfo(withUsage: false), WireJson.Default.SandboxInfo);
         });
 
         app.MapGet("/v1/sandboxes", (HttpContext ctx, string? name) =>
-            Results.Json(new SandboxList(manager.List(Owner(ctx), name)), WireJson.Default.SandboxList));
+            Json(new SandboxList(manager.List(Owner(ctx), name)), WireJson.Default.SandboxList));
 
-        sandboxes.MapGet("", (string id) => Results.Json(manager.Describe(id), WireJson.Default.SandboxInfo));
+        sandboxes.MapGet("", (string id) => Json(manager.Describe(id), WireJson.Default.SandboxInfo));
 
         sandboxes.MapPost("/pause", async (HttpContext ctx, string id) =>
-            Results.Json(await manager.PauseAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
+            Json(await manager.PauseAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
 
         sandboxes.MapPost("/hibernate", async (HttpContext ctx, string id) =>
-            Results.Json(await manager.HibernateAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
+            Json(await manager.HibernateAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
 
         sandboxes.MapPost("/resume", async (HttpContext ctx, string id) =>
-            Results.Json((await manager.ResumeAsync(id, ctx.RequestAborted).ConfigureAwait(false)).Reply, WireJson.Default.LifecycleResponse));
+            Json((await manager.ResumeAsync(id, ctx.RequestAborted).ConfigureAwait(false)).Reply, WireJson.Default.LifecycleResponse));
 
         sandboxes.MapDelete("", async (string id) =>
         {
@@ -64,7 +71,7 @@ public static class SandboxEndpoints
             var req = await ReadJsonAsync(ctx, WireJson.Default.ForkRequest).ConfigureAwait(false) ?? new ForkRequest();
             await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             var children = await manager.ForkAsync(id, req.N, ctx.RequestAborted).ConfigureAwait(false);
-            return Results.Json(new ForkResponse(children.Select(c => c.Id).ToList()), WireJson.Default.ForkResponse);
+            return Json(new ForkResponse(children.Select(c => c.Id).ToList()), WireJson.Default.ForkResponse);
         });
 
         sandboxes.MapPost("/merge_into/{winner}", async (HttpContext ctx, string id, string winner) =>
@@ -79,7 +86,7 @@ public static class SandboxEndpoints
         {
             await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             await ActiveAsync(ctx, manager, other).ConfigureAwait(false);
-            return Results.Json(manager.Diff(id, other, paths), WireJson.Default.DiffResponse);
+            return Json(manager.Diff(id, other, paths), WireJson.Default.DiffResponse);
         });
 
         sandboxes.MapPost("/exec", async (HttpContext ctx, string id) =>
@@ -114,7 +121,7 @@ public static class SandboxEndpoints
             {
                 sb.Agent.UploadGate.Release();
             }
-            return Results.Json(new FileEntry(Path.GetFileName(target), "file", size, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0),
+            return Json(new FileEntry(Path.GetFileName(target), "file", size, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0),
                 WireJson.Default.FileEntry);
         });
 
@@ -157,10 +164,10 @@ public static class SandboxEndpoints
                 .Select(e => new FileEntry(e.GetProperty("name").GetString()!, e.GetProperty("type").GetString()!,
                     e.GetProperty("size").GetInt64(), e.GetProperty("mtime").GetDouble()))
                 .ToList();
-            return Results.Json(new FileList(entries), WireJson.Default.FileList);
+            return Json(new FileList(entries), WireJson.Default.FileList);
         });
 
-        app.MapGet("/v1/capacity", () => Results.Json(new CapacityInfo
+        app.MapGet("/v1/capacity", () => Json(new CapacityInfo
         {
             Region = options.Region,
             Running = manager.Running,
@@ -178,7 +185,7 @@ public static class SandboxEndpoints
             Pools = manager.Pools.Select(p => p.ToInfo()).ToList(),
         }, WireJson.Default.CapacityInfo));
 
-        app.MapGet("/v1/templates", () => Results.Json(new TemplateList(manager.Templates.All.Select(t => new TemplateInfo
+        app.MapGet("/v1/templates", () => Json(new TemplateList(manager.Templates.All.Select(t => new TemplateInfo
         {
             Name = t.Name,
             Builtin = t.RootDir is null,
@@ -200,7 +207,7 @@ public static class SandboxEndpoints
             if (req?.Size is not { } size)
                 throw new BadRequestException("send {\"size\": N}: the number of ready sandboxes to keep for this template");
             pool.Target = Validate.Range(size, 0, options.MaxSandboxes, "size");
-            return Results.Json(pool.ToInfo(), WireJson.Default.PoolInfo);
+            return Json(pool.ToInfo(), WireJson.Default.PoolInfo);
         });
 
         app.MapGet("/metrics", () => Results.Text(metrics.Render(

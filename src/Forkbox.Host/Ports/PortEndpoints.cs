@@ -2,6 +2,7 @@ using System.Text.Json;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Core.Wire;
+using Forkbox.Host.Api;
 using Forkbox.Host.Sandboxes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -39,7 +40,7 @@ public static class PortEndpoints
             var scheme = ctx.Request.Headers["X-Forwarded-Proto"].ToString() is { Length: > 0 } proto ? proto : ctx.Request.Scheme;
             var authority = ctx.Request.Headers["X-Forwarded-Host"].ToString() is { Length: > 0 } host ? host : ctx.Request.Host.ToString();
             var url = $"{scheme}://{authority}{signer.SignedPath(id, port, expires)}";
-            return Results.Json(new PortUrlResponse(url, DateTimeOffset.FromUnixTimeSeconds(expires.ToUnixTimeSeconds())), WireJson.Default.PortUrlResponse);
+            return SandboxEndpoints.Json(new PortUrlResponse(url, DateTimeOffset.FromUnixTimeSeconds(expires.ToUnixTimeSeconds())), WireJson.Default.PortUrlResponse);
         });
 
         app.Map("/v1/sandboxes/{id}/ports/{port:int}/{**path}", async (HttpContext ctx, string id, int port) =>
