@@ -95,8 +95,16 @@ public sealed class SandboxLink : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
-        // Gone already when the sandbox's namespace died first (its end took the pair with it).
-        if (Exists(HostName))
+        // Gone already when the sandbox's namespace died first (its end took the pair with it),
+        // which may also happen between the check and the delete.
+        if (!Exists(HostName)) return;
+        try
+        {
             await NetTool.RunBatchAsync("ip", $"link del {HostName}\n", force: true).ConfigureAwait(false);
+        }
+        catch (InvalidOperationException) when (!Exists(HostName))
+        {
+            // went with its namespace meanwhile: nothing left to remove
+        }
     }
 }
