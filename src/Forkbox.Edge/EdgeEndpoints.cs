@@ -85,8 +85,7 @@ public static class EdgeEndpoints
     /// <summary>GET /v1/sandboxes: every host's list for this owner, merged; hosts that do not answer are left out and named in X-Forkbox-Partial.</summary>
     private static async Task ListAsync(HttpContext ctx, HostRegistry registry, HttpMessageInvoker client)
     {
-        var owner = EdgeRequest.Of(ctx).Owner;
-        var answers = await Task.WhenAll(registry.Hosts.Select(h => ListOneAsync(ctx, h, owner, client))).ConfigureAwait(false);
+        var answers = await Task.WhenAll(registry.Hosts.Select(h => ListOneAsync(ctx, h, client))).ConfigureAwait(false);
         // A query the hosts refuse (a bad name) is refused alike by all: pass the first refusal on.
         if (answers.FirstOrDefault(a => a.Refusal is not null) is { Refusal: { } refusal } refused)
         {
@@ -101,11 +100,9 @@ public static class EdgeEndpoints
         await SandboxEndpoints.Json(new SandboxList(merged), WireJson.Default.SandboxList).ExecuteAsync(ctx).ConfigureAwait(false);
     }
 
-    private static async Task<HostList> ListOneAsync(HttpContext ctx, HostEntry host, string owner, HttpMessageInvoker client)
+    private static async Task<HostList> ListOneAsync(HttpContext ctx, HostEntry host, HttpMessageInvoker client)
     {
-        using var message = new HttpRequestMessage(HttpMethod.Get, new Uri(host.Url, "v1/sandboxes" + ctx.Request.QueryString));
-        if (ctx.Request.Headers.Authorization.ToString() is { Length: > 0 } auth) message.Headers.TryAddWithoutValidation("Authorization", auth);
-        message.Headers.TryAddWithoutValidation(HostServer.OwnerHeader, owner);
+        using var message = SandboxProxy.ToHost(ctx, HttpMethod.Get, new Uri(host.Url, "v1/sandboxes" + ctx.Request.QueryString));
         try
         {
             using var response = await client.SendAsync(message, ctx.RequestAborted).ConfigureAwait(false);

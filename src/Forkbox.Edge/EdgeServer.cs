@@ -6,6 +6,7 @@ using Forkbox.Edge.Registry;
 using Forkbox.Host;
 using Forkbox.Host.Api;
 using Forkbox.Host.Auth;
+using Forkbox.Host.Cluster;
 using Forkbox.Host.Ports;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -71,10 +72,7 @@ public sealed partial class EdgeServer : IAsyncDisposable
 
         var loggers = LoggerFactory.Create(logging);
         var log = loggers.CreateLogger<EdgeServer>();
-        var config = ConfigurationOptions.Parse(options.Redis.Replace("redis://", "", StringComparison.Ordinal));
-        config.AbortOnConnectFail = false; // start, and route as soon as Redis answers
-        config.ConnectTimeout = 2000;
-        var redis = await ConnectionMultiplexer.ConnectAsync(config).ConfigureAwait(false);
+        var redis = await ClusterRedis.ConnectAsync(options.Redis).ConfigureAwait(false);
         var registry = new HostRegistry(redis, loggers.CreateLogger<HostRegistry>());
         try
         {
@@ -136,8 +134,7 @@ public sealed partial class EdgeServer : IAsyncDisposable
         var signedPort = PortPath.TryParse(ctx.Request.Path.Value, out var port) && port.Signature is not null;
         if (keys?.Enabled == true && ctx.Request.Path != "/v1/healthz" && !signedPort)
         {
-            var auth = ctx.Request.Headers.Authorization.ToString();
-            var plain = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : ctx.Request.Headers["X-API-Key"].ToString();
+            var plain = ApiKeyStore.KeyOf(ctx.Request);
             key = plain.Length > 0 ? keys.Find(plain) : null;
             if (key is null)
                 return ErrorResponses.WriteAsync(ctx, 401, "unauthorized", "missing or unknown API key: send 'Authorization: Bearer KEY'");

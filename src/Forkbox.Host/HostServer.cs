@@ -286,8 +286,7 @@ public sealed partial class HostServer : IAsyncDisposable
     /// <summary>The name of the API key the request carries, or null when it carries none the server knows.</summary>
     private static string? Owner(HttpContext ctx, ApiKeyStore keys)
     {
-        var auth = ctx.Request.Headers.Authorization.ToString();
-        var key = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : ctx.Request.Headers["X-API-Key"].ToString();
+        var key = ApiKeyStore.KeyOf(ctx.Request);
         return key.Length > 0 ? keys.Owner(key) : null;
     }
 

@@ -162,16 +162,9 @@ public sealed partial class SandboxProxy(IHttpForwarder forwarder, HttpMessageIn
 
     private async Task<Answer> SendAsync(HttpContext ctx, HostEntry host, byte[] body, string what)
     {
-        using var message = new HttpRequestMessage(HttpMethods.IsPost(ctx.Request.Method) ? HttpMethod.Post : new HttpMethod(ctx.Request.Method),
-            new Uri(host.Url, ctx.Request.Path.Value!.TrimStart('/') + ctx.Request.QueryString))
-        {
-            Version = HttpVersion.Version11,
-            Content = new ByteArrayContent(body),
-        };
+        using var message = ToHost(ctx, HttpMethod.Post, new Uri(host.Url, ctx.Request.Path.Value!.TrimStart('/') + ctx.Request.QueryString));
+        message.Content = new ByteArrayContent(body);
         if (ctx.Request.ContentType is { } type) message.Content.Headers.TryAddWithoutValidation("Content-Type", type);
-        if (ctx.Request.Headers.Authorization.ToString() is { Length: > 0 } auth) message.Headers.TryAddWithoutValidation("Authorization", auth);
-        if (ctx.Request.Headers["X-API-Key"].ToString() is { Length: > 0 } apiKey) message.Headers.TryAddWithoutValidation("X-API-Key", apiKey);
-        message.Headers.TryAddWithoutValidation(HostServer.OwnerHeader, EdgeRequest.Of(ctx).Owner);
         try
         {
             var response = await client.SendAsync(message, ctx.RequestAborted).ConfigureAwait(false);
@@ -183,6 +176,19 @@ public sealed partial class SandboxProxy(IHttpForwarder forwarder, HttpMessageIn
             metrics.Unavailable.Inc();
             throw new HostUnavailableException($"{what} could not reach host '{host.Id}' ({host.Url}): {e.Message}");
         }
+    }
+
+    /// <summary>
+    /// A request the edge itself sends to a host on a client's behalf (creates, forks, list fan-out):
+    /// the client's key as it came, and the owner the edge checked it to be.
+    /// </summary>
+    public static HttpRequestMessage ToHost(HttpContext ctx, HttpMethod method, Uri uri)
+    {
+        var message = new HttpRequestMessage(method, uri) { Version = HttpVersion.Version11 };
+        if (ctx.Request.Headers.Authorization.ToString() is { Length: > 0 } auth) message.Headers.TryAddWithoutValidation("Authorization", auth);
+        if (ctx.Request.Headers["X-API-Key"].ToString() is { Length: > 0 } apiKey) message.Headers.TryAddWithoutValidation("X-API-Key", apiKey);
+        message.Headers.TryAddWithoutValidation(HostServer.OwnerHeader, EdgeRequest.Of(ctx).Owner);
+        return message;
     }
 
     private static async Task CopyAsync(HttpContext ctx, Answer answer, byte[] bytes)

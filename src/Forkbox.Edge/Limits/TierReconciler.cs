@@ -1,6 +1,7 @@
 using Forkbox.Core;
 using Forkbox.Core.Cluster;
 using Forkbox.Edge.Registry;
+using Forkbox.Host.Cluster;
 using Microsoft.Extensions.Logging;
 using StackExchange.Redis;
 
@@ -26,7 +27,7 @@ public sealed partial class TierReconciler(IConnectionMultiplexer redis, HostReg
             return (0, 0);
         // The registry as Redis has it now, not as this edge last polled it.
         var hosts = await registry.ReadAsync().ConfigureAwait(false);
-        var now = (DateTimeOffset)(await redis.GetServer(redis.GetEndPoints()[0]).TimeAsync().ConfigureAwait(false));
+        var now = await ClusterRedis.NowAsync(redis).ConfigureAwait(false);
         var owners = (await db.SetMembersAsync(ClusterKeys.Owners).ConfigureAwait(false)).Select(o => (string)o!).ToHashSet(StringComparer.Ordinal);
         foreach (var h in hosts.Values) owners.UnionWith(h.Sandboxes.Keys);
 

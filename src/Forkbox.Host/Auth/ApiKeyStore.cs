@@ -29,6 +29,13 @@ public sealed class ApiKeyStore(string path)
 
     public bool Verify(string key) => Owner(key) is not null;
 
+    /// <summary>The key a request carries: 'Authorization: Bearer KEY', else 'X-API-Key: KEY'; empty when none.</summary>
+    public static string KeyOf(Microsoft.AspNetCore.Http.HttpRequest request)
+    {
+        var auth = request.Headers.Authorization.ToString();
+        return auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : request.Headers["X-API-Key"].ToString();
+    }
+
     /// <summary>The name the key was created with (the owner of the sandboxes it creates), or null for an unknown key.</summary>
     public string? Owner(string key) => Find(key)?.Name;
 

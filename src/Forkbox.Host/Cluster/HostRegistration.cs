@@ -38,10 +38,7 @@ public sealed partial class HostRegistration : IAsyncDisposable
 
     public static async Task<HostRegistration> StartAsync(ServerOptions options, SandboxManager manager, Uri address, ILogger log)
     {
-        var config = ConfigurationOptions.Parse(options.Join!.Replace("redis://", "", StringComparison.Ordinal));
-        config.AbortOnConnectFail = false; // keep trying in the background; the host serves either way
-        config.ConnectTimeout = 2000;
-        var redis = await ConnectionMultiplexer.ConnectAsync(config).ConfigureAwait(false);
+        var redis = await ClusterRedis.ConnectAsync(options.Join!).ConfigureAwait(false);
         var url = (options.Advertise ?? address.ToString()).TrimEnd('/');
         LogJoining(log, options.HostId!, options.Region, url, options.Join!);
         return new HostRegistration(options, manager, url, redis, log);
@@ -71,7 +68,7 @@ public sealed partial class HostRegistration : IAsyncDisposable
     private async Task BeatOnceAsync()
     {
         var db = _redis.GetDatabase();
-        var now = (DateTimeOffset)(await _redis.GetServer(_redis.GetEndPoints()[0]).TimeAsync().ConfigureAwait(false));
+        var now = await ClusterRedis.NowAsync(_redis).ConfigureAwait(false);
         var announcement = new HostAnnouncement
         {
             HostId = _options.HostId!,
