@@ -22,8 +22,13 @@ public sealed class LifecycleTests
         Assert.False(started.TimedOut);
         var pids = new[] { a.Id, b.Id }.SelectMany(id => server.Sandboxes.Get(id).Cgroup.Pids()).ToList();
         Assert.True(pids.Count >= 4, $"expected agents and sleeps, saw {pids.Count} pids");
+        // cgroup v1: the empty cgroup kept frozen so that freezing a sandbox never toggles the kernel's static key.
+        var freezerPin = $"/sys/fs/cgroup/freezer/{Forkbox.Linux.Cgroups.CgroupDriver.ParentName(options.DataDir)}-pin";
+        if (!File.Exists("/sys/fs/cgroup/cgroup.controllers"))
+            Assert.Equal("FROZEN", File.ReadAllText(Path.Combine(freezerPin, "freezer.state")).Trim());
 
         await server.DisposeAsync();
+        Assert.False(Directory.Exists(freezerPin), "the frozen pin cgroup outlived the server");
 
         Assert.All(pids, pid => Assert.False(Directory.Exists($"/proc/{pid}"), $"pid {pid} survived shutdown"));
         foreach (var id in new[] { a.Id, b.Id })
