@@ -2,7 +2,7 @@ using Forkbox.Linux.Interop;
 
 namespace Forkbox.Linux;
 
-/// <summary>Signals to host processes by pid, for callers outside this assembly.</summary>
+/// <summary>Signals and priorities of host processes by pid, for callers outside this assembly.</summary>
 public static class Processes
 {
     public const int SIGKILL = Libc.SIGKILL;
@@ -10,4 +10,10 @@ public static class Processes
 
     /// <summary>Sends <paramref name="signal"/>; a process already gone is not an error.</summary>
     public static void Signal(int pid, int signal) => Libc.Kill(pid, signal);
+
+    /// <summary>
+    /// Sets the nice value of every thread of every process in the process group
+    /// <paramref name="pgid"/>; a group already gone is not an error.
+    /// </summary>
+    public static void SetGroupNice(int pgid, int nice) => Libc.SetPriority(Libc.PRIO_PGRP, pgid, nice);
 }

@@ -22,6 +22,46 @@ public sealed class PoolTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task Sandboxes_wait_in_the_pool_at_nice_19_and_run_at_0_once_handed_out()
+    {
+        await fx.WaitForPool(1);
+        // Waited for: a sandbox another test closed may still be dying outside the list.
+        var parent = Forkbox.Linux.Cgroups.CgroupDriver.ParentName(fx.Options.DataDir);
+        await ServerFixture.WaitUntil(() =>
+        {
+            var handedOut = fx.Server.Sandboxes.All.Select(s => s.Pid).ToHashSet();
+            var pooled = PidsUnder(parent).Where(p => !handedOut.Contains(p)).ToList();
+            return pooled.Count > 0 && pooled.All(p => Nice(p) == 19);
+        }, "every pooled sandbox at nice 19", 10);
+
+        await using var sb = await fx.NewSandbox();
+        Assert.True(sb.Info.PoolHit);
+        // Every thread of every process in the sandbox: the agent's, and a child it starts.
+        var r = await sb.RunCodeAsync("""
+            import os, subprocess
+            child = subprocess.Popen(["sleep", "5"])
+            nices = {int(open(f"/proc/{p}/task/{t}/stat").read().rsplit(")", 1)[1].split()[16])
+                     for p in os.listdir("/proc") if p.isdigit() for t in os.listdir(f"/proc/{p}/task")}
+            child.kill(); child.wait()
+            sorted(nices)
+            """);
+        Assert.Equal("[0]", r.Result!.Value.GetRawText());
+    }
+
+    private static IEnumerable<int> PidsUnder(string parent)
+    {
+        var root = File.Exists("/sys/fs/cgroup/cgroup.controllers") ? $"/sys/fs/cgroup/{parent}" : $"/sys/fs/cgroup/pids/{parent}";
+        return Directory.GetDirectories(root).SelectMany(d => File.ReadAllLines(Path.Combine(d, "cgroup.procs"))).Select(int.Parse);
+    }
+
+    /// <summary>A process's nice value; 19 for one gone (it is no sandbox of ours any more).</summary>
+    private static int Nice(int pid)
+    {
+        try { return int.Parse(File.ReadAllText($"/proc/{pid}/stat").Split(')')[^1].Split(' ', StringSplitOptions.RemoveEmptyEntries)[16]); }
+        catch (IOException) { return 19; }
+    }
+
+    [Fact]
     public async Task A_datasci_pool_hit_has_numpy_pandas_and_scipy_imported_already()
     {
         await fx.WaitForPool(1, "python-datasci");

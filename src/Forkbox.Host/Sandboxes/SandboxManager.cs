@@ -162,6 +162,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             throw;
         }
         pool.Wake();
+        Foreground(sandbox);
 
         var now = DateTimeOffset.UtcNow;
         sandbox.CreatedAt = now;
@@ -186,6 +187,13 @@ public sealed partial class SandboxManager : IAsyncDisposable
         LogCreated(sandbox.Id, template.Name, sandbox.Pid, hit, total.Elapsed.TotalMilliseconds);
         return sandbox;
     }
+
+    /// <summary>
+    /// Sandboxes are made at nice 19 (the zygote's), so that pool refills never slow anyone's
+    /// calls; the agent and its threads (its process group) run at 0 from the moment a client has
+    /// the sandbox. The sandbox itself cannot: it has no privilege over its own priority.
+    /// </summary>
+    private static void Foreground(Sandbox sb) => Forkbox.Linux.Processes.SetGroupNice(sb.Pid, 0);
 
     /// <summary>Applies what the caller asked for to a sandbox taken from the pool: limits (if not the defaults) and environment.</summary>
     private async Task ConfigureTakenAsync(Sandbox sb, SandboxLimits limits, Dictionary<string, string>? env,

@@ -162,7 +162,6 @@ def isolate(spec, seccomp_bpf):
     lap("mounts")
     linux.sethostname(spec.get("hostname", "sandbox"))
     linux.loopback_up()
-    os.setpriority(os.PRIO_PROCESS, 0, 0)  # the zygote forks at nice 19; the sandbox runs at 0
     limit_open_files()
     become_sandbox_root(userns_fd)
     os.close(userns_fd)

@@ -51,6 +51,11 @@ MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x2, 0x4, 0x8
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 
+def current_cpu():
+    """The CPU this thread runs on (glibc's sched_getcpu, which Python's os module lacks)."""
+    return _check(_libc.sched_getcpu(), "sched_getcpu")
+
+
 def _check(result, name):
     if result < 0:
         err = ctypes.get_errno()

@@ -53,6 +53,7 @@ class Zygote:
                        for name in ("pid", "mnt", "net", "uts")}
         self.own_root = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.out = sys.stdout.buffer
+        self.cpus = os.sched_getaffinity(0)
 
     def reply(self, obj):
         self.out.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
@@ -65,21 +66,29 @@ class Zygote:
         started = time.perf_counter()
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         gc.freeze()
-        linux.unshare(linux.CLONE_NEWPID)
+        # The zygote and the child stay on this CPU until the child is set up. After fork every
+        # page either of them writes is copied (copy-on-write), and each copy flushes the TLB of
+        # every CPU the process has run on: across CPUs an interrupt each, the largest cost of a
+        # refill when measured under load (in a VM most of all). On one CPU the flushes are local.
+        os.sched_setaffinity(0, {linux.current_cpu()})
         try:
-            pid = os.fork()
-        except BaseException:
+            linux.unshare(linux.CLONE_NEWPID)
+            try:
+                pid = os.fork()
+            except BaseException:
+                linux.setns(self.own_ns["pid"], linux.CLONE_NEWPID)
+                raise
+            if pid == 0:
+                os.close(err_r)
+                self._child(spec, err_w, started)  # never returns
             linux.setns(self.own_ns["pid"], linux.CLONE_NEWPID)
-            raise
-        if pid == 0:
+            os.close(err_w)
+            # The child reports on the pipe when it is ready, or writes why it failed and exits.
+            ready, _, _ = select.select([err_r], [], [], 30)
+            report = os.read(err_r, 65536) if ready else b"sandbox set-up timed out"
             os.close(err_r)
-            self._child(spec, err_w, started)  # never returns
-        linux.setns(self.own_ns["pid"], linux.CLONE_NEWPID)
-        os.close(err_w)
-        # The child reports on the pipe when it is ready, or writes why it failed and exits.
-        ready, _, _ = select.select([err_r], [], [], 30)
-        report = os.read(err_r, 65536) if ready else b"sandbox set-up timed out"
-        os.close(err_r)
+        finally:
+            os.sched_setaffinity(0, self.cpus)
         # Success is a NUL and the set-up's step timings; anything else is the error.
         if report.startswith(b"\0"):
             return {"id": spec["id"], "ok": True, "pid": pid, "steps": json.loads(report[1:]),
@@ -125,6 +134,7 @@ class Zygote:
             os.write(err_w, b"\0" + json.dumps(steps).encode())
             os.close(err_w)
             err_w = -1
+            os.sched_setaffinity(0, self.cpus)
             agent.run(sock, self.output_limit)
             code = 0
         except BaseException:
@@ -250,7 +260,7 @@ def main(config):
     gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Making sandboxes is background work (mostly pool refills): at the lowest priority it never
-    # slows the calls of running sandboxes or hostd. Each sandbox returns to normal priority as
-    # the last step of its set-up.
+    # slows the calls of running sandboxes or hostd. A sandbox keeps that priority, its first
+    # copy-on-write faults included, until hostd hands it out and sets its process group to 0.
     os.setpriority(os.PRIO_PROCESS, 0, 19)
     Zygote(bpf, config.get("output_limit", 16 << 20), config["agent_dir"]).serve()
