@@ -60,8 +60,10 @@ public sealed class MixedLoadTests
 
             var deadline = DateTime.UtcNow.AddSeconds(seconds);
             var wall = Stopwatch.StartNew();
+            var cpuBefore = CpuTicks();
             await Task.WhenAll(Enumerable.Range(0, Agents).Select(i => Task.Run(() => AgentAsync(client, sandboxes[i], new Random(i), deadline, stats))));
             var loadSeconds = wall.Elapsed.TotalSeconds;
+            var cores = CpuTicks().Zip(cpuBefore, (after, before) => (after - before) / 100.0 / loadSeconds).ToArray();
             var throttled = SandboxCgroup.CpuStat(attackPid)["nr_throttled"] - throttledBefore;
             await attacker.CloseAsync();
             await Task.WhenAny(attack, Task.Delay(10_000));
@@ -76,6 +78,7 @@ public sealed class MixedLoadTests
             Console.WriteLine($"mixed load: {Agents} agents for {loadSeconds:F0} s beside a CPU spin ({spinners} processes, cpus 1, throttled {throttled} times)");
             Console.WriteLine($"mixed load: hot run_code unloaded p50 {u50:F2} ms p95 {u95:F2} ms ({unloaded.Count} calls); " +
                               $"loaded p50 {l50:F2} ms p95 {l95:F2} ms ({loaded.Length} calls); p95 ratio {l95 / u95:F2}x");
+            Console.WriteLine($"mixed load: the host's CPU meanwhile, in cores: user {cores[0]:F2}, nice {cores[1]:F2}, system {cores[2]:F2}, idle {cores[3]:F2}");
             Console.WriteLine($"mixed load: requests {string.Join(", ", stats.Requests.OrderBy(r => r.Key).Select(r => $"{r.Key} {r.Value}"))}, " +
                               $"total {stats.Requests.Values.Sum()}, failed {stats.Failures.Count}");
             Assert.True(stats.Failures.IsEmpty, "requests of well-behaved agents failed: " + string.Join(" | ", stats.Failures.Take(5)));
@@ -91,6 +94,10 @@ public sealed class MixedLoadTests
             Directory.Delete(options.DataDir, recursive: true);
         }
     }
+
+    /// <summary>/proc/stat's first line: the host's user, nice, system, idle, … time, in ticks of 1/100 s.</summary>
+    private static long[] CpuTicks() =>
+        File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(long.Parse).ToArray();
 
     private static async Task<List<double>> UnloadedAsync(ForkboxClient client)
     {
