@@ -189,11 +189,14 @@ public sealed partial class SandboxManager : IAsyncDisposable
     }
 
     /// <summary>
-    /// Sandboxes are made at nice 19 (the zygote's), so that pool refills never slow anyone's
-    /// calls; the agent and its threads (its process group) run at 0 from the moment a client has
-    /// the sandbox. The sandbox itself cannot: it has no privilege over its own priority.
+    /// The pool's sandboxes are made and warmed at nice 19 (the zygote's), so that refills never
+    /// slow anyone's calls; the agent and its threads (its process group) run at 0 from the moment
+    /// a client has the sandbox. The sandbox itself cannot: it has no privilege over its priority.
     /// </summary>
-    private static void Foreground(Sandbox sb) => Forkbox.Linux.Processes.SetGroupNice(sb.Pid, 0);
+    private static void Foreground(Sandbox sb)
+    {
+        if (sb.Pid > 0) Forkbox.Linux.Processes.SetGroupNice(sb.Pid, 0);
+    }
 
     /// <summary>Applies what the caller asked for to a sandbox taken from the pool: limits (if not the defaults) and environment.</summary>
     private async Task ConfigureTakenAsync(Sandbox sb, SandboxLimits limits, Dictionary<string, string>? env,
@@ -228,8 +231,9 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// </summary>
     /// <param name="resume">A hibernated sandbox to bring back: its id, and its saved layers copied in before the agent starts.</param>
     /// <param name="egress">Give it a link and address (not yet let out: see <see cref="AdmitAsync"/>).</param>
+    /// <param name="foreground">A client waits for it (a pool miss, a resume): made at normal priority, not the pool's nice 19.</param>
     internal async Task<Sandbox> SpawnAsync(TemplateDefinition template, SandboxLimits limits, Dictionary<string, string>? env, CancellationToken ct,
-        SandboxRecord? resume = null, bool egress = false)
+        SandboxRecord? resume = null, bool egress = false, bool foreground = true)
     {
         var total = Stopwatch.StartNew();
         if (Interlocked.Increment(ref _count) > _options.MaxSandboxes)
@@ -268,7 +272,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             _quota?.SetLimit(dirs, (long)diskMb << 20);
             var hello = _listener.Expect(id, token);
             var spawn = await zygote.SpawnAsync(
-                new SpawnSpec(id, token, _listener.Path, slot, cgroup.ProcsFiles, dirs, template, _options.TmpSizeMb, env), ct)
+                new SpawnSpec(id, token, _listener.Path, slot, cgroup.ProcsFiles, dirs, template, _options.TmpSizeMb, env, foreground), ct)
                 .ConfigureAwait(false);
             if (!spawn.Ok)
                 throw new ExecutorException($"sandbox set-up failed: {spawn.Error}");

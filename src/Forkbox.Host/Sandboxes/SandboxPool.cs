@@ -124,7 +124,7 @@ public sealed partial class SandboxPool : IAsyncDisposable
                         await Task.Delay(RefillDelayMs, stop).ConfigureAwait(false);
                     var started = Stopwatch.GetTimestamp();
                     // Not cancelled by shutdown: a half-made sandbox is harder to clean than a whole one.
-                    var sb = await _manager.SpawnAsync(_template, _manager.DefaultLimits, null, CancellationToken.None, egress: _egress).ConfigureAwait(false);
+                    var sb = await _manager.SpawnAsync(_template, _manager.DefaultLimits, null, CancellationToken.None, egress: _egress, foreground: false).ConfigureAwait(false);
                     await _manager.WarmUpAsync(sb).ConfigureAwait(false);
                     if (_egress)
                     {

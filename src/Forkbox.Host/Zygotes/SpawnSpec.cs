@@ -14,7 +14,8 @@ public sealed record SpawnSpec(
     SandboxLayerDirs Dirs,
     TemplateDefinition Template,
     int TmpSizeMb,
-    IReadOnlyDictionary<string, string>? Env);
+    IReadOnlyDictionary<string, string>? Env,
+    bool Foreground);
 
 /// <summary>The zygote's answer: the sandbox's PID 1 as the host sees it, or why set-up failed.</summary>
 public sealed record SpawnResult(bool Ok, int Pid, double SetupMs, IReadOnlyDictionary<string, double>? Steps, string? Error);

@@ -243,6 +243,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             w.WriteEndArray();
             w.WriteString("root", spec.Dirs.Root);
             w.WriteNumber("tmp_size_mb", spec.TmpSizeMb);
+            w.WriteBoolean("foreground", spec.Foreground);
             w.WriteStartArray("layers");
             for (var i = 0; i < spec.Template.Layers.Count; i++)
             {
