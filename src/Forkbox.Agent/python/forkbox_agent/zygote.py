@@ -66,16 +66,17 @@ class Zygote:
         started = time.perf_counter()
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         gc.freeze()
-        # The zygote and the child stay on this CPU until the child is set up. After fork every
-        # page either of them writes is copied (copy-on-write), and each copy flushes the TLB of
-        # every CPU the process has run on: across CPUs an interrupt each, the largest cost of a
-        # refill when measured under load (in a VM most of all). On one CPU the flushes are local.
-        os.sched_setaffinity(0, {linux.current_cpu()})
-        # A pool refill is made at the zygote's nice 19 (hostd sets the sandbox to 0 when it hands
-        # it out); a sandbox a client waits for, at 0.
+        # A pool refill is background work: made at the zygote's nice 19 (hostd sets the sandbox to
+        # 0 when it hands it out), with the zygote and the child kept on this CPU until the child is
+        # set up. After fork every page either of them writes is copied (copy-on-write), and each
+        # copy flushes the TLB of every CPU the process has run on: across CPUs an interrupt each,
+        # the largest cost of a refill measured under load (in a VM most of all). On one CPU the
+        # flushes are local. A sandbox a client waits for is made at nice 0, on any CPU.
         foreground = spec.get("foreground", False)
         if foreground:
             os.setpriority(os.PRIO_PROCESS, 0, 0)
+        else:
+            os.sched_setaffinity(0, {linux.current_cpu()})
         try:
             linux.unshare(linux.CLONE_NEWPID)
             try:
@@ -93,9 +94,10 @@ class Zygote:
             report = os.read(err_r, 65536) if ready else b"sandbox set-up timed out"
             os.close(err_r)
         finally:
-            os.sched_setaffinity(0, self.cpus)
             if foreground:
                 os.setpriority(os.PRIO_PROCESS, 0, 19)
+            else:
+                os.sched_setaffinity(0, self.cpus)
         # Success is a NUL and the set-up's step timings; anything else is the error.
         if report.startswith(b"\0"):
             return {"id": spec["id"], "ok": True, "pid": pid, "steps": json.loads(report[1:]),
