@@ -22,7 +22,7 @@ public sealed class PoolTests(ServerFixture fx)
     }
 
     [Fact]
-    public async Task Sandboxes_wait_in_the_pool_at_nice_19_and_run_at_0_once_handed_out()
+    public async Task Sandboxes_wait_in_the_pool_at_nice_19_and_run_at_0_once_handed_out_or_resumed()
     {
         await fx.WaitForPool(1);
         // Waited for: a sandbox another test closed may still be dying outside the list.
@@ -36,17 +36,23 @@ public sealed class PoolTests(ServerFixture fx)
 
         await using var sb = await fx.NewSandbox();
         Assert.True(sb.Info.PoolHit);
-        // Every thread of every process in the sandbox: the agent's, and a child it starts.
-        var r = await sb.RunCodeAsync("""
-            import os, subprocess
-            child = subprocess.Popen(["sleep", "5"])
-            nices = {int(open(f"/proc/{p}/task/{t}/stat").read().rsplit(")", 1)[1].split()[16])
-                     for p in os.listdir("/proc") if p.isdigit() for t in os.listdir(f"/proc/{p}/task")}
-            child.kill(); child.wait()
-            sorted(nices)
-            """);
-        Assert.Equal("[0]", r.Result!.Value.GetRawText());
+        Assert.Equal("[0]", (await sb.RunCodeAsync(NicesInTheSandbox)).Result!.Value.GetRawText());
+
+        // A resume is made while its client waits: at 0 from the start.
+        await using var space = await fx.NewSandbox(new() { Persistent = true });
+        await space.HibernateAsync();
+        Assert.Equal("[0]", (await space.RunCodeAsync(NicesInTheSandbox)).Result!.Value.GetRawText());
     }
+
+    /// <summary>The nice values of every thread of every process in the sandbox: the agent's, and a child it starts.</summary>
+    private const string NicesInTheSandbox = """
+        import os, subprocess
+        child = subprocess.Popen(["sleep", "5"])
+        nices = {int(open(f"/proc/{p}/task/{t}/stat").read().rsplit(")", 1)[1].split()[16])
+                 for p in os.listdir("/proc") if p.isdigit() for t in os.listdir(f"/proc/{p}/task")}
+        child.kill(); child.wait()
+        sorted(nices)
+        """;
 
     private static IEnumerable<int> PidsUnder(string parent)
     {

@@ -528,7 +528,6 @@ public sealed partial class SandboxManager
             var step = Stopwatch.StartNew();
             var egress = rec.Network == NetworkModes.Egress;
             var sb = await SpawnAsync(template, new SandboxLimits(rec.MemoryMb, rec.Cpus, rec.Pids), null, ct, rec, egress).ConfigureAwait(false);
-            Foreground(sb);
             var timings = new Dictionary<string, double>(sb.TimingsMs);
             var notRestored = new Dictionary<string, string>(rec.NotSaved ?? new());
             List<string> restored = [], modules = [];

@@ -192,6 +192,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// The pool's sandboxes are made and warmed at nice 19 (the zygote's), so that refills never
     /// slow anyone's calls; the agent and its threads (its process group) run at 0 from the moment
     /// a client has the sandbox. The sandbox itself cannot: it has no privilege over its priority.
+    /// (A sandbox made while a client waits, a pool miss or a resume, is made at 0.)
     /// </summary>
     private static void Foreground(Sandbox sb)
     {
