@@ -47,9 +47,7 @@ public static class EdgeEndpoints
         // Templates are built and sized on each host; reading them asks the host a create would go to.
         app.MapGet("/v1/templates", (HttpContext ctx) =>
         {
-            var request = EdgeRequest.Of(ctx);
-            var region = ctx.Request.Headers[SandboxProxy.RegionHeader].ToString() is { Length: > 0 } r ? r : request.PathRegion;
-            var (host, _) = Placement.Choose(registry.Hosts, region, null, new HashSet<string>());
+            var (host, _) = Placement.Choose(registry.Hosts, SandboxProxy.RegionOf(ctx), null, new HashSet<string>());
             return proxy.ForwardToAsync(ctx, host, "the template list");
         });
         app.Map("/v1/templates/{**rest}", () =>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Core.Wire;
@@ -74,27 +75,12 @@ public sealed partial class SandboxProxy(IHttpForwarder forwarder, HttpMessageIn
         var started = Stopwatch.GetTimestamp();
         var request = EdgeRequest.Of(ctx);
         var body = await ReadBodyAsync(ctx).ConfigureAwait(false);
-        var region = HeaderOrNull(ctx, RegionHeader) ?? request.PathRegion;
+        var region = RegionOf(ctx);
         var continent = region is null ? HeaderOrNull(ctx, continentHeader) : null;
         var slots = await TakeSlotsAsync(request, 1, countsAsCreate: true).ConfigureAwait(false);
-        var committed = false;
-        try
-        {
-            var tried = new HashSet<string>(StringComparer.Ordinal);
-            using var answer = await SendWithFailoverAsync(ctx, body, region, continent, tried).ConfigureAwait(false);
-            var bytes = await answer.Response.Content.ReadAsByteArrayAsync(ctx.RequestAborted).ConfigureAwait(false);
-            if (answer.Response.IsSuccessStatusCode && IdOf(bytes) is { } id)
-            {
-                await limiter.CommitAsync(slots, [id]).ConfigureAwait(false);
-                committed = true;
-            }
-            await CopyAsync(ctx, answer, bytes).ConfigureAwait(false);
-            metrics.CreateSeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
-        }
-        finally
-        {
-            if (!committed) await limiter.ReleaseAsync(slots).ConfigureAwait(false);
-        }
+        await AnswerCountedAsync(ctx, slots, () => SendWithFailoverAsync(ctx, body, region, continent),
+            bytes => TryRead(bytes, WireJson.Default.SandboxInfo)?.Id is { } id ? [id] : null).ConfigureAwait(false);
+        metrics.CreateSeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
     }
 
     /// <summary>POST /v1/sandboxes/{id}/fork: the children count against the tier; they live on the parent's host. Not retried.</summary>
@@ -105,14 +91,24 @@ public sealed partial class SandboxProxy(IHttpForwarder forwarder, HttpMessageIn
         var body = await ReadBodyAsync(ctx).ConfigureAwait(false);
         var n = ForkCount(body);
         var slots = await TakeSlotsAsync(request, n, countsAsCreate: false).ConfigureAwait(false);
+        await AnswerCountedAsync(ctx, slots, () => SendAsync(ctx, host, body, $"sandbox '{id}'"),
+            bytes => TryRead(bytes, WireJson.Default.ForkResponse)?.Children).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Passes on a host's answer to a call that makes sandboxes (a create, a fork): the tier slots
+    /// taken for it are kept for the ids the answer names, or given back if it made none.
+    /// </summary>
+    private async Task AnswerCountedAsync(HttpContext ctx, TierLimiter.Slots slots, Func<Task<Answer>> send, Func<byte[], IReadOnlyList<string>?> made)
+    {
         var committed = false;
         try
         {
-            using var answer = await SendAsync(ctx, host, body, $"sandbox '{id}'").ConfigureAwait(false);
+            using var answer = await send().ConfigureAwait(false);
             var bytes = await answer.Response.Content.ReadAsByteArrayAsync(ctx.RequestAborted).ConfigureAwait(false);
-            if (answer.Response.IsSuccessStatusCode && ChildrenOf(bytes) is { } children)
+            if (answer.Response.IsSuccessStatusCode && made(bytes) is { } ids)
             {
-                await limiter.CommitAsync(slots, children).ConfigureAwait(false);
+                await limiter.CommitAsync(slots, ids).ConfigureAwait(false);
                 committed = true;
             }
             await CopyAsync(ctx, answer, bytes).ConfigureAwait(false);
@@ -136,8 +132,9 @@ public sealed partial class SandboxProxy(IHttpForwarder forwarder, HttpMessageIn
         }
     }
 
-    private async Task<Answer> SendWithFailoverAsync(HttpContext ctx, byte[] body, string? region, string? continent, HashSet<string> tried)
+    private async Task<Answer> SendWithFailoverAsync(HttpContext ctx, byte[] body, string? region, string? continent)
     {
+        var tried = new HashSet<string>(StringComparer.Ordinal);
         for (var attempt = 0; ; attempt++)
         {
             var (host, why) = Placement.Choose(registry.Hosts, region, continent, tried);
@@ -216,26 +213,18 @@ public sealed partial class SandboxProxy(IHttpForwarder forwarder, HttpMessageIn
         return buffer.ToArray();
     }
 
+    /// <summary>The region a client names: the region header, else the /r/REGION/ path prefix; null for none.</summary>
+    public static string? RegionOf(HttpContext ctx) => HeaderOrNull(ctx, RegionHeader) ?? EdgeRequest.Of(ctx).PathRegion;
+
     private static string? HeaderOrNull(HttpContext ctx, string name) =>
         ctx.Request.Headers[name].ToString() is { Length: > 0 } v ? v.Trim() : null;
 
-    private static string? IdOf(byte[] body)
+    /// <summary>A host's JSON answer (or a client's body) as <typeparamref name="T"/>; null if it is not that.</summary>
+    private static T? TryRead<T>(byte[] body, JsonTypeInfo<T> type) where T : class
     {
         try
         {
-            return JsonSerializer.Deserialize(body, WireJson.Default.SandboxInfo)?.Id;
-        }
-        catch (JsonException)
-        {
-            return null;
-        }
-    }
-
-    private static IReadOnlyList<string>? ChildrenOf(byte[] body)
-    {
-        try
-        {
-            return JsonSerializer.Deserialize(body, WireJson.Default.ForkResponse)?.Children;
+            return JsonSerializer.Deserialize(body, type);
         }
         catch (JsonException)
         {
@@ -244,18 +233,8 @@ public sealed partial class SandboxProxy(IHttpForwarder forwarder, HttpMessageIn
     }
 
     /// <summary>The n a fork asks for, as the host will read it; a body the host will refuse counts as 1 (it makes nothing).</summary>
-    private static int ForkCount(byte[] body)
-    {
-        if (body.Length == 0) return 1;
-        try
-        {
-            return JsonSerializer.Deserialize(body, WireJson.Default.ForkRequest)?.N is { } n and >= 1 and <= 32 ? n : 1;
-        }
-        catch (JsonException)
-        {
-            return 1;
-        }
-    }
+    private static int ForkCount(byte[] body) =>
+        TryRead(body, WireJson.Default.ForkRequest)?.N is { } n and >= 1 and <= 32 ? n : 1;
 
     private sealed record Answer(HostEntry Host, HttpResponseMessage Response, Placement.Reason Why) : IDisposable
     {

@@ -14,14 +14,19 @@ namespace Forkbox.Edge.Limits;
 /// </summary>
 public sealed class TierLimiter(IConnectionMultiplexer redis)
 {
+    /// <summary>The start of each script: <c>now</c>, Redis's clock in milliseconds (one clock for every edge).</summary>
+    private const string RedisNow = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+        """;
+
     /// <summary>
     /// KEYS: live set, rate key prefix, owners set. ARGV: n, max sandboxes (-1: none), max creates
     /// per minute (-1: none), token, owner. Returns {0, now} when taken, {1, ms until the window
     /// ends} over the rate, {2, live} over the count.
     /// </summary>
-    private const string AcquireScript = """
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    private const string AcquireScript = RedisNow + """
         local n = tonumber(ARGV[1])
         local maxc = tonumber(ARGV[2])
         local maxr = tonumber(ARGV[3])
@@ -44,9 +49,7 @@ public sealed class TierLimiter(IConnectionMultiplexer redis)
         """;
 
     /// <summary>KEYS: live set. ARGV: token, n, then the ids that replace the token's n slots.</summary>
-    private const string CommitScript = """
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    private const string CommitScript = RedisNow + """
         for i = 1, tonumber(ARGV[2]) do redis.call('ZREM', KEYS[1], ARGV[1] .. ':' .. i) end
         for i = 3, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
         return #ARGV - 2
@@ -56,9 +59,7 @@ public sealed class TierLimiter(IConnectionMultiplexer redis)
     /// KEYS: live set, closed set. ARGV: id. Frees the id's slot and remembers the close for ten
     /// minutes, so that repair from an announcement made before the close does not count it again.
     /// </summary>
-    private const string CloseScript = """
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    private const string CloseScript = RedisNow + """
         redis.call('ZREM', KEYS[1], ARGV[1])
         redis.call('ZADD', KEYS[2], now, ARGV[1])
         redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 600000)
