@@ -54,11 +54,9 @@ public sealed class PoolTests(ServerFixture fx)
         sorted(nices)
         """;
 
-    private static IEnumerable<int> PidsUnder(string parent)
-    {
-        var root = File.Exists("/sys/fs/cgroup/cgroup.controllers") ? $"/sys/fs/cgroup/{parent}" : $"/sys/fs/cgroup/pids/{parent}";
-        return Directory.GetDirectories(root).SelectMany(d => File.ReadAllLines(Path.Combine(d, "cgroup.procs"))).Select(int.Parse);
-    }
+    private static IEnumerable<int> PidsUnder(string parent) =>
+        Directory.GetDirectories(Security.SandboxCgroup.PidsParentDir(parent))
+            .SelectMany(d => File.ReadAllLines(Path.Combine(d, "cgroup.procs"))).Select(int.Parse);
 
     /// <summary>A process's nice value; 19 for one gone (it is no sandbox of ours any more).</summary>
     private static int Nice(int pid)

@@ -128,7 +128,7 @@ public sealed class FaultTests
             var inFlight = creates.Cast<Task>().Concat(forks).Concat(hibernates).ToList();
             var deadline = DateTime.UtcNow.AddSeconds(20);
             while (inFlight.Count(t => t.IsCompleted) < 4 && DateTime.UtcNow < deadline) await Task.WhenAny(inFlight.Where(t => !t.IsCompleted));
-            foreach (var dir in Directory.GetDirectories(Path.Combine("/sys/fs/cgroup", File.Exists("/sys/fs/cgroup/cgroup.controllers") ? "" : "pids", parent)))
+            foreach (var dir in Directory.GetDirectories(SandboxCgroup.PidsParentDir(parent)))
                 killedRun.Add(Path.GetFileName(dir));
             server.Kill();
             await server.WaitForExitAsync();
@@ -141,7 +141,7 @@ public sealed class FaultTests
             foreach (var t in forks)
                 if (await Succeeded(t))
                     foreach (var c in await t) killedRun.Add(c.Id);
-            foreach (var dir in Directory.GetDirectories(Path.Combine("/sys/fs/cgroup", File.Exists("/sys/fs/cgroup/cgroup.controllers") ? "" : "pids", parent)))
+            foreach (var dir in Directory.GetDirectories(SandboxCgroup.PidsParentDir(parent)))
             {
                 killedRun.Add(Path.GetFileName(dir));
                 leftPids.AddRange(File.ReadAllLines(Path.Combine(dir, "cgroup.procs")).Select(int.Parse));

@@ -6,6 +6,10 @@ namespace Forkbox.IntegrationTests.Security;
 /// </summary>
 public static class SandboxCgroup
 {
+    /// <summary>The directory holding a server's sandbox cgroups: under the pids controller on v1, in the unified tree on v2.</summary>
+    public static string PidsParentDir(string parent) =>
+        File.Exists("/sys/fs/cgroup/cgroup.controllers") ? $"/sys/fs/cgroup/{parent}" : $"/sys/fs/cgroup/pids/{parent}";
+
     /// <summary>The cpu controller's cpu.stat of the sandbox (nr_throttled on v1 and v2; usage_usec on v2).</summary>
     public static Dictionary<string, long> CpuStat(int pid)
     {
