@@ -47,6 +47,9 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
     private readonly ConcurrentDictionary<string, (TaskCompletionSource<JsonElement> Tcs, Process Process)> _pending = new();
     private Process? _process;
 
+    /// <summary>The last zygote whose answers ended (its stdout closed): it answers nothing more, even before its exit is seen.</summary>
+    private Process? _silent;
+
     public ZygoteProcess(TemplateDefinition template, string dataDir, string seccompPath, long outputLimit, ILogger log)
     {
         _template = template;
@@ -154,12 +157,16 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             {
                 for (var attempt = 0; ; attempt++)
                 {
-                    if (_process is null || _process.HasExited)
+                    if (_process is null || _process.HasExited || ReferenceEquals(Volatile.Read(ref _silent), _process))
                     {
-                        if (_process is not null) LogZygoteRestart(_template.Name, _process.ExitCode);
+                        if (_process is not null) LogZygoteRestart(_template.Name, _process.WaitForExit(5000) ? _process.ExitCode : -1);
                         await StartAsync(ct).ConfigureAwait(false);
                     }
                     _pending[id] = (tcs, _process!);
+                    // Registered first, checked second: either the read loop's end fails this request,
+                    // or this sees that it ended. A dead zygote's stdin may still take the line (a child
+                    // it forked holds the pipe), and the answer would never come.
+                    if (ReferenceEquals(Volatile.Read(ref _silent), _process)) continue;
                     try
                     {
                         await _process!.StandardInput.WriteLineAsync(line.AsMemory(), ct).ConfigureAwait(false);
@@ -206,6 +213,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             }
         }
         // The zygote is gone: whoever waits on it learns now rather than at a timeout.
+        Volatile.Write(ref _silent, process);
         ready.TrySetException(new InvalidOperationException($"zygote for template '{_template.Name}' exited during start-up"));
         using var gone = JsonDocument.Parse(JsonSerializer.Serialize(new Dictionary<string, object>
         {
