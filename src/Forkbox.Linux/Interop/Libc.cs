@@ -104,6 +104,64 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "closedir", SetLastError = true)]
     public static partial int Closedir(nint dir);
 
+    public const int O_PATH = 0x200000;
+    public const int O_NOFOLLOW = 0x20000;
+    public const int O_NONBLOCK = 0x800;
+    public const int AT_EMPTY_PATH = 0x1000;
+    public const int AT_REMOVEDIR = 0x200;
+    public const ulong RESOLVE_NO_XDEV = 0x01, RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04, RESOLVE_BENEATH = 0x08;
+    private const long SYS_openat2 = 437;
+
+    /// <summary>struct open_how (linux/openat2.h).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct OpenHow
+    {
+        public ulong Flags;
+        public ulong Mode;
+        public ulong Resolve;
+    }
+
+    [LibraryImport("libc", EntryPoint = "syscall", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial long Syscall(long number, int dirfd, string path, ref OpenHow how, nuint size);
+
+    /// <summary>see: man 2 openat2 (glibc 2.36 has no wrapper)</summary>
+    public static int Openat2(int dirfd, string path, int flags, ulong resolve)
+    {
+        var how = new OpenHow { Flags = (ulong)flags, Resolve = resolve };
+        return (int)Syscall(SYS_openat2, dirfd, path, ref how, (nuint)Marshal.SizeOf<OpenHow>());
+    }
+
+    private const long SYS_pidfd_send_signal = 424, SYS_pidfd_open = 434;
+
+    [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
+    private static partial long Syscall(long number, long a, long b, long c, long d);
+
+    /// <summary>see: man 2 pidfd_open</summary>
+    public static int PidfdOpen(int pid) => (int)Syscall(SYS_pidfd_open, pid, 0, 0, 0);
+
+    /// <summary>see: man 2 pidfd_send_signal</summary>
+    public static int PidfdSendSignal(int pidfd, int signal) => (int)Syscall(SYS_pidfd_send_signal, pidfd, signal, 0, 0);
+
+    /// <summary>see: man 2 openat</summary>
+    [LibraryImport("libc", EntryPoint = "openat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int Openat(int dirfd, string path, int flags, int mode);
+
+    /// <summary>see: man 2 unlinkat</summary>
+    [LibraryImport("libc", EntryPoint = "unlinkat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int Unlinkat(int dirfd, string path, int flags);
+
+    /// <summary>see: man 2 readlinkat</summary>
+    [LibraryImport("libc", EntryPoint = "readlinkat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial nint Readlinkat(int dirfd, string path, ref byte buf, nuint size);
+
+    /// <summary>see: man 2 fgetxattr</summary>
+    [LibraryImport("libc", EntryPoint = "fgetxattr", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial nint Fgetxattr(int fd, string name, ref byte value, nuint size);
+
+    /// <summary>see: man 3 fdopendir (the directory stream owns the fd from then on)</summary>
+    [LibraryImport("libc", EntryPoint = "fdopendir", SetLastError = true)]
+    public static partial nint Fdopendir(int fd);
+
     /// <summary>struct statfs: f_type is the first word on every 64-bit Linux; the rest is room.</summary>
     [StructLayout(LayoutKind.Sequential, Size = 128)]
     public struct StatfsBuffer

@@ -32,7 +32,7 @@ public readonly record struct FileStat(
     public static FileStat Lstat(string path) =>
         TryLstat(path) ?? throw new FileNotFoundException($"{path} does not exist", path);
 
-    private static FileStat From(in Libc.StatxBuffer b) => new(
+    internal static FileStat From(in Libc.StatxBuffer b) => new(
         (b.Mode & S_IFMT) switch
         {
             0x4000 => UnixFileType.Directory,

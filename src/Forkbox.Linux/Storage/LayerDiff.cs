@@ -28,6 +28,30 @@ public static class LayerDiff
     public static DiffResult Compare(IReadOnlyList<string> stackA, IReadOnlyList<string> stackB, IReadOnlyList<string> paths, string mountPoint)
     {
         if (stackA.Count == 0 || stackB.Count == 0) throw new ArgumentException("a stack needs at least its upper directory");
+        var opened = new List<LayerFiles>();
+        try
+        {
+            List<LayerFiles> Open(IReadOnlyList<string> stack)
+            {
+                var layers = new List<LayerFiles>(stack.Count);
+                foreach (var dir in stack)
+                {
+                    var layer = new LayerFiles(dir);
+                    opened.Add(layer);
+                    layers.Add(layer);
+                }
+                return layers;
+            }
+            return Compare(Open(stackA), Open(stackB), paths, mountPoint);
+        }
+        finally
+        {
+            foreach (var layer in opened) layer.Dispose();
+        }
+    }
+
+    private static DiffResult Compare(List<LayerFiles> stackA, List<LayerFiles> stackB, IReadOnlyList<string> paths, string mountPoint)
+    {
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var queue = new Queue<string>();
         void Enqueue(string rel)
@@ -83,45 +107,46 @@ public static class LayerDiff
     }
 
     /// <summary>
-    /// A path as the merged view shows it: the layer entry that wins and, for a directory, each
-    /// layer's directory merged into it (with the layer's index in the stack, 0 = upper).
+    /// A path as the merged view shows it: the layer whose entry wins and, for a directory, each
+    /// layer whose directory is merged into it (0 = upper). Every layer holds it at the same
+    /// relative path <paramref name="Rel"/>: Forkbox mounts without redirect_dir.
     /// </summary>
-    private sealed record Resolved(string Path, FileStat Stat, List<(int Layer, string Dir)>? Chain)
+    private sealed record Resolved(LayerFiles Upper, LayerFiles Layer, string Rel, FileStat Stat, List<LayerFiles>? Chain)
     {
         public bool IsDirectory => Chain is not null;
 
-        public IEnumerable<string> LowerDirs => Chain!.Where(c => c.Layer > 0).Select(c => c.Dir);
+        public IEnumerable<string> LowerDirs => Chain!.Where(l => l != Upper).Select(l => l.Dir);
     }
 
-    private static Resolved? Resolve(IReadOnlyList<string> stack, string rel)
+    private static Resolved? Resolve(List<LayerFiles> stack, string rel)
     {
-        var chain = stack.Select((dir, i) => (i, dir)).ToList();
-        if (rel.Length == 0) return new Resolved(stack[0], FileStat.Lstat(stack[0]), chain);
+        if (rel.Length == 0) return new Resolved(stack[0], stack[0], rel, stack[0].TryLstat("") ?? throw new DirectoryNotFoundException($"{stack[0].Dir} does not exist"), [.. stack]);
+        var chain = stack;
         var parts = rel.Split('/');
         for (var i = 0; i < parts.Length; i++)
         {
+            var sub = string.Join('/', parts, 0, i + 1);
             Resolved? found = null;
-            var next = new List<(int, string)>();
-            foreach (var (layer, dir) in chain)
+            var next = new List<LayerFiles>();
+            foreach (var layer in chain)
             {
-                var p = dir + "/" + parts[i];
-                if (FileStat.TryLstat(p) is not { } st) continue;
+                if (layer.TryLstat(sub) is not { } st) continue;
                 if (found is null)
                 {
                     if (st.IsWhiteout) return null;
                     if (st.Type != UnixFileType.Directory)
                     {
-                        found = new Resolved(p, st, null);
+                        found = new Resolved(stack[0], layer, sub, st, null);
                         break;
                     }
-                    found = new Resolved(p, st, next);
+                    found = new Resolved(stack[0], layer, sub, st, next);
                 }
                 else if (st.Type != UnixFileType.Directory)
                 {
                     break; // a whiteout or a file below a directory ends the merge there
                 }
-                next.Add((layer, p));
-                if (IsOpaque(p)) break;
+                next.Add(layer);
+                if (IsOpaque(layer, sub)) break;
             }
             if (found is null) return null;
             if (i == parts.Length - 1) return found;
@@ -131,44 +156,43 @@ public static class LayerDiff
         return null;
     }
 
-    private static bool IsOpaque(string dir) => ExtendedAttributes.Get(dir, Opaque) is [(byte)'y'];
+    private static bool IsOpaque(LayerFiles layer, string rel) => layer.DirectoryAttribute(rel, Opaque) is [(byte)'y'];
 
     /// <summary>Every name in the merged directory (whiteouts among them: resolving them says they are absent).</summary>
     private static void EnqueueChildren(Resolved dir, string rel, Action<string> enqueue)
     {
         if (!dir.IsDirectory) return;
-        foreach (var (_, layerDir) in dir.Chain!)
-            foreach (var name in DirectoryNames.List(layerDir))
+        foreach (var layer in dir.Chain!)
+            foreach (var name in layer.Names(rel))
                 enqueue(rel.Length == 0 ? name : rel + "/" + name);
     }
 
-    private static void WalkUpper(string upper, string rel, Action<string> add)
+    private static void WalkUpper(LayerFiles upper, string rel, Action<string> add)
     {
-        var full = rel.Length == 0 ? upper : upper + "/" + rel;
-        if (FileStat.TryLstat(full) is not { } st) return;
+        if (upper.TryLstat(rel) is not { } st) return;
         if (rel.Length > 0) add(rel);
         if (st.Type != UnixFileType.Directory) return;
-        foreach (var name in DirectoryNames.List(full))
+        foreach (var name in upper.Names(rel))
             WalkUpper(upper, rel.Length == 0 ? name : rel + "/" + name, add);
     }
 
     private static bool Differ(Resolved a, Resolved b)
     {
-        if (a.Path == b.Path || (a.Stat.Device == b.Stat.Device && a.Stat.Inode == b.Stat.Inode)) return false;
+        if ((a.Layer == b.Layer && a.Rel == b.Rel) || (a.Stat.Device == b.Stat.Device && a.Stat.Inode == b.Stat.Inode)) return false;
         if (a.Stat.Type != b.Stat.Type || a.Stat.Permissions != b.Stat.Permissions) return true;
         return a.Stat.Type switch
         {
-            UnixFileType.RegularFile => a.Stat.Size != b.Stat.Size || (a.Stat.MtimeNs != b.Stat.MtimeNs && !SameBytes(a.Path, b.Path)),
-            UnixFileType.SymbolicLink => new FileInfo(a.Path).LinkTarget != new FileInfo(b.Path).LinkTarget,
+            UnixFileType.RegularFile => a.Stat.Size != b.Stat.Size || (a.Stat.MtimeNs != b.Stat.MtimeNs && !SameBytes(a, b)),
+            UnixFileType.SymbolicLink => a.Layer.ReadLink(a.Rel) != b.Layer.ReadLink(b.Rel),
             UnixFileType.CharacterDevice or UnixFileType.BlockDevice => (a.Stat.RdevMajor, a.Stat.RdevMinor) != (b.Stat.RdevMajor, b.Stat.RdevMinor),
             _ => false,
         };
     }
 
-    private static bool SameBytes(string a, string b)
+    private static bool SameBytes(Resolved a, Resolved b)
     {
-        using var fa = new FileStream(a, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.SequentialScan);
-        using var fb = new FileStream(b, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.SequentialScan);
+        using var fa = a.Layer.OpenRegularFile(a.Rel);
+        using var fb = b.Layer.OpenRegularFile(b.Rel);
         var ba = new byte[65536];
         var bb = new byte[65536];
         while (true)

@@ -29,7 +29,7 @@ import os
 import resource
 import time
 
-from . import linux
+from . import confined, linux
 
 # Paths under /proc that leak host state or offer host-wide knobs (Docker masks the same set).
 _PROC_MASKED = ("kcore", "keys", "timer_list", "sysrq-trigger", "sched_debug", "latency_stats")
@@ -55,17 +55,26 @@ def enter_cgroups(procs_files):
 
 
 def _prepare_upper(layer, uid):
-    """Give the sandbox's root its layer's root and writable directories (host uid `uid`)."""
-    upper = layer["upper"]
-    os.chown(upper, uid, uid)
+    """Give the sandbox's root its layer's root and writable directories (host uid `uid`).
+
+    The upper may be a resumed Space's, holding whatever the sandbox left in it (a /tmp that is a
+    symlink to a host directory, say): every step goes through confined, from the upper's own
+    descriptor, and a writable directory the sandbox replaced with anything else is made again."""
     writable = list(layer.get("writable", ()))
     if layer["target"] == "/":
         writable.append(("/tmp", 0o1777))
-    for rel, mode in writable:
-        path = f"{upper}/{rel.strip('/')}"
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, mode)
-        os.chown(path, uid, uid)
+    upper = confined.open_root(layer["upper"])
+    try:
+        os.fchown(upper, uid, uid)
+        for rel, mode in writable:
+            fd = confined.walk_to(upper, rel, create_mode=0o755, replace=True)
+            try:
+                os.fchmod(fd, mode)
+                os.fchown(fd, uid, uid)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(upper)
 
 
 def _mount_overlay(target, layer):

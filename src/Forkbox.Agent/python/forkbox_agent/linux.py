@@ -41,6 +41,9 @@ SECCOMP_MODE_FILTER = 2
 # the same on every architecture.
 _NR_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}[platform.machine()]
 _NR_MOVE_MOUNT, _NR_FSOPEN, _NR_FSCONFIG, _NR_FSMOUNT = 429, 430, 431, 432
+_NR_OPENAT2 = 437
+
+RESOLVE_NO_XDEV, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x01, 0x02, 0x04, 0x08
 
 FSOPEN_CLOEXEC = 1
 FSCONFIG_SET_STRING = 1
@@ -49,6 +52,7 @@ FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 1
 MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x2, 0x4, 0x8
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 
 def current_cpu():
@@ -113,10 +117,22 @@ def fsmount(fstype, options, attrs=0, fds=None):
         os.close(fs)
 
 
-def move_mount(fd, target):
-    """Attaches the detached mount `fd` at `target` in the caller's mount namespace."""
-    _check(_libc.syscall(_NR_MOVE_MOUNT, fd, b"", -100, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
-           f"move_mount on {target}")
+def move_mount(fd, target_fd, what):
+    """Attaches the detached mount `fd` on the directory held by `target_fd` (an fd, never a path
+    resolved here: see confined.openat2_dir). `what` names the target in errors."""
+    _check(_libc.syscall(_NR_MOVE_MOUNT, fd, b"", target_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
+           f"move_mount on {what}")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dir_fd, path, flags, resolve):
+    """openat2(2): `path` beneath `dir_fd`, resolved under the RESOLVE_* rules in `resolve`."""
+    how = _OpenHow(flags, 0, resolve)
+    return _check(_libc.syscall(_NR_OPENAT2, ctypes.c_int(dir_fd), path.encode(), ctypes.byref(how),
+                                ctypes.c_size_t(ctypes.sizeof(how))), f"openat2 {path}")
 
 
 def prctl(option, arg2=0, arg3=0, arg4=0, arg5=0):

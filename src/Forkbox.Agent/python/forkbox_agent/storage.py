@@ -21,6 +21,8 @@ import shutil
 import stat
 import struct
 
+from . import confined
+
 FICLONE = 0x40049409
 # _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2); the struct is 4096 bytes:
 # {s64 fd; u64 transid; u64 flags; u64 unused[4]; char name[4040]}.
@@ -36,7 +38,9 @@ def snapshot(kind, src, dst):
     """Make dst (which must not exist) a copy of the upper directory src.
 
     Returns the number of entries below src that were copied; 0 for "btrfs",
-    where nothing is walked. On failure a partial dst is removed.
+    where nothing is walked. On failure a partial dst is removed. The walk goes through
+    confined (descriptors, one name at a time, no symlink followed): the sandbox that owns src
+    may be changing it while this runs, as host root.
     """
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, f"snapshot target {dst} already exists")
@@ -46,14 +50,21 @@ def snapshot(kind, src, dst):
     if kind not in ("reflink", "copy"):
         raise ValueError(f"unknown storage kind {kind!r}: btrfs, reflink or copy")
     walk = _TreeCopy(reflink=kind == "reflink")
+    src_fd = confined.open_root(src)
     try:
-        st = os.lstat(src)
         os.mkdir(dst, 0o700)
-        walk.copy_dir(src, dst)
-        walk.finish(src, dst, st)
+        dst_fd = confined.open_root(dst)
+        try:
+            walk.copy_dir(src_fd, dst_fd)
+            walk.finish(src_fd, dst_fd, os.fstat(src_fd))
+        finally:
+            walk.close()
+            os.close(dst_fd)
     except BaseException:
         _remove_partial(dst)
         raise
+    finally:
+        os.close(src_fd)
     return walk.count
 
 
@@ -61,38 +72,60 @@ def shift_owners(root, old_base, new_base, span=65536):
     """Re-own a tree whose files belong to the uid range [old_base, old_base+span) (a hibernated
     sandbox's) to the same offsets in [new_base, …) (the uid range of the sandbox it resumes in).
     Ids outside the range are left alone. chown clears setuid/setgid bits and file capabilities,
-    so both are put back. Returns the number of entries changed."""
+    so both are put back. Returns the number of entries changed. Walks through confined, like
+    snapshot."""
     if old_base == new_base:
         return 0
 
     def move(i):
         return i - old_base + new_base if old_base <= i < old_base + span else i
 
-    def entries():
-        yield root
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                yield os.path.join(dirpath, name)
-
-    changed = 0
-    for path in entries():
-        st = os.lstat(path)
+    def shift(fd, st, dir_fd, name):
         uid, gid = move(st.st_uid), move(st.st_gid)
         if (uid, gid) == (st.st_uid, st.st_gid):
-            continue
+            return 0
+        if stat.S_ISLNK(st.st_mode):
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+            return 1
+        # Through the descriptor held (a /proc/self/fd link names the inode, not a path).
+        path = f"/proc/self/fd/{fd}"
         cap = None
         if stat.S_ISREG(st.st_mode):
             try:
-                cap = os.getxattr(path, "security.capability", follow_symlinks=False)
+                cap = os.getxattr(path, "security.capability")
             except OSError:
                 pass
-        os.chown(path, uid, gid, follow_symlinks=False)
-        if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+        os.chown(path, uid, gid)
+        if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
             os.chmod(path, stat.S_IMODE(st.st_mode))
         if cap is not None:
-            os.setxattr(path, "security.capability", cap, follow_symlinks=False)
-        changed += 1
-    return changed
+            os.setxattr(path, "security.capability", cap)
+        return 1
+
+    def walk(dir_fd):
+        changed = 0
+        for name in confined.names(dir_fd):
+            try:
+                fd, st = confined.open_entry(dir_fd, name)
+            except FileNotFoundError:
+                continue
+            try:
+                changed += shift(fd, st, dir_fd, name)
+                if stat.S_ISDIR(st.st_mode):
+                    sub = confined.reopen(fd, st, os.O_RDONLY)
+                    try:
+                        changed += walk(sub)
+                    finally:
+                        os.close(sub)
+            finally:
+                os.close(fd)
+        return changed
+
+    top = confined.open_root(root)
+    try:
+        return shift(top, os.fstat(top), None, None) + walk(top)
+    finally:
+        os.close(top)
 
 
 def _btrfs_snapshot(src, dst):
@@ -117,64 +150,107 @@ def _btrfs_snapshot(src, dst):
 
 
 class _TreeCopy:
-    """One walk: counts entries and remembers inodes with several links to link them again."""
+    """One walk: counts entries and remembers inodes with several links to link them again.
+
+    Every source entry is opened once, as O_PATH without following it, and handled by the type of
+    the object held: a directory the sandbox swaps for a symlink after it was listed is then
+    copied as the symlink it has become (or skipped if it has gone), never followed."""
 
     def __init__(self, reflink):
         self.reflink = reflink
         self.count = 0
-        self.links = {}
+        self.links = {}  # (dev, ino) → (directory fd in dst, name): kept open until the walk ends
+        self._held = []
 
-    def copy_dir(self, src, dst):
-        with os.scandir(src) as it:
-            entries = list(it)
-        for entry in entries:
-            s = entry.path
-            d = os.path.join(dst, entry.name)
-            st = entry.stat(follow_symlinks=False)
-            self.count += 1
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                os.mkdir(d, 0o700)
-                self.copy_dir(s, d)
-                self.finish(s, d, st)  # after its entries, which change its times
-                continue
-            if st.st_nlink > 1:
-                first = self.links.get((st.st_dev, st.st_ino))
-                if first is not None:
-                    os.link(first, d, follow_symlinks=False)
-                    continue
-                self.links[(st.st_dev, st.st_ino)] = d
-            if stat.S_ISREG(mode):
-                self._copy_file(s, d)
-            elif stat.S_ISLNK(mode):
-                os.symlink(os.readlink(s), d)
-            else:  # whiteouts (char 0:0), other devices, fifos, sockets
-                os.mknod(d, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-            self.finish(s, d, st)
-
-    def _copy_file(self, src, dst):
-        s = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
-            d = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    def copy_dir(self, src_fd, dst_fd):
+        for name in confined.names(src_fd):
             try:
-                if self.reflink:
-                    fcntl.ioctl(d, FICLONE, s)
-                else:
-                    _copy_bytes(s, d)
+                fd, st = confined.open_entry(src_fd, name)
+            except FileNotFoundError:
+                continue  # removed since it was listed: not in this snapshot
+            try:
+                self._copy_entry(src_fd, dst_fd, name, fd, st)
             finally:
-                os.close(d)
-        finally:
-            os.close(s)
+                os.close(fd)
+
+    def _copy_entry(self, src_dir, dst_dir, name, fd, st):
+        self.count += 1
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            os.mkdir(name, 0o700, dir_fd=dst_dir)
+            s = confined.reopen(fd, st, os.O_RDONLY)
+            try:
+                d = confined.open_dir(dst_dir, name)
+                try:
+                    self.copy_dir(s, d)
+                    self.finish(s, d, st)  # after its entries, which change its times
+                finally:
+                    os.close(d)
+            finally:
+                os.close(s)
+            return
+        if st.st_nlink > 1:
+            first = self.links.get((st.st_dev, st.st_ino))
+            if first is not None:
+                os.link(first[1], name, src_dir_fd=first[0], dst_dir_fd=dst_dir, follow_symlinks=False)
+                return
+            held = os.dup(dst_dir)
+            self._held.append(held)
+            self.links[(st.st_dev, st.st_ino)] = (held, name)
+        if stat.S_ISREG(mode):
+            s = confined.reopen(fd, st, os.O_RDONLY)
+            try:
+                d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                            dir_fd=dst_dir)
+                try:
+                    if self.reflink:
+                        fcntl.ioctl(d, FICLONE, s)
+                    else:
+                        _copy_bytes(s, d)
+                    self.finish(s, d, st)
+                finally:
+                    os.close(d)
+            finally:
+                os.close(s)
+            return
+        if stat.S_ISLNK(mode):
+            # readlinkat on the O_PATH fd itself (an empty path): the link held, not the name.
+            os.symlink(os.readlink("", dir_fd=fd), name, dir_fd=dst_dir)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            if not (stat.S_ISCHR(mode) and st.st_rdev == 0):
+                self.count -= 1
+                return  # a device node other than a whiteout (0:0) is not recreated by host root
+            os.mknod(name, stat.S_IFCHR | 0o600, 0, dir_fd=dst_dir)
+        else:  # fifos, sockets
+            os.mknod(name, stat.S_IFMT(mode) | 0o600, dir_fd=dst_dir)
+        self._finish_by_name(src_dir, dst_dir, name, st)
 
     @staticmethod
-    def finish(src, dst, st):
-        """Owner, xattrs, mode, then times: chown clears setuid bits and file capabilities."""
-        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-        for name in os.listxattr(src, follow_symlinks=False):
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+    def finish(src_fd, dst_fd, st):
+        """Owner, xattrs, mode, then times, through descriptors: chown clears setuid bits and file
+        capabilities."""
+        os.chown(dst_fd, st.st_uid, st.st_gid)
+        for attr in os.listxattr(src_fd):
+            os.setxattr(dst_fd, attr, os.getxattr(src_fd, attr))
+        os.chmod(dst_fd, stat.S_IMODE(st.st_mode))
+        os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    @staticmethod
+    def _finish_by_name(src_dir, dst_dir, name, st):
+        """The same for an entry that cannot be opened for reading (a symlink, whiteout, fifo or
+        socket): *at calls with no following, and xattrs through the parents' descriptors."""
+        os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
+        src, dst = confined.entry_path(src_dir, name), confined.entry_path(dst_dir, name)
+        for attr in os.listxattr(src, follow_symlinks=False):
+            os.setxattr(dst, attr, os.getxattr(src, attr, follow_symlinks=False), follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):  # a symlink's mode is fixed (0777) on Linux
-            os.chmod(dst, stat.S_IMODE(st.st_mode))
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst_dir)  # ours: a node made just now
+        os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir, follow_symlinks=False)
+
+    def close(self):
+        for fd in self._held:
+            os.close(fd)
+        self._held.clear()
 
 
 def _copy_bytes(s, d):

@@ -1,0 +1,153 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Forkbox.Linux.Interop;
+
+namespace Forkbox.Linux.Storage;
+
+/// <summary>
+/// One layer directory of a sandbox (an overlay upper, or a template's lower), held open, and the
+/// only way hostd reads what is beneath it. hostd runs as host root and a sandbox changes its upper
+/// while hostd reads it: a path resolved by name there follows whatever symlink the sandbox has just
+/// put in place of a directory, onto the host. So every lookup here is one openat2 from this
+/// directory's descriptor with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS and
+/// O_NOFOLLOW, and every call after it works on the descriptor it returned, never on a path again.
+/// Relative paths only ("root/x"); an entry that is a symlink is reported as one, never followed.
+/// The agent's zygote has the same rule in forkbox_agent/confined.py.
+/// </summary>
+public sealed class LayerFiles : IDisposable
+{
+    private const ulong Beneath = Libc.RESOLVE_BENEATH | Libc.RESOLVE_NO_SYMLINKS | Libc.RESOLVE_NO_MAGICLINKS;
+    private readonly int _fd;
+
+    public LayerFiles(string dir)
+    {
+        Dir = dir;
+        _fd = Libc.Openat2(Libc.AT_FDCWD, dir, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        if (_fd < 0) throw new IOException($"cannot open layer directory {dir}: {Libc.LastError()}");
+    }
+
+    /// <summary>The layer's own path (named by hostd), for messages.</summary>
+    public string Dir { get; }
+
+    /// <summary>lstat of <paramref name="rel"/> ("" for the layer itself); null when nothing is there or some component on the way is not a directory.</summary>
+    public FileStat? TryLstat(string rel)
+    {
+        var fd = TryOpen(rel, Libc.O_PATH | Libc.O_NOFOLLOW);
+        if (fd < 0) return Absent() ? null : throw new IOException($"cannot open {Describe(rel)}: {Libc.LastError()}");
+        try
+        {
+            if (Libc.Statx(fd, "", Libc.AT_EMPTY_PATH | Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_BASIC_STATS, out var b) != 0)
+                throw new IOException($"cannot stat {Describe(rel)}: {Libc.LastError()}");
+            return FileStat.From(b);
+        }
+        finally
+        {
+            Libc.Close(fd);
+        }
+    }
+
+    /// <summary>The names in the directory <paramref name="rel"/> (not "." or ".."); nothing is followed or stat-ed.</summary>
+    public List<string> Names(string rel)
+    {
+        var fd = Open(rel, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW);
+        var dir = Libc.Fdopendir(fd);
+        if (dir == 0)
+        {
+            var error = Libc.LastError();
+            Libc.Close(fd);
+            throw new IOException($"cannot read directory {Describe(rel)}: {error}");
+        }
+        var names = new List<string>();
+        try
+        {
+            while (true)
+            {
+                Marshal.SetLastPInvokeError(0);
+                var entry = Libc.Readdir(dir);
+                if (entry == 0)
+                {
+                    if (Marshal.GetLastPInvokeError() != 0) throw new IOException($"cannot read directory {Describe(rel)}: {Libc.LastError()}");
+                    return names;
+                }
+                var name = Marshal.PtrToStringUTF8(entry + 19)!; // struct dirent: ino, off, reclen, type, name
+                if (name is not ("." or "..")) names.Add(name);
+            }
+        }
+        finally
+        {
+            Libc.Closedir(dir);
+        }
+    }
+
+    /// <summary>The target a symlink holds (read, not followed); null when <paramref name="rel"/> is not a symlink.</summary>
+    public string? ReadLink(string rel)
+    {
+        var fd = TryOpen(rel, Libc.O_PATH | Libc.O_NOFOLLOW);
+        if (fd < 0) return null;
+        try
+        {
+            var buffer = new byte[4096];
+            var n = Libc.Readlinkat(fd, "", ref MemoryMarshal.GetArrayDataReference(buffer), (nuint)buffer.Length);
+            return n < 0 ? null : Encoding.UTF8.GetString(buffer, 0, (int)n);
+        }
+        finally
+        {
+            Libc.Close(fd);
+        }
+    }
+
+    /// <summary>The value of the extended attribute <paramref name="name"/> of the directory <paramref name="rel"/>; null when it has none or is not a directory.</summary>
+    public byte[]? DirectoryAttribute(string rel, string name)
+    {
+        var fd = TryOpen(rel, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW);
+        if (fd < 0) return null;
+        try
+        {
+            var buffer = new byte[256];
+            var n = Libc.Fgetxattr(fd, name, ref MemoryMarshal.GetArrayDataReference(buffer), (nuint)buffer.Length);
+            if (n >= 0) return buffer[..(int)n];
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno is Libc.ENODATA or Libc.ERANGE) return null; // overlay's markers are a byte or two
+            throw new IOException($"cannot read xattr {name} of {Describe(rel)}: {Marshal.GetPInvokeErrorMessage(errno)}");
+        }
+        finally
+        {
+            Libc.Close(fd);
+        }
+    }
+
+    /// <summary>A stream over the regular file <paramref name="rel"/>; anything else (a FIFO that would block, a device) is refused.</summary>
+    public FileStream OpenRegularFile(string rel)
+    {
+        var fd = Open(rel, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK);
+        var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        try
+        {
+            if (Libc.Statx(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var b) != 0 || FileStat.From(b).Type != UnixFileType.RegularFile)
+                throw new IOException($"{Describe(rel)} is not a regular file");
+            return new FileStream(handle, FileAccess.Read, 1);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose() => Libc.Close(_fd);
+
+    private int Open(string rel, int flags)
+    {
+        var fd = TryOpen(rel, flags);
+        return fd >= 0 ? fd : throw new IOException($"cannot open {Describe(rel)}: {Libc.LastError()}");
+    }
+
+    /// <summary>openat2 beneath the layer; -1 with errno set when it fails (ENOENT, ENOTDIR, ELOOP for a symlink on the way, …).</summary>
+    private int TryOpen(string rel, int flags) =>
+        Libc.Openat2(_fd, rel.Length == 0 ? "." : rel, flags | Libc.O_CLOEXEC, Beneath);
+
+    /// <summary>Whether the last openat2 failed because nothing openable is there: ENOENT, ENOTDIR, or ELOOP for a symlink on the way (which the merged view would follow, and hostd does not).</summary>
+    private static bool Absent() => Marshal.GetLastPInvokeError() is 2 or 20 or 40;
+
+    private string Describe(string rel) => rel.Length == 0 ? Dir : Dir + "/" + rel;
+}
