@@ -61,7 +61,7 @@ public sealed partial class SandboxManager
         var step = Stopwatch.StartNew();
         var timings = new Dictionary<string, double>();
         var made = new List<Forkling>(n);
-        var hostPids = new List<int>();
+        var held = new List<PidFd>(n);
         var locked = false;
         try
         {
@@ -75,23 +75,27 @@ public sealed partial class SandboxManager
 
             var childPids = await AgentForkAsync(parent, n).ConfigureAwait(false);
             timings["agent_fork"] = Lap(step);
-            hostPids.AddRange(await HostPidsAsync(parent.Pid, childPids).ConfigureAwait(false));
+            foreach (var pid in await HostPidsAsync(parent.Pid, childPids).ConfigureAwait(false))
+                held.Add(HoldFork(parent, pid));
             timings["pids"] = Lap(step);
 
-            foreach (var pid in hostPids)
+            foreach (var fork in held)
             {
                 var id = SandboxId.New(_options.HostId);
                 var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
                 var cgroup = _cgroups.Create(id, parent.Limits);
-                var forkling = new Forkling(id, token, pid, cgroup, _layers.CreateFork(id, parent.Template), _listener.Expect(id, token));
+                var forkling = new Forkling(id, token, fork.Pid, cgroup, _layers.CreateFork(id, parent.Template), _listener.Expect(id, token));
                 made.Add(forkling);
-                cgroup.Attach(pid);
+                cgroup.Attach(fork.Pid);
+                // Written by pid: had the fork exited since it was checked, that pid could be another
+                // process's by now. It has not if the process held is still alive.
+                if (!fork.IsAlive) throw new ExecutorException($"fork {fork.Pid} of sandbox '{parentId}' exited during set-up");
             }
             timings["cgroups"] = Lap(step);
 
             var zygote = await GetZygoteAsync(parent.Template, ct).ConfigureAwait(false);
             var graft = await zygote.GraftAsync(new GraftSpec("graft-" + made[0].Id, _layers.Strategy, _listener.Path,
-                parent.Template, parent.Dirs, _options.TmpSizeMb,
+                parent.Template, parent.Dirs, _options.TmpSizeMb, parent.Slot.Path,
                 made.Select(f => new GraftChild(f.Id, f.Token, f.Pid, f.Dirs)).ToList()), ct).ConfigureAwait(false);
             if (!graft.Ok)
                 throw new ExecutorException($"fork failed while giving the forks their own root: {graft.Error}");
@@ -100,7 +104,7 @@ public sealed partial class SandboxManager
         }
         catch (Exception e)
         {
-            foreach (var pid in hostPids) Processes.Signal(pid, Processes.SIGKILL);
+            foreach (var fork in held) fork.Kill();
             foreach (var f in made) Abandon(f.Id, f.Cgroup, f.Dirs);
             Interlocked.Add(ref _count, -n);
             LogForkFailed(parentId, e.Message);
@@ -110,6 +114,7 @@ public sealed partial class SandboxManager
         finally
         {
             if (locked) parent.Agent.CallLock.Release();
+            foreach (var fork in held) fork.Dispose();
         }
 
         var children = new List<Sandbox>(n);
@@ -186,7 +191,41 @@ public sealed partial class SandboxManager
         using var answer = await RoundTripAsync(parent, frame, TimeSpan.FromSeconds(60), "a fork").ConfigureAwait(false);
         if (answer.Event != "ok")
             throw new ExecutorException(answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "fork failed" : "fork failed");
-        return answer.Header.GetProperty("pids").EnumerateArray().Select(p => p.GetInt32()).ToList();
+        return ForkPids(parent.Id, answer.Header, n);
+    }
+
+    /// <summary>
+    /// The pids a fork answer names, checked: exactly <paramref name="n"/> of them, distinct, none
+    /// the agent's own. Anything else is a hostile or broken agent (user code runs in its process),
+    /// and the fork fails; the processes it made stay in the parent's cgroup, charged to it, and
+    /// exit when no root is handed to them.
+    /// </summary>
+    internal static List<int> ForkPids(string parentId, System.Text.Json.JsonElement answer, int n)
+    {
+        var pids = new List<int>(n);
+        if (answer.TryGetProperty("pids", out var list) && list.ValueKind == System.Text.Json.JsonValueKind.Array)
+            foreach (var p in list.EnumerateArray())
+            {
+                if (p.ValueKind != System.Text.Json.JsonValueKind.Number || !p.TryGetInt32(out var pid) || pid <= 1 || pids.Contains(pid) || pids.Count == n)
+                    throw new ExecutorException($"the agent of sandbox '{parentId}' answered a fork of {n} with {list.GetArrayLength()} pid(s) that are not {n} distinct forks; nothing was forked");
+                pids.Add(pid);
+            }
+        if (pids.Count != n)
+            throw new ExecutorException($"the agent of sandbox '{parentId}' answered a fork of {n} with {pids.Count} pid(s); nothing was forked");
+        return pids;
+    }
+
+    /// <summary>
+    /// A pidfd on a fork's PID 1, once it is shown to be one of the parent's forks: in the parent's
+    /// user namespace and PID 1 of a PID namespace of its own. From here on the fork is acted on
+    /// through the pidfd, or by pid only while the pidfd shows it alive.
+    /// </summary>
+    private static PidFd HoldFork(Sandbox parent, int pid)
+    {
+        var fork = PidFd.TryOpen(pid) ?? throw new ExecutorException($"fork {pid} of sandbox '{parent.Id}' exited during set-up");
+        if (fork.IsForkIn(parent.Slot.Path)) return fork;
+        fork.Dispose();
+        throw new ExecutorException($"process {pid}, named as a fork by the agent of sandbox '{parent.Id}', is not one of its forks");
     }
 
     /// <summary>
@@ -199,7 +238,7 @@ public sealed partial class SandboxManager
     /// </summary>
     private static async Task<List<int>> HostPidsAsync(int parentAgent, IReadOnlyList<int> pidsInParent)
     {
-        var level = NsPids(parentAgent).Length - 1;
+        var level = Processes.NsPids(parentAgent).Length - 1;
         var byInnerPid = new Dictionary<int, int>();
         for (var waited = Stopwatch.StartNew(); ; await Task.Delay(1).ConfigureAwait(false))
         {
@@ -208,7 +247,7 @@ public sealed partial class SandboxManager
                 {
                     try
                     {
-                        var ns = NsPids(host);
+                        var ns = Processes.NsPids(host);
                         if (ns.Length > level) byInnerPid[ns[level]] = host;
                     }
                     catch (IOException)
@@ -249,15 +288,6 @@ public sealed partial class SandboxManager
         {
         }
         return all;
-    }
-
-    private static int[] NsPids(int pid)
-    {
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-            if (line.StartsWith("NSpid:", StringComparison.Ordinal))
-                return line[6..].Split('\t', ' ', StringSplitOptions.RemoveEmptyEntries)
-                    .Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        return [];
     }
 
     // ---- merge_into ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ public sealed record GraftSpec(
     TemplateDefinition Template,
     SandboxLayerDirs ParentDirs,
     int TmpSizeMb,
+    string UserNamespace,
     IReadOnlyList<GraftChild> Children);
 
 /// <summary>The zygote's answer to a graft: the helpers' step timings, or why one failed.</summary>

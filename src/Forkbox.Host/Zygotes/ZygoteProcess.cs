@@ -288,6 +288,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
                 w.WriteString("id", child.Id);
                 w.WriteString("token", child.Token);
                 w.WriteNumber("pid", child.Pid);
+                w.WriteString("userns", spec.UserNamespace);
                 w.WriteString("agent_socket", spec.AgentSocket);
                 w.WriteNumber("tmp_size_mb", spec.TmpSizeMb);
                 w.WriteStartArray("layers");
