@@ -191,8 +191,9 @@ public static class LayerDiff
 
     private static bool SameBytes(Resolved a, Resolved b)
     {
-        using var fa = a.Layer.OpenRegularFile(a.Rel);
-        using var fb = b.Layer.OpenRegularFile(b.Rel);
+        using var fa = a.Layer.TryOpenRegularFile(a.Rel);
+        using var fb = b.Layer.TryOpenRegularFile(b.Rel);
+        if (fa is null || fb is null) return false; // no longer a file: changed since it was looked at
         var ba = new byte[65536];
         var bb = new byte[65536];
         while (true)

@@ -46,10 +46,14 @@ public sealed class LayerFiles : IDisposable
         }
     }
 
-    /// <summary>The names in the directory <paramref name="rel"/> (not "." or ".."); nothing is followed or stat-ed.</summary>
+    /// <summary>
+    /// The names in the directory <paramref name="rel"/> (not "." or ".."); nothing is followed or
+    /// stat-ed. Empty when it is no longer a directory: the sandbox may have changed it since it was seen.
+    /// </summary>
     public List<string> Names(string rel)
     {
-        var fd = Open(rel, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW);
+        var fd = TryOpen(rel, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW);
+        if (fd < 0) return Absent() ? [] : throw new IOException($"cannot open {Describe(rel)}: {Libc.LastError()}");
         var dir = Libc.Fdopendir(fd);
         if (dir == 0)
         {
@@ -83,7 +87,7 @@ public sealed class LayerFiles : IDisposable
     public string? ReadLink(string rel)
     {
         var fd = TryOpen(rel, Libc.O_PATH | Libc.O_NOFOLLOW);
-        if (fd < 0) return null;
+        if (fd < 0) return Absent() ? null : throw new IOException($"cannot open {Describe(rel)}: {Libc.LastError()}");
         try
         {
             var buffer = new byte[4096];
@@ -100,7 +104,7 @@ public sealed class LayerFiles : IDisposable
     public byte[]? DirectoryAttribute(string rel, string name)
     {
         var fd = TryOpen(rel, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW);
-        if (fd < 0) return null;
+        if (fd < 0) return Absent() ? null : throw new IOException($"cannot open {Describe(rel)}: {Libc.LastError()}");
         try
         {
             var buffer = new byte[256];
@@ -116,31 +120,22 @@ public sealed class LayerFiles : IDisposable
         }
     }
 
-    /// <summary>A stream over the regular file <paramref name="rel"/>; anything else (a FIFO that would block, a device) is refused.</summary>
-    public FileStream OpenRegularFile(string rel)
+    /// <summary>
+    /// A stream over the regular file <paramref name="rel"/>; null when it is not one (any more): a
+    /// FIFO that would block or a device is never read.
+    /// </summary>
+    public FileStream? TryOpenRegularFile(string rel)
     {
-        var fd = Open(rel, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK);
+        var fd = TryOpen(rel, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK);
+        if (fd < 0) return Absent() ? null : throw new IOException($"cannot open {Describe(rel)}: {Libc.LastError()}");
         var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
-        try
-        {
-            if (Libc.Statx(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var b) != 0 || FileStat.From(b).Type != UnixFileType.RegularFile)
-                throw new IOException($"{Describe(rel)} is not a regular file");
+        if (Libc.Statx(fd, "", Libc.AT_EMPTY_PATH, Libc.STATX_BASIC_STATS, out var b) == 0 && FileStat.From(b).Type == UnixFileType.RegularFile)
             return new FileStream(handle, FileAccess.Read, 1);
-        }
-        catch
-        {
-            handle.Dispose();
-            throw;
-        }
+        handle.Dispose();
+        return null;
     }
 
     public void Dispose() => Libc.Close(_fd);
-
-    private int Open(string rel, int flags)
-    {
-        var fd = TryOpen(rel, flags);
-        return fd >= 0 ? fd : throw new IOException($"cannot open {Describe(rel)}: {Libc.LastError()}");
-    }
 
     /// <summary>openat2 beneath the layer; -1 with errno set when it fails (ENOENT, ENOTDIR, ELOOP for a symlink on the way, …).</summary>
     private int TryOpen(string rel, int flags) =>
