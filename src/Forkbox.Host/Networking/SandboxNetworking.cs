@@ -158,22 +158,26 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
     }
 
     /// <summary>
-    /// Gives the sandbox whose PID 1 is <paramref name="pid"/> a link and an address. Its traffic is
+    /// Gives the sandbox whose PID 1 is <paramref name="pid"/> a link and an address, and binds the
+    /// two in the firewall: the link carries nothing from any other address. Its traffic is
     /// dropped until <see cref="Admit"/>: a pooled sandbox waits like this until a create takes it.
     /// </summary>
     public async Task<SandboxNetwork> AttachAsync(string sandboxId, int pid)
     {
         var address = _addresses.Take() ?? throw new AtCapacityException($"no free address left in network_subnet {_options.NetworkSubnet}");
         var offset = Ipv4Cidr.ToUInt32(address) - _addresses.Subnet.Network;
+        SandboxLink? link = null;
         try
         {
-            var link = await SandboxLink.AttachAsync(pid, LinkPrefix + offset, address, _addresses.Gateway, new LinkLimits(_options.NetworkRateMbit))
+            link = await SandboxLink.AttachAsync(pid, LinkPrefix + offset, address, _addresses.Gateway, new LinkLimits(_options.NetworkRateMbit))
                 .ConfigureAwait(false);
+            _firewall!.AddLink(link.HostName, address);
             LogAttached(_log, sandboxId, address, link.HostName);
             return new SandboxNetwork { Link = link };
         }
         catch
         {
+            if (link is not null) await link.DisposeAsync().ConfigureAwait(false);
             _addresses.Release(address);
             throw;
         }
@@ -199,7 +203,7 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
     /// <summary>The lines a sandbox's /etc/resolv.conf gets, or null to keep the template's.</summary>
     public string? ResolvConf => _firewall is { Dns.Count: > 0 } f ? string.Concat(f.Dns.Select(d => $"nameserver {d}\n")) : null;
 
-    /// <summary>Removes the sandbox's firewall entry, then its link, then gives its address back. Never throws: it logs.</summary>
+    /// <summary>Removes the sandbox's firewall entries, then its link, then gives its address back. Never throws: it logs.</summary>
     public async Task DetachAsync(string sandboxId, SandboxNetwork net)
     {
         try
@@ -209,6 +213,7 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
                 net.Admitted = null;
                 _firewall!.Revoke(net.Link.Address, hadPolicy: !rules.IsOpen);
             }
+            _firewall!.RemoveLink(net.Link.HostName, net.Link.Address);
             await net.Link.DisposeAsync().ConfigureAwait(false);
             _addresses.Release(net.Link.Address);
         }

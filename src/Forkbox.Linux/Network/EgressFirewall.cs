@@ -8,6 +8,10 @@ namespace Forkbox.Linux.Network;
 /// The server's own nftables table (inet forkbox_HASH, one per data directory, so several servers on
 /// one host never touch each other's rules, nor anyone else's). It owns:
 /// <list type="bullet">
+/// <item>prerouting: a packet from a sandbox link goes no further unless its source is that link's own
+/// address (the links set, one element per link): a sandbox cannot send as another, so it cannot
+/// take another's policy, and every later rule can judge by source address. Before conntrack, so a
+/// forged packet leaves no state either. IPv6 and anything else but IPv4 from a link stop here too.</item>
 /// <item>forward: traffic from sandbox links goes through from_sandbox; nothing new enters a sandbox link.</item>
 /// <item>from_sandbox: a per-sandbox upload rate (a policer keyed by source address), always-denied destinations (link-local 169.254/16, the sandbox subnet, unless
 /// the operator allows them), a per-sandbox connection limit, then the egress verdict map keyed by
@@ -16,8 +20,9 @@ namespace Forkbox.Linux.Network;
 /// DNS to the named resolvers or an operator-allowed address.</item>
 /// <item>postrouting: sandbox addresses are masqueraded behind the host on the way out.</item>
 /// </list>
-/// Each sandbox's element and chain are added by <see cref="Admit"/> and removed by <see cref="Revoke"/>;
-/// disposing deletes the whole table.
+/// Each link's element is added by <see cref="AddLink"/> and removed by <see cref="RemoveLink"/>; each
+/// sandbox's egress element and chain by <see cref="Admit"/> and <see cref="Revoke"/>; disposing deletes
+/// the whole table.
 /// </summary>
 public sealed class EgressFirewall : IDisposable
 {
@@ -42,6 +47,10 @@ public sealed class EgressFirewall : IDisposable
             .Append("  set connlimit { type ipv4_addr; size 65535; flags dynamic; }\n")
             .Append("  set upload { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1m; }\n")
             .Append("  map egress { type ipv4_addr : verdict; }\n")
+            .Append("  set links { type ifname . ipv4_addr; }\n")
+            .Append("  chain prerouting { type filter hook prerouting priority raw; policy accept;\n")
+            .Append($"    iifname {_ifPattern} iifname . ip saddr @links accept\n")
+            .Append($"    iifname {_ifPattern} drop\n  }}\n")
             .Append("  chain forward { type filter hook forward priority filter - 10; policy accept;\n")
             .Append($"    iifname {_ifPattern} jump from_sandbox\n")
             .Append($"    oifname {_ifPattern} ct state established,related accept\n")
@@ -79,6 +88,14 @@ public sealed class EgressFirewall : IDisposable
         _nft.Run(Ruleset);
         _installed = true;
     }
+
+    /// <summary>Lets IPv4 from <paramref name="address"/>, and from no other address, in from the link whose host end is <paramref name="hostName"/>.</summary>
+    public void AddLink(string hostName, IPAddress address) =>
+        _nft.Run($"add element {_table} links {{ \"{hostName}\" . {address} }}\n");
+
+    /// <summary>Takes the link's element out again (before the link goes, so a reused name starts closed).</summary>
+    public void RemoveLink(string hostName, IPAddress address) =>
+        _nft.Run($"delete element {_table} links {{ \"{hostName}\" . {address} }}\n");
 
     /// <summary>
     /// Lets the sandbox at <paramref name="address"/> out, under <paramref name="rules"/>, in place of
@@ -128,15 +145,24 @@ public sealed class EgressFirewall : IDisposable
         if (hadPolicy) batch.Append($"delete chain {_table} {ChainName(address)}\n");
     }
 
-    /// <summary>Sandbox elements and policy chains now in the table: what a leak test counts.</summary>
+    /// <summary>Sandbox elements (egress and links) and policy chains now in the table: what a leak test counts.</summary>
     public int CountSandboxEntries()
     {
         var listing = _nft.Run($"list table {_table}\n");
         var chains = listing.Split('\n').Count(l => l.TrimStart().StartsWith("chain sb_", StringComparison.Ordinal));
-        var map = _nft.Run($"list map {_table} egress\n");
-        var start = map.IndexOf("elements = {", StringComparison.Ordinal);
-        var elements = start < 0 ? 0 : map[start..map.IndexOf('}', start)].Count(c => c == ':');
-        return chains + elements;
+        return chains + CountElements($"list map {_table} egress\n", ":") + CountElements($"list set {_table} links\n", "\" . ");
+    }
+
+    private int CountElements(string list, string separator)
+    {
+        var text = _nft.Run(list);
+        var start = text.IndexOf("elements = {", StringComparison.Ordinal);
+        if (start < 0) return 0;
+        var elements = text[start..text.IndexOf('}', start)];
+        var count = 0;
+        for (var i = elements.IndexOf(separator, StringComparison.Ordinal); i >= 0; i = elements.IndexOf(separator, i + 1, StringComparison.Ordinal))
+            count++;
+        return count;
     }
 
     private static string ChainName(IPAddress address) =>

@@ -12,8 +12,9 @@ namespace Forkbox.Linux.Seccomp;
 /// One call Docker refuses is allowed, because fork needs it from inside the sandbox: unshare of
 /// mount, net, ipc, uts, pid and cgroup namespaces (never a user namespace). They belong to the
 /// sandbox's own user namespace, so root inside gets capabilities over them; with every mount
-/// call refused, what that opens is network configuration of an empty namespace, and its
-/// riskiest part, netfilter (nf_tables), is refused too: no NETLINK_NETFILTER sockets.
+/// call refused, and CAP_NET_ADMIN and CAP_NET_RAW dropped before the agent starts (isolate.py),
+/// what that opens is the network stack of an empty namespace, not its configuration; netfilter
+/// (nf_tables) is refused here as well: no NETLINK_NETFILTER sockets.
 /// </summary>
 public static class SeccompProfile
 {

@@ -27,12 +27,13 @@ public sealed class NetworkCleanupTests
             }, client);
             var forks = await withPolicy.ForkAsync(2);
             await ServerFixture.WaitUntil(() => server.Sandboxes.Pool("default", egress: true).Ready >= 1, "the egress pool refilling");
-            // The open sandbox and the pooled one: an element each; with a policy: an element and a chain each (parent and two forks).
-            Assert.Equal(2 + 3 * 2, net.FirewallEntries);
+            // The open sandbox and the pooled one: an element each; with a policy: an element and a chain each (parent and two forks);
+            // and each of the five links its own element (the address it may send from).
+            Assert.Equal(2 + 3 * 2 + 5, net.FirewallEntries);
             Assert.Equal(4 + 1, net.Links);
 
             foreach (var sb in forks.Append(withPolicy).Append(open)) await sb.CloseAsync();
-            await ServerFixture.WaitUntil(() => net.FirewallEntries == 1 && net.Links == 1 && server.Sandboxes.Pool("default", egress: true).Ready == 1,
+            await ServerFixture.WaitUntil(() => net.FirewallEntries == 2 && net.Links == 1 && server.Sandboxes.Pool("default", egress: true).Ready == 1,
                 "links and firewall entries of closed sandboxes removed");
         }
         finally

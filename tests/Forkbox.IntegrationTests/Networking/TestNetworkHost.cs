@@ -79,6 +79,9 @@ public sealed class TestNetworkHost : IAsyncDisposable
         await ServerFixture.WaitUntil(() => Answers(Address), $"the test host's server on {Address}:{Port}", 15);
     }
 
+    /// <summary>Starts recording the UDP datagrams that reach <paramref name="address"/>:<paramref name="port"/> (one of this host's addresses).</summary>
+    public Task<UdpRecorder> RecordUdpAsync(string address, int port) => UdpRecorder.StartAsync(_ns, address, port);
+
     /// <summary>Whether this machine (the host) can reach <paramref name="address"/>: the test's control.</summary>
     public static bool Answers(string address)
     {

@@ -20,7 +20,8 @@ new PID namespace. The order matters:
    would make every template file the sandbox's own; the kernel here refuses
    them with EINVAL, see the README's isolation section.)
 4. Enter the sandbox's user namespace (pre-created by hostd with a host uid
-   range of its own) and become uid 0 there.
+   range of its own) and become uid 0 there, less the network-admin
+   capabilities, for good (drop_network_admin: its forks' namespaces are its own).
 5. no_new_privs and the seccomp filter last: from then on the process can no
    longer make the calls above.
 """
@@ -141,6 +142,22 @@ def become_sandbox_root(userns_fd):
     os.setresuid(0, 0, 0)
 
 
+def drop_network_admin():
+    """No process of this sandbox, nor of any fork of it, holds CAP_NET_ADMIN or CAP_NET_RAW.
+
+    A fork's network namespace is unshared by the agent in the fork, so it belongs to the sandbox's
+    user namespace, where root would otherwise hold both: enough to put another sandbox's address
+    on eth0, open raw and packet sockets, or change routes and the link. The namespace cannot be
+    made by host root instead: entering one owned by the initial user namespace needs
+    CAP_SYS_ADMIN there. Nor can the agent drop them when it forks, since user code runs in the
+    agent's process and can change what it does. So they go here, before the agent's first
+    instruction, from the bounding set as well: every fork inherits that, execve cannot bring them
+    back, and no new user namespace can be made (seccomp). The sandbox loses nothing it could
+    use: its own namespace is owned by host root. Loopback and eth0 are set up by host root
+    (graft.py, hostd), and the ports proxy connects from there too."""
+    linux.drop_capabilities((linux.CAP_NET_ADMIN, linux.CAP_NET_RAW))
+
+
 class Steps(dict):
     """Milliseconds per step, each counted from the end of the one before; hostd reports them
     in the sandbox's timings_ms."""
@@ -174,6 +191,7 @@ def isolate(spec, seccomp_bpf):
     limit_open_files()
     become_sandbox_root(userns_fd)
     os.close(userns_fd)
+    drop_network_admin()
     linux.set_no_new_privs()
     linux.install_seccomp(seccomp_bpf)
     lap("drop_privileges")

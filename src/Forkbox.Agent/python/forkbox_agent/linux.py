@@ -174,3 +174,33 @@ def loopback_up():
         req = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+_PR_CAPBSET_DROP = 24
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities(caps):
+    """Takes `caps` out of this process's bounding set (so no execve can bring them back) and its
+    effective, permitted and inheritable sets (capget(2), capset(2); the ambient set follows)."""
+    for cap in caps:
+        prctl(_PR_CAPBSET_DROP, cap)
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    for cap in caps:
+        mask = ~(1 << (cap % 32)) & 0xffffffff
+        d = data[cap // 32]
+        d.effective &= mask
+        d.permitted &= mask
+        d.inheritable &= mask
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
