@@ -14,6 +14,10 @@ namespace Forkbox.Linux.Seccomp;
 /// sandbox's own user namespace, so root inside gets capabilities over them; with every mount
 /// call refused, what that opens is network configuration of an empty namespace, and its
 /// riskiest part, netfilter (nf_tables), is refused too: no NETLINK_NETFILTER sockets.
+///
+/// AF_VSOCK sockets are refused unless the operator allows them: vsock has no namespaces, so a
+/// port bound in one sandbox is taken in every other owner's, and on a VM host the hypervisor
+/// (CID 2) listens one hop away.
 /// </summary>
 public static class SeccompProfile
 {
@@ -42,13 +46,14 @@ public static class SeccompProfile
     ];
 
     private const ulong CloneNewUser = 0x10000000, CloneNewTime = 0x00000080;
-    private const ulong AfNetlink = 16, NetlinkNetfilter = 12;
+    private const ulong AfNetlink = 16, NetlinkNetfilter = 12, AfVsock = 40;
 
     private const ulong NamespaceFlags =
         0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080;
 
     /// <summary>Writes the compiled BPF program to <paramref name="path"/> and returns its size in bytes.</summary>
-    public static long Compile(string path)
+    /// <param name="allowVsock">ServerOptions.AllowVsock: whether sandboxes may make AF_VSOCK sockets.</param>
+    public static long Compile(string path, bool allowVsock = false)
     {
         var ctx = LibSeccomp.Init(LibSeccomp.SCMP_ACT_ALLOW);
         if (ctx == 0) throw new InvalidOperationException("seccomp_init failed: is libseccomp2 installed?");
@@ -83,6 +88,13 @@ public static class SeccompProfile
                 new LibSeccomp.ArgCmp { Arg = 2, Op = LibSeccomp.SCMP_CMP_EQ, DatumA = NetlinkNetfilter },
             };
             Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), socket, 2, netfilter), "socket");
+            // socket and socketpair of AF_VSOCK, whatever the type and protocol.
+            if (!allowVsock)
+                foreach (var call in new[] { "socket", "socketpair" })
+                {
+                    var vsock = new[] { new LibSeccomp.ArgCmp { Arg = 0, Op = LibSeccomp.SCMP_CMP_EQ, DatumA = AfVsock } };
+                    Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), LibSeccomp.ResolveName(call), 1, vsock), call);
+                }
             // TIOCSTI (push input into another terminal) and TIOCLINUX, as Docker does.
             var ioctl = LibSeccomp.ResolveName("ioctl");
             foreach (var request in new ulong[] { 0x5412, 0x541C })
