@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
+using Forkbox.Linux.Storage;
 
 namespace Forkbox.Host.Templates;
 
@@ -11,6 +12,8 @@ namespace Forkbox.Host.Templates;
 /// with a template.json beside it. The build happens in a staging directory that is renamed into
 /// place at the end, so a server never sees half a template. The root filesystem must have its own
 /// Python 3.9 or newer at /usr/bin/python3: its zygote runs that Python, chrooted into it.
+/// Device nodes are removed from it and setuid/setgid bits cleared (an exported image or a
+/// tarball may hold /dev/kvm or a setuid shell), and the build says which.
 /// </summary>
 public static partial class TemplateBuilder
 {
@@ -68,6 +71,7 @@ public static partial class TemplateBuilder
             const string python = "/usr/bin/python3";
             if (!File.Exists(rootfs + python) && new FileInfo(rootfs + python).LinkTarget is null)
                 throw new BadRequestException($"the root filesystem has no {python}: a template needs Python 3.9+ of its own");
+            DropDevicesAndSetuid(rootfs, progress);
             progress("measuring size");
             var size = SizeOf(rootfs);
             var manifest = new Manifest(name, from, preload, python, size, DateTimeOffset.UtcNow);
@@ -82,6 +86,49 @@ public static partial class TemplateBuilder
             throw;
         }
     }
+
+    /// <summary>
+    /// Removes every device node and clears setuid and setgid on every file of the tree. The walk
+    /// never follows a symbolic link: every entry is judged by lstat and only real directories are
+    /// entered (.NET's recursive enumeration does enter links to directories: a tarball's link to
+    /// a host directory had its device node deleted), so no path here passes through a link.
+    /// Nothing else writes to the staging tree while this runs.
+    /// </summary>
+    private static void DropDevicesAndSetuid(string rootfs, Action<string> progress)
+    {
+        var devices = new List<string>();
+        var setuid = new List<string>();
+        var pending = new Stack<string>([rootfs]);
+        while (pending.TryPop(out var dir))
+            foreach (var name in DirectoryNames.List(dir))
+            {
+                var path = Path.Combine(dir, name);
+                var stat = FileStat.Lstat(path);
+                if (stat.Type == UnixFileType.Directory)
+                {
+                    pending.Push(path);
+                }
+                else if (stat.Type is UnixFileType.CharacterDevice or UnixFileType.BlockDevice)
+                {
+                    File.Delete(path); // unlink: the node itself
+                    devices.Add(Path.GetRelativePath(rootfs, path));
+                }
+                else if (stat.Type == UnixFileType.RegularFile && (stat.Permissions & SetuidSetgid) != 0)
+                {
+                    File.SetUnixFileMode(path, (UnixFileMode)(stat.Permissions & ~SetuidSetgid));
+                    setuid.Add(Path.GetRelativePath(rootfs, path));
+                }
+            }
+        if (devices.Count > 0)
+            progress($"removed {devices.Count} device nodes (they would not open in a sandbox): {Listed(devices)}");
+        if (setuid.Count > 0)
+            progress($"cleared setuid/setgid on {setuid.Count} files (sandboxes mount templates nosuid): {Listed(setuid)}");
+    }
+
+    private const int SetuidSetgid = 0b110_000_000_000; // S_ISUID | S_ISGID
+
+    private static string Listed(List<string> paths) =>
+        string.Join(", ", paths.Order(StringComparer.Ordinal).Take(20)) + (paths.Count > 20 ? $" and {paths.Count - 20} more" : "");
 
     private static long SizeOf(string dir)
     {

@@ -70,12 +70,12 @@ def _prepare_upper(layer, uid):
 
 def _mount_overlay(target, layer):
     opts = f"lowerdir={layer['lower']},upperdir={layer['upper']},workdir={layer['work']}"
-    linux.mount("overlay", target, "overlay", linux.MS_NOSUID, opts)
+    linux.mount("overlay", target, "overlay", linux.MS_NOSUID | linux.MS_NODEV, opts)
 
 
 def mount_dev(root, tmp_size_mb):
     dev = root + "/dev"
-    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=755,size=64k,nr_inodes=64")
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC, "mode=755,size=64k,nr_inodes=64")
     for name in _DEVICES:
         path = f"{dev}/{name}"
         open(path, "w").close()
@@ -91,7 +91,7 @@ def mount_dev(root, tmp_size_mb):
     linux.mount("tmpfs", f"{dev}/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"mode=1777,size={tmp_size_mb}m")
     linux.mount(None, dev, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY
-                | linux.MS_NOSUID | linux.MS_NOEXEC)
+                | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
 
 
 def _mount_proc(root):
@@ -108,7 +108,9 @@ def mask_proc(proc):
         path = f"{proc}/{name}"
         if os.path.isdir(path):
             linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
-            linux.mount(None, path, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
+            # A remount sets every flag: keep /proc's nosuid, nodev and noexec.
+            linux.mount(None, path, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY
+                        | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
 
 
 def build_root(spec):
