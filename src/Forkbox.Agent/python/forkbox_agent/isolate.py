@@ -31,8 +31,10 @@ import time
 
 from . import linux
 
-# Paths under /proc that leak host state or offer host-wide knobs (Docker masks the same set).
-_PROC_MASKED = ("kcore", "keys", "timer_list", "sysrq-trigger", "sched_debug", "latency_stats")
+# Paths under /proc that leak host state or offer host-wide knobs (Docker masks the same set):
+# files get /dev/null bound over them, directories an empty read-only tmpfs.
+_PROC_MASKED = ("kcore", "keys", "timer_list", "timer_stats", "sysrq-trigger", "sched_debug", "latency_stats",
+                "interrupts", "acpi", "asound", "scsi")
 _PROC_READONLY = ("sys", "bus", "irq", "fs")
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # Open files per process, set here rather than inherited from however hostd was started (a shell's
@@ -102,8 +104,11 @@ def _mount_proc(root):
 
 def mask_proc(proc):
     for name in _PROC_MASKED:
-        if os.path.exists(f"{proc}/{name}"):
-            linux.mount("/dev/null", f"{proc}/{name}", None, linux.MS_BIND)
+        path = f"{proc}/{name}"
+        if os.path.isdir(path):
+            linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC, "mode=555")
+        elif os.path.exists(path):
+            linux.mount("/dev/null", path, None, linux.MS_BIND)
     for name in _PROC_READONLY:
         path = f"{proc}/{name}"
         if os.path.isdir(path):
