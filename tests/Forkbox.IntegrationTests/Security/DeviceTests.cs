@@ -111,25 +111,58 @@ public sealed class DeviceTests(ServerFixture fx)
                 // A host-root process moved into the sandbox's device cgroup: neither nodev nor the
                 // sandbox's missing capabilities apply to it, only the cgroup's allow-list.
                 var dir = SandboxCgroup.DevicesDir(fx.Server.Sandboxes.Get(id).Pid);
-                var result = await HostPython("""
-                    import json, os, sys
-                    with open(sys.argv[1] + "/cgroup.procs", "w") as f:
-                        f.write(str(os.getpid()))
-                    out = {}
-                    for path in sys.argv[2:]:
-                        try:
-                            os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
-                            out[path] = 0
-                        except OSError as e:
-                            out[path] = e.errno
-                    print(json.dumps(out))
-                    """, [dir, "/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/kvm", "/dev/net/tun", "/dev/tty2", "/dev/loop0"]);
+                var result = await HostPython(JoinAndOpen, [dir, "/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/kvm", "/dev/net/tun", "/dev/tty2", "/dev/loop0"]);
                 var opened = JsonSerializer.Deserialize<Dictionary<string, int>>(result)!;
                 foreach (var allowed in new[] { "/dev/null", "/dev/zero", "/dev/full", "/dev/urandom" })
                     Assert.True(opened[allowed] == 0, $"{id}: {allowed} errno {opened[allowed]}, expected it to open");
                 foreach (var refused in new[] { "/dev/kvm", "/dev/net/tun", "/dev/tty2", "/dev/loop0" })
                     Assert.True(opened[refused] == EPERM, $"{id}: {refused} errno {opened[refused]} in {dir} (0: opened), expected EPERM");
             }
+    }
+
+    [SkippableFact]
+    public async Task The_cgroup_v2_device_program_allows_only_the_list()
+    {
+        // On a v1 host with a hybrid unified hierarchy the program is enforced there too: the
+        // kernel asks the device programs of a task's unified cgroup before the v1 controller.
+        var unified = File.Exists("/sys/fs/cgroup/cgroup.controllers") ? "/sys/fs/cgroup"
+            : File.Exists("/sys/fs/cgroup/unified/cgroup.controllers") ? "/sys/fs/cgroup/unified" : null;
+        Skip.If(unified is null, "no cgroup v2 hierarchy on this host");
+        var dir = Path.Combine(unified, "forkbox-devices-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            Forkbox.Linux.Cgroups.CgroupDeviceProgram.Attach(dir);
+            var result = await HostPython(JoinAndOpen, [dir, "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
+                "/dev/kvm", "/dev/net/tun", "/dev/tty2", "/dev/loop0"]);
+            var opened = JsonSerializer.Deserialize<Dictionary<string, int>>(result)!;
+            foreach (var allowed in new[] { "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom" })
+                Assert.True(opened[allowed] == 0, $"{allowed} errno {opened[allowed]}, expected it to open");
+            Assert.NotEqual(EPERM, opened["/dev/tty"]); // ENXIO without a controlling terminal
+            foreach (var refused in new[] { "/dev/kvm", "/dev/net/tun", "/dev/tty2", "/dev/loop0" })
+                Assert.True(opened[refused] == EPERM, $"{refused} errno {opened[refused]} (0: opened), expected EPERM");
+            // mknod is refused too, except the whiteout overlayfs makes when a file is deleted.
+            var made = await HostPython("""
+                import json, os, stat, sys
+                with open(sys.argv[1] + "/cgroup.procs", "w") as f:
+                    f.write(str(os.getpid()))
+                out = {}
+                for name, dev in (("whiteout", os.makedev(0, 0)), ("kvm", os.makedev(10, 232))):
+                    path = f"{sys.argv[2]}-{name}"
+                    try:
+                        os.mknod(path, 0o600 | stat.S_IFCHR, dev)
+                        os.unlink(path)
+                        out[name] = 0
+                    except OSError as e:
+                        out[name] = e.errno
+                print(json.dumps(out))
+                """, [dir, Path.Combine(Path.GetTempPath(), "forkbox-mknod-" + Guid.NewGuid().ToString("N")[..8])]);
+            Assert.Equal("{\"whiteout\": 0, \"kvm\": 1}", made.Trim());
+        }
+        finally
+        {
+            Directory.Delete(dir);
+        }
     }
 
     [Fact]
@@ -180,6 +213,21 @@ public sealed class DeviceTests(ServerFixture fx)
                 Assert.True(v.GetProperty("removed").GetBoolean(), $"a template file could not be deleted: {r.Stderr}");
             }
     }
+
+    // Run on the host: join the cgroup argv[1], then the errno of opening each further argument read-write (0: opened).
+    private const string JoinAndOpen = """
+        import json, os, sys
+        with open(sys.argv[1] + "/cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+        out = {}
+        for path in sys.argv[2:]:
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+                out[path] = 0
+            except OSError as e:
+                out[path] = e.errno
+        print(json.dumps(out))
+        """;
 
     /// <summary>The errno of opening each path read-write inside the sandbox, 0 when it opened.</summary>
     private static async Task<Dictionary<string, int>> OpenAll(Sandbox sb, IEnumerable<string> paths)
