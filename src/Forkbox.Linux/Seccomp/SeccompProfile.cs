@@ -82,19 +82,12 @@ public static class SeccompProfile
             }
             // socket(AF_NETLINK, *, NETLINK_NETFILTER): nf_tables, in namespaces the sandbox owns.
             var socket = LibSeccomp.ResolveName("socket");
-            var netfilter = new[]
-            {
-                new LibSeccomp.ArgCmp { Arg = 0, Op = LibSeccomp.SCMP_CMP_EQ, DatumA = AfNetlink },
-                new LibSeccomp.ArgCmp { Arg = 2, Op = LibSeccomp.SCMP_CMP_EQ, DatumA = NetlinkNetfilter },
-            };
+            var netfilter = new[] { IntArg(0, AfNetlink), IntArg(2, NetlinkNetfilter) };
             Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), socket, 2, netfilter), "socket");
             // socket and socketpair of AF_VSOCK, whatever the type and protocol.
             if (!allowVsock)
                 foreach (var call in new[] { "socket", "socketpair" })
-                {
-                    var vsock = new[] { new LibSeccomp.ArgCmp { Arg = 0, Op = LibSeccomp.SCMP_CMP_EQ, DatumA = AfVsock } };
-                    Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), LibSeccomp.ResolveName(call), 1, vsock), call);
-                }
+                    Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), LibSeccomp.ResolveName(call), 1, [IntArg(0, AfVsock)]), call);
             // TIOCSTI (push input into another terminal) and TIOCLINUX, as Docker does.
             var ioctl = LibSeccomp.ResolveName("ioctl");
             foreach (var request in new ulong[] { 0x5412, 0x541C })
@@ -112,6 +105,14 @@ public static class SeccompProfile
             LibSeccomp.Release(ctx);
         }
     }
+
+    /// <summary>
+    /// An int argument equal to <paramref name="value"/>, compared on its low 32 bits: the kernel
+    /// drops the upper half of an int, so a plain 64-bit comparison let socket((1 &lt;&lt; 32) | AF_VSOCK, …)
+    /// through the filter and make a vsock socket.
+    /// </summary>
+    private static LibSeccomp.ArgCmp IntArg(uint arg, ulong value) =>
+        new() { Arg = arg, Op = LibSeccomp.SCMP_CMP_MASKED_EQ, DatumA = 0xffffffff, DatumB = value };
 
     private static void Block(nint ctx, string name, uint action)
     {

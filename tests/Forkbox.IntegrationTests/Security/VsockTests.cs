@@ -42,6 +42,13 @@ public sealed class VsockTests(ServerFixture fx, ITestOutputHelper output)
         await using var sb = await fx.NewSandbox();
         var r = await sb.RunCodeAsync("""
             import errno, socket
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            def raw_socket(family, type, proto):
+                fd = libc.syscall(ctypes.c_long(41), ctypes.c_long(family), ctypes.c_long(type), ctypes.c_long(proto))  # socket, x86_64
+                if fd < 0:
+                    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+                return fd
             def attempt(fn):
                 try:
                     made = fn()
@@ -53,7 +60,9 @@ public sealed class VsockTests(ServerFixture fx, ITestOutputHelper output)
             {"dgram": attempt(lambda: socket.socket(40, socket.SOCK_DGRAM)),
              "seqpacket": attempt(lambda: socket.socket(40, socket.SOCK_SEQPACKET)),
              "stream_cloexec": attempt(lambda: socket.socket(40, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)),
-             "socketpair": attempt(lambda: socket.socketpair(40, socket.SOCK_STREAM))}
+             "socketpair": attempt(lambda: socket.socketpair(40, socket.SOCK_STREAM)),
+             # The kernel reads the family as an int: high bits a 64-bit comparison would see are dropped.
+             "high_bits": attempt(lambda: socket.socket(fileno=raw_socket((1 << 32) | 40, socket.SOCK_STREAM, 0)))}
             """);
         foreach (var p in r.Result!.Value.EnumerateObject())
             Assert.True(p.Value.GetString() == "EPERM", $"{p.Name}: {p.Value.GetString()}, expected the filter's EPERM");
