@@ -84,6 +84,11 @@ public sealed record ServerOptions
     public int NetworkMaxConnections { get; init; } = 256;
     /// <summary>Ready sandboxes with egress kept per template, from the first egress create on (0: egress creates always make one).</summary>
     public int EgressPoolSize { get; init; } = 2;
+    /// <summary>
+    /// Whether sandboxes may make AF_VSOCK sockets. Off by default: vsock is not namespaced, so a
+    /// port bound in one sandbox is taken in every other, and on a VM host it reaches the hypervisor.
+    /// </summary>
+    public bool AllowVsock { get; init; }
     /// <summary>The longest a signed port URL may live.</summary>
     public double PortUrlMaxTtlS { get; init; } = 7 * 86_400;
 

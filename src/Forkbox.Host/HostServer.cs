@@ -149,7 +149,7 @@ public sealed partial class HostServer : IAsyncDisposable
         stale = Math.Max(stale, layers.RemoveStale());
         if (stale > 0) LogStaleRemoved(log, stale);
         var seccompPath = Path.Combine(options.RunDir, "seccomp.bpf");
-        SeccompProfile.Compile(seccompPath);
+        SeccompProfile.Compile(seccompPath, options.AllowVsock);
         var slots = new UserNamespaceSlots(Path.Combine(options.RunDir, "userns"), options.UidBase, options.MaxSandboxes);
         var templates = new TemplateCatalog(options);
         var listener = new AgentListener(Path.Combine(options.RunDir, "agent.sock"), loggers.CreateLogger<AgentListener>());

@@ -10,7 +10,8 @@ namespace Forkbox.IntegrationTests;
 public sealed class TemplateTests(ServerFixture fx)
 {
     // A root filesystem made of the host's python3 and only the libraries it and its C modules need.
-    private const string MakeMiniRoot = """
+    // (Also used by Security/DeviceTests.)
+    internal const string MakeMiniRoot = """
         set -e
         R="$1"
         py=$(readlink -f /usr/bin/python3)

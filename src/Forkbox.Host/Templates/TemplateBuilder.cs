@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
+using Forkbox.Linux.Storage;
 
 namespace Forkbox.Host.Templates;
 
@@ -11,6 +12,8 @@ namespace Forkbox.Host.Templates;
 /// with a template.json beside it. The build happens in a staging directory that is renamed into
 /// place at the end, so a server never sees half a template. The root filesystem must have its own
 /// Python 3.9 or newer at /usr/bin/python3: its zygote runs that Python, chrooted into it.
+/// Device nodes are removed from it and setuid/setgid bits cleared (an exported image or a
+/// tarball may hold /dev/kvm or a setuid shell), and the build says which.
 /// </summary>
 public static partial class TemplateBuilder
 {
@@ -68,8 +71,7 @@ public static partial class TemplateBuilder
             const string python = "/usr/bin/python3";
             if (!File.Exists(rootfs + python) && new FileInfo(rootfs + python).LinkTarget is null)
                 throw new BadRequestException($"the root filesystem has no {python}: a template needs Python 3.9+ of its own");
-            progress("measuring size");
-            var size = SizeOf(rootfs);
+            var size = DropDevicesAndSetuid(rootfs, progress);
             var manifest = new Manifest(name, from, preload, python, size, DateTimeOffset.UtcNow);
             await File.WriteAllTextAsync(Path.Combine(staging, ManifestName), JsonSerializer.Serialize(manifest, JsonOptions), ct);
             Directory.Move(staging, target);
@@ -83,13 +85,51 @@ public static partial class TemplateBuilder
         }
     }
 
-    private static long SizeOf(string dir)
+    /// <summary>
+    /// Removes every device node and clears setuid and setgid on every file of the tree. The walk
+    /// goes through <see cref="LayerFiles"/>, so it never follows a symbolic link (.NET's recursive
+    /// enumeration enters links to directories: a tarball's link to a host directory had that
+    /// directory's device node deleted). Returns the bytes of the tree's regular files.
+    /// </summary>
+    private static long DropDevicesAndSetuid(string rootfs, Action<string> progress)
     {
-        long total = 0;
-        foreach (var f in new DirectoryInfo(dir).EnumerateFiles("*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0, IgnoreInaccessible = true }))
-            if (f.LinkTarget is null) total += f.Length;
-        return total;
+        long size = 0;
+        var devices = new List<string>();
+        var setuid = new List<string>();
+        using var tree = new LayerFiles(rootfs);
+        var pending = new Stack<string>([""]);
+        while (pending.TryPop(out var dir))
+            foreach (var name in tree.Names(dir))
+            {
+                var rel = dir.Length == 0 ? name : dir + "/" + name;
+                if (tree.TryLstat(rel) is not { } stat) continue;
+                if (stat.Type == UnixFileType.Directory)
+                {
+                    pending.Push(rel);
+                }
+                else if (stat.Type is UnixFileType.CharacterDevice or UnixFileType.BlockDevice)
+                {
+                    tree.RemoveEntry(rel);
+                    devices.Add(rel);
+                }
+                else if (stat.Type == UnixFileType.RegularFile)
+                {
+                    size += stat.Size;
+                    if ((stat.Permissions & SetuidSetgid) != 0 && tree.TrySetFilePermissions(rel, stat.Permissions & ~SetuidSetgid))
+                        setuid.Add(rel);
+                }
+            }
+        if (devices.Count > 0)
+            progress($"removed {devices.Count} device nodes (they would not open in a sandbox): {Listed(devices)}");
+        if (setuid.Count > 0)
+            progress($"cleared setuid/setgid on {setuid.Count} files (sandboxes mount templates nosuid): {Listed(setuid)}");
+        return size;
     }
+
+    private const int SetuidSetgid = 0b110_000_000_000; // S_ISUID | S_ISGID
+
+    private static string Listed(List<string> paths) =>
+        string.Join(", ", paths.Order(StringComparer.Ordinal).Take(20)) + (paths.Count > 20 ? $" and {paths.Count - 20} more" : "");
 
     /// <summary>Runs a build tool, passing each line it prints to progress; a non-zero exit is an error naming the tool.</summary>
     private static async Task RunAsync(string file, string[] args, Action<string> progress, CancellationToken ct)

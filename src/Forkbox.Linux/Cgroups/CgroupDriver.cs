@@ -12,13 +12,15 @@ public static class CgroupDriver
 
     /// <summary>
     /// v2 when /sys/fs/cgroup is a unified hierarchy (it has cgroup.controllers); v1 when the
-    /// memory, cpu and pids controllers are mounted separately, as on this project's build machines.
+    /// memory, cpu, pids, freezer and devices controllers are mounted separately, as on this
+    /// project's build machines. Without the devices controller a v1 host does not start: it is
+    /// what keeps a device node that reaches a sandbox unopenable.
     /// </summary>
     public static ICgroupDriver Detect(string parent, string root = "/sys/fs/cgroup")
     {
         if (File.Exists(Path.Combine(root, "cgroup.controllers")))
             return new CgroupV2Driver(root, parent);
-        foreach (var c in new[] { "memory", "cpu", "pids", "freezer" })
+        foreach (var c in CgroupV1Driver.Controllers)
             if (!Directory.Exists(Path.Combine(root, c)))
                 throw new InvalidOperationException(
                     $"no usable cgroups: {root} is not cgroup v2 and has no v1 '{c}' controller mounted");

@@ -4,12 +4,13 @@ using Forkbox.Core;
 namespace Forkbox.Linux.Cgroups;
 
 /// <summary>
-/// cgroup v1: one directory per controller (memory, cpu, pids, freezer) under
+/// cgroup v1: one directory per controller (memory, cpu, pids, freezer, devices) under
 /// /sys/fs/cgroup/CONTROLLER/PARENT/NAME.
 /// </summary>
 public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
 {
-    private static readonly string[] Controllers = ["memory", "cpu", "pids", "freezer"];
+    /// <summary>The v1 controllers every sandbox has a cgroup in; all must be mounted.</summary>
+    public static readonly IReadOnlyList<string> Controllers = ["memory", "cpu", "pids", "freezer", "devices"];
     private readonly string _freezerPin = Path.Combine(root, "freezer", parent + "-pin");
     private readonly Lock _pinLock = new();
     private bool _pinned;
@@ -29,6 +30,10 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
                 dirs[c] = dir;
             }
             CgroupFiles.Write(dirs["pids"], "pids.max", limits.Pids.ToString(CultureInfo.InvariantCulture));
+            // Before any process joins: deny every device, then allow the list (one rule a write).
+            CgroupFiles.Write(dirs["devices"], "devices.deny", "a");
+            foreach (var rule in DeviceAllowList.Rules)
+                CgroupFiles.Write(dirs["devices"], "devices.allow", rule.V1Line);
             var cgroup = new Cgroup(dirs);
             cgroup.SetLimits(limits, null);
             return cgroup;

@@ -3,7 +3,10 @@ using Forkbox.Core;
 
 namespace Forkbox.Linux.Cgroups;
 
-/// <summary>cgroup v2: one directory per sandbox under /sys/fs/cgroup/PARENT, controllers enabled on the parent.</summary>
+/// <summary>
+/// cgroup v2: one directory per sandbox under /sys/fs/cgroup/PARENT, controllers enabled on the
+/// parent, and a device program (<see cref="CgroupDeviceProgram"/>) attached to each.
+/// </summary>
 public sealed class CgroupV2Driver : ICgroupDriver
 {
     private readonly string _parent;
@@ -27,6 +30,8 @@ public sealed class CgroupV2Driver : ICgroupDriver
         {
             CgroupFiles.Write(dir, "memory.swap.max", "0");
             CgroupFiles.Write(dir, "pids.max", limits.Pids.ToString(CultureInfo.InvariantCulture));
+            // Before any process joins: the device allow-list (v2 has no devices controller).
+            CgroupDeviceProgram.Attach(dir);
             var cgroup = new Cgroup(dir);
             cgroup.SetLimits(limits, null);
             return cgroup;

@@ -15,6 +15,10 @@ namespace Forkbox.Linux.Seccomp;
 /// call refused, and CAP_NET_ADMIN and CAP_NET_RAW dropped before the agent starts (isolate.py),
 /// what that opens is the network stack of an empty namespace, not its configuration; netfilter
 /// (nf_tables) is refused here as well: no NETLINK_NETFILTER sockets.
+///
+/// AF_VSOCK sockets are refused unless the operator allows them: vsock has no namespaces, so a
+/// port bound in one sandbox is taken in every other owner's, and on a VM host the hypervisor
+/// (CID 2) listens one hop away.
 /// </summary>
 public static class SeccompProfile
 {
@@ -43,13 +47,14 @@ public static class SeccompProfile
     ];
 
     private const ulong CloneNewUser = 0x10000000, CloneNewTime = 0x00000080;
-    private const ulong AfNetlink = 16, NetlinkNetfilter = 12;
+    private const ulong AfNetlink = 16, NetlinkNetfilter = 12, AfVsock = 40;
 
     private const ulong NamespaceFlags =
         0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080;
 
     /// <summary>Writes the compiled BPF program to <paramref name="path"/> and returns its size in bytes.</summary>
-    public static long Compile(string path)
+    /// <param name="allowVsock">ServerOptions.AllowVsock: whether sandboxes may make AF_VSOCK sockets.</param>
+    public static long Compile(string path, bool allowVsock = false)
     {
         var ctx = LibSeccomp.Init(LibSeccomp.SCMP_ACT_ALLOW);
         if (ctx == 0) throw new InvalidOperationException("seccomp_init failed: is libseccomp2 installed?");
@@ -78,12 +83,12 @@ public static class SeccompProfile
             }
             // socket(AF_NETLINK, *, NETLINK_NETFILTER): nf_tables, in namespaces the sandbox owns.
             var socket = LibSeccomp.ResolveName("socket");
-            var netfilter = new[]
-            {
-                new LibSeccomp.ArgCmp { Arg = 0, Op = LibSeccomp.SCMP_CMP_EQ, DatumA = AfNetlink },
-                new LibSeccomp.ArgCmp { Arg = 2, Op = LibSeccomp.SCMP_CMP_EQ, DatumA = NetlinkNetfilter },
-            };
+            var netfilter = new[] { IntArg(0, AfNetlink), IntArg(2, NetlinkNetfilter) };
             Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), socket, 2, netfilter), "socket");
+            // socket and socketpair of AF_VSOCK, whatever the type and protocol.
+            if (!allowVsock)
+                foreach (var call in new[] { "socket", "socketpair" })
+                    Check(LibSeccomp.RuleAddArray(ctx, LibSeccomp.ActErrno(EPERM), LibSeccomp.ResolveName(call), 1, [IntArg(0, AfVsock)]), call);
             // TIOCSTI (push input into another terminal) and TIOCLINUX, as Docker does.
             var ioctl = LibSeccomp.ResolveName("ioctl");
             foreach (var request in new ulong[] { 0x5412, 0x541C })
@@ -101,6 +106,14 @@ public static class SeccompProfile
             LibSeccomp.Release(ctx);
         }
     }
+
+    /// <summary>
+    /// An int argument equal to <paramref name="value"/>, compared on its low 32 bits: the kernel
+    /// drops the upper half of an int, so a plain 64-bit comparison let socket((1 &lt;&lt; 32) | AF_VSOCK, …)
+    /// through the filter and make a vsock socket.
+    /// </summary>
+    private static LibSeccomp.ArgCmp IntArg(uint arg, ulong value) =>
+        new() { Arg = arg, Op = LibSeccomp.SCMP_CMP_MASKED_EQ, DatumA = 0xffffffff, DatumB = value };
 
     private static void Block(nint ctx, string name, uint action)
     {

@@ -135,6 +135,31 @@ public sealed class LayerFiles : IDisposable
         return null;
     }
 
+    /// <summary>Unlinks the entry <paramref name="rel"/> (not a directory) itself: a symlink or node is removed, never what it names.</summary>
+    public void RemoveEntry(string rel)
+    {
+        var slash = rel.LastIndexOf('/');
+        var parent = Libc.Openat2(_fd, slash < 0 ? "." : rel[..slash], Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, Beneath);
+        if (parent < 0) throw new IOException($"cannot open the directory of {Describe(rel)}: {Libc.LastError()}");
+        try
+        {
+            if (Libc.Unlinkat(parent, rel[(slash + 1)..], 0) != 0) throw new IOException($"cannot remove {Describe(rel)}: {Libc.LastError()}");
+        }
+        finally
+        {
+            Libc.Close(parent);
+        }
+    }
+
+    /// <summary>Sets the permission bits of the regular file <paramref name="rel"/> through a descriptor of it; false when it is not one.</summary>
+    public bool TrySetFilePermissions(string rel, int permissions)
+    {
+        using var file = TryOpenRegularFile(rel);
+        if (file is null) return false;
+        File.SetUnixFileMode(file.SafeFileHandle, (UnixFileMode)permissions);
+        return true;
+    }
+
     public void Dispose() => Libc.Close(_fd);
 
     /// <summary>openat2 beneath the layer; -1 with errno set when it fails (ENOENT, ENOTDIR, ELOOP for a symlink on the way, …).</summary>

@@ -27,6 +27,22 @@ public static class SandboxCgroup
         throw new InvalidOperationException($"no cpu controller found for pid {pid}");
     }
 
+    /// <summary>
+    /// The cgroup that decides which devices the process may open: its v1 devices cgroup, or on
+    /// v2 its unified cgroup (where a device program is attached).
+    /// </summary>
+    public static string DevicesDir(int pid)
+    {
+        var v2 = File.Exists("/sys/fs/cgroup/cgroup.controllers");
+        foreach (var line in File.ReadLines($"/proc/{pid}/cgroup"))
+        {
+            var parts = line.Split(':', 3);
+            if (v2 && parts[0] == "0" && parts[1] == "") return $"/sys/fs/cgroup{parts[2]}";
+            if (!v2 && parts[1].Split(',').Contains("devices")) return $"/sys/fs/cgroup/{parts[1]}{parts[2]}";
+        }
+        throw new InvalidOperationException($"no devices cgroup found for pid {pid}");
+    }
+
     /// <summary>Samples a value every 10 ms until disposed; Max is the highest seen.</summary>
     public sealed class PeakSampler : IAsyncDisposable
     {

@@ -45,7 +45,7 @@ def graft(spec, strategy):
         overlays = []
         for layer in spec["layers"]:
             fd = linux.fsmount("overlay", {"lowerdir": layer["lower"], "upperdir": layer["upper"],
-                                           "workdir": layer["work"]}, linux.MOUNT_ATTR_NOSUID)
+                                           "workdir": layer["work"]}, linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV)
             fds.append(fd)
             overlays.append((layer["target"], fd))
         proc_fs = linux.fsmount("proc", {}, linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC,

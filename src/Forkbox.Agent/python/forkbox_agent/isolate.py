@@ -32,8 +32,10 @@ import time
 
 from . import confined, linux
 
-# Paths under /proc that leak host state or offer host-wide knobs (Docker masks the same set).
-_PROC_MASKED = ("kcore", "keys", "timer_list", "sysrq-trigger", "sched_debug", "latency_stats")
+# Paths under /proc that leak host state or offer host-wide knobs (Docker masks the same set):
+# files get /dev/null bound over them, directories an empty read-only tmpfs.
+_PROC_MASKED = ("kcore", "keys", "timer_list", "timer_stats", "sysrq-trigger", "sched_debug", "latency_stats",
+                "interrupts", "acpi", "asound", "scsi")
 _PROC_READONLY = ("sys", "bus", "irq", "fs")
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # Open files per process, set here rather than inherited from however hostd was started (a shell's
@@ -80,12 +82,12 @@ def _prepare_upper(layer, uid):
 
 def _mount_overlay(target, layer):
     opts = f"lowerdir={layer['lower']},upperdir={layer['upper']},workdir={layer['work']}"
-    linux.mount("overlay", target, "overlay", linux.MS_NOSUID, opts)
+    linux.mount("overlay", target, "overlay", linux.MS_NOSUID | linux.MS_NODEV, opts)
 
 
 def mount_dev(root, tmp_size_mb):
     dev = root + "/dev"
-    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=755,size=64k,nr_inodes=64")
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC, "mode=755,size=64k,nr_inodes=64")
     for name in _DEVICES:
         path = f"{dev}/{name}"
         open(path, "w").close()
@@ -101,7 +103,7 @@ def mount_dev(root, tmp_size_mb):
     linux.mount("tmpfs", f"{dev}/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"mode=1777,size={tmp_size_mb}m")
     linux.mount(None, dev, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY
-                | linux.MS_NOSUID | linux.MS_NOEXEC)
+                | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
 
 
 def _mount_proc(root):
@@ -112,13 +114,18 @@ def _mount_proc(root):
 
 def mask_proc(proc):
     for name in _PROC_MASKED:
-        if os.path.exists(f"{proc}/{name}"):
-            linux.mount("/dev/null", f"{proc}/{name}", None, linux.MS_BIND)
+        path = f"{proc}/{name}"
+        if os.path.isdir(path):
+            linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC, "mode=555")
+        elif os.path.exists(path):
+            linux.mount("/dev/null", path, None, linux.MS_BIND)
     for name in _PROC_READONLY:
         path = f"{proc}/{name}"
         if os.path.isdir(path):
             linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
-            linux.mount(None, path, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
+            # A remount sets every flag: keep /proc's nosuid, nodev and noexec.
+            linux.mount(None, path, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY
+                        | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
 
 
 def build_root(spec):
