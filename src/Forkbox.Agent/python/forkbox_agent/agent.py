@@ -733,12 +733,15 @@ def _has_forks():
 
 
 def _open_files(skip):
-    """(fd, path, flags, offset, cloexec) of each file or directory this process has open, so a
-    fork can open the same paths again in its own root: until then they are the parent's files."""
+    """(fd, path, flags, offset, cloexec) of each descriptor this process has open, so a fork can
+    open the same paths again in its own root: until then every one is a window into the parent
+    (its files, its live directories, its sockets and pipes). path is None for what cannot be
+    opened again by name (a socket, a pipe, an anonymous inode, a deleted file or directory,
+    through which '..' still leads to the parent's live tree): the fork gets /dev/null there."""
     files = []
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd <= 2 or fd in skip:
+        if fd <= 2 or fd in skip:  # 0-2 are replaced by the fork's own pipes and /dev/null
             continue
         try:
             path = os.readlink(f"/proc/self/fd/{fd}")
@@ -747,21 +750,28 @@ def _open_files(skip):
             cloexec = bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
             offset = os.lseek(fd, 0, os.SEEK_CUR) if stat.S_ISREG(mode) else 0
         except OSError:
-            continue
-        if path.startswith("/") and not path.endswith(" (deleted)") and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            files.append((fd, path, flags, offset, cloexec))
+            continue  # closed meanwhile (the listing's own descriptor among them)
+        reopenable = (path.startswith("/") and not path.endswith(" (deleted)")
+                      and (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or (stat.S_ISCHR(mode) and path.startswith("/dev/"))))
+        files.append((fd, path if reopenable else None, flags, offset, cloexec))
     return files
 
 
 def _reopen_files(files):
-    """Points each fd of _open_files at the same path in this root. One that cannot be opened
-    again becomes /dev/null rather than stay a window into the parent's files."""
+    """Points each fd of _open_files at the same path in this root. One that has no path, or
+    cannot be opened again, becomes /dev/null rather than stay a window into the parent."""
     for fd, path, flags, offset, cloexec in files:
-        try:
-            new = os.open(path, flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
-            if offset:
-                os.lseek(new, offset, os.SEEK_SET)
-        except OSError:
+        new = None
+        if path is not None:
+            try:
+                new = os.open(path, flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+                if offset:
+                    os.lseek(new, offset, os.SEEK_SET)
+            except OSError:
+                if new is not None:
+                    os.close(new)
+                new = None
+        if new is None:
             new = os.open("/dev/null", flags & os.O_ACCMODE)
         os.dup2(new, fd, inheritable=not cloexec)
         os.close(new)
