@@ -9,7 +9,8 @@ public sealed record UserNamespaceSlot(int Index, long UidBase, string Path);
 
 /// <summary>
 /// A fixed table of user namespaces, one per sandbox slot, each mapping uids 0–65535 inside to its
-/// own range of unprivileged host uids. A sandbox enters its slot's namespace with setns as the
+/// own range of unprivileged host uids and owned by the first of them (not by host root), so per-user
+/// kernel limits are counted per sandbox family. A sandbox enters its slot's namespace with setns as the
 /// last step of its set-up; nothing else has to happen per sandbox. A slot is made the first time it
 /// is needed (about 3 ms: a helper process unshares, hostd writes the maps and bind-mounts the
 /// namespace file so it outlives the helper) and reused after its sandbox is gone. Two sandboxes
@@ -80,11 +81,18 @@ public sealed class UserNamespaceSlots : IDisposable
 
     private static void Make(UserNamespaceSlot slot)
     {
-        var helper = Process.Start(new ProcessStartInfo("/usr/bin/unshare", ["--user", "--", "/usr/bin/sleep", "60"])
+        // The helper becomes the slot's own host uid before it unshares, so that uid, not host root,
+        // owns the namespace. The kernel charges per-user limits (inotify instances and watches,
+        // namespaces, fanotify groups) at each level up to the owner: made by root, every sandbox
+        // would draw on root's one allowance (128 inotify instances here) with every other sandbox
+        // and with the host's own daemons.
+        var uid = slot.UidBase.ToString(CultureInfo.InvariantCulture);
+        var helper = Process.Start(new ProcessStartInfo("/usr/bin/setpriv",
+            ["--reuid", uid, "--regid", uid, "--clear-groups", "--", "/usr/bin/unshare", "--user", "--", "/usr/bin/sleep", "60"])
         {
             RedirectStandardInput = true, // keeps the helper off our terminal
             UseShellExecute = false,
-        }) ?? throw new InvalidOperationException("cannot start /usr/bin/unshare");
+        }) ?? throw new InvalidOperationException("cannot start /usr/bin/setpriv (util-linux)");
         try
         {
             var ours = ReadNsLink("self");
@@ -92,7 +100,7 @@ public sealed class UserNamespaceSlots : IDisposable
             while (ReadNsLink(helper.Id.ToString(CultureInfo.InvariantCulture)) == ours)
             {
                 if (helper.HasExited || Environment.TickCount64 > deadline)
-                    throw new InvalidOperationException("unshare --user did not create a user namespace: are user namespaces enabled (user.max_user_namespaces)?");
+                    throw new InvalidOperationException($"unshare --user as uid {uid} did not create a user namespace: are unprivileged user namespaces enabled (user.max_user_namespaces, kernel.unprivileged_userns_clone, AppArmor's restrict_unprivileged_userns)?");
                 Thread.Sleep(1);
             }
             var map = $"0 {slot.UidBase} {RangeSize}\n";
