@@ -386,7 +386,7 @@ public sealed partial class SandboxManager
             sb.Cgroup.KillAll(KillWait);
             sb.Cgroup.Delete();
             timings["stop"] = Lap(step);
-            if (Directory.Exists(image)) Directory.Delete(image, recursive: true); // left by a hibernate cut short
+            LayerFiles.DeleteTree(image); // left by a hibernate cut short
             Directory.CreateDirectory(image);
             for (var i = 0; i < sb.Dirs.Layers.Count; i++)
                 Directory.Move(sb.Dirs.Layers[i].Upper, Path.Combine(image, $"upper{i}"));
@@ -463,9 +463,12 @@ public sealed partial class SandboxManager
             ? map.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "")
             : new Dictionary<string, string>();
 
-    private static long DiskUsage(string dir) =>
-        new DirectoryInfo(dir).EnumerateFiles("*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0 })
-            .Sum(f => f.Length);
+    /// <summary>The bytes of a hibernated image's regular files, counted without following the links the sandbox left in its layers.</summary>
+    private static long DiskUsage(string dir)
+    {
+        using var image = new LayerFiles(dir);
+        return image.Entries().Where(e => e.Stat.Type == UnixFileType.RegularFile).Sum(e => e.Stat.Size);
+    }
 
     // ---- resume -----------------------------------------------------------------------------
 

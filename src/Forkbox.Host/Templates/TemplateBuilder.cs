@@ -97,28 +97,20 @@ public static partial class TemplateBuilder
         var devices = new List<string>();
         var setuid = new List<string>();
         using var tree = new LayerFiles(rootfs);
-        var pending = new Stack<string>([""]);
-        while (pending.TryPop(out var dir))
-            foreach (var name in tree.Names(dir))
+        foreach (var (rel, stat) in tree.Entries())
+        {
+            if (stat.Type is UnixFileType.CharacterDevice or UnixFileType.BlockDevice)
             {
-                var rel = dir.Length == 0 ? name : dir + "/" + name;
-                if (tree.TryLstat(rel) is not { } stat) continue;
-                if (stat.Type == UnixFileType.Directory)
-                {
-                    pending.Push(rel);
-                }
-                else if (stat.Type is UnixFileType.CharacterDevice or UnixFileType.BlockDevice)
-                {
-                    tree.RemoveEntry(rel);
-                    devices.Add(rel);
-                }
-                else if (stat.Type == UnixFileType.RegularFile)
-                {
-                    size += stat.Size;
-                    if ((stat.Permissions & SetuidSetgid) != 0 && tree.TrySetFilePermissions(rel, stat.Permissions & ~SetuidSetgid))
-                        setuid.Add(rel);
-                }
+                tree.RemoveEntry(rel);
+                devices.Add(rel);
             }
+            else if (stat.Type == UnixFileType.RegularFile)
+            {
+                size += stat.Size;
+                if ((stat.Permissions & SetuidSetgid) != 0 && tree.TrySetFilePermissions(rel, stat.Permissions & ~SetuidSetgid))
+                    setuid.Add(rel);
+            }
+        }
         if (devices.Count > 0)
             progress($"removed {devices.Count} device nodes (they would not open in a sandbox): {Listed(devices)}");
         if (setuid.Count > 0)

@@ -135,15 +135,65 @@ public sealed class LayerFiles : IDisposable
         return null;
     }
 
+    /// <summary>
+    /// Every entry beneath the layer (not the layer itself), parents before their children, each
+    /// with its lstat; a directory is entered only if it is one, so no symlink is ever followed.
+    /// An entry that is gone by the time it is looked at is skipped.
+    /// </summary>
+    public IEnumerable<(string Rel, FileStat Stat)> Entries()
+    {
+        var pending = new Stack<string>([""]);
+        while (pending.TryPop(out var dir))
+            foreach (var name in Names(dir))
+            {
+                var rel = dir.Length == 0 ? name : dir + "/" + name;
+                if (TryLstat(rel) is not { } stat) continue;
+                if (stat.Type == UnixFileType.Directory) pending.Push(rel);
+                yield return (rel, stat);
+            }
+    }
+
+    /// <summary>Deletes <paramref name="dir"/> (a path of hostd's) and everything beneath it, never following a symlink inside it; nothing there is not an error.</summary>
+    public static void DeleteTree(string dir)
+    {
+        LayerFiles tree;
+        try
+        {
+            tree = new LayerFiles(dir);
+        }
+        catch (IOException) when (!Directory.Exists(dir) && !File.Exists(dir))
+        {
+            return;
+        }
+        using (tree) tree.EmptyDirectory("");
+        if (Libc.Unlinkat(Libc.AT_FDCWD, dir, Libc.AT_REMOVEDIR) != 0 && Marshal.GetLastPInvokeError() != 2)
+            throw new IOException($"cannot remove {dir}: {Libc.LastError()}");
+    }
+
+    private void EmptyDirectory(string rel)
+    {
+        foreach (var name in Names(rel))
+        {
+            var child = rel.Length == 0 ? name : rel + "/" + name;
+            var isDir = TryLstat(child) is { Type: UnixFileType.Directory };
+            if (isDir) EmptyDirectory(child);
+            Unlink(child, isDir ? Libc.AT_REMOVEDIR : 0);
+        }
+    }
+
     /// <summary>Unlinks the entry <paramref name="rel"/> (not a directory) itself: a symlink or node is removed, never what it names.</summary>
-    public void RemoveEntry(string rel)
+    public void RemoveEntry(string rel) => Unlink(rel, 0);
+
+    /// <summary>unlinkat in the directory of <paramref name="rel"/>, opened beneath the layer; an entry already gone is not an error.</summary>
+    private void Unlink(string rel, int flags)
     {
         var slash = rel.LastIndexOf('/');
         var parent = Libc.Openat2(_fd, slash < 0 ? "." : rel[..slash], Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, Beneath);
         if (parent < 0) throw new IOException($"cannot open the directory of {Describe(rel)}: {Libc.LastError()}");
         try
         {
-            if (Libc.Unlinkat(parent, rel[(slash + 1)..], 0) != 0) throw new IOException($"cannot remove {Describe(rel)}: {Libc.LastError()}");
+            if (Libc.Unlinkat(parent, rel[(slash + 1)..], flags) != 0 && Marshal.GetLastPInvokeError() != 2)
+                throw new IOException($"cannot remove {Describe(rel)}: {Libc.LastError()}");
         }
         finally
         {

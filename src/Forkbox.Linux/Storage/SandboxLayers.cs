@@ -90,14 +90,7 @@ public sealed class SandboxLayers(string sandboxesDir, StorageKind kind)
     }
 
     // Subvolumes and snapshots need no special case: as root, rmdir deletes an empty subvolume.
-    private static void DeleteTree(string dir)
-    {
-        try
-        {
-            Directory.Delete(dir, recursive: true);
-        }
-        catch (DirectoryNotFoundException)
-        {
-        }
-    }
+    // Through LayerFiles: a sandbox's process that outlived its kill could still swap a directory
+    // of its layer for a symlink while the tree is deleted.
+    private static void DeleteTree(string dir) => LayerFiles.DeleteTree(dir);
 }
