@@ -58,7 +58,6 @@ def snapshot(kind, src, dst):
             walk.copy_dir(src_fd, dst_fd)
             walk.finish(src_fd, dst_fd, os.fstat(src_fd))
         finally:
-            walk.close()
             os.close(dst_fd)
     except BaseException:
         _remove_partial(dst)
@@ -159,21 +158,23 @@ class _TreeCopy:
     def __init__(self, reflink):
         self.reflink = reflink
         self.count = 0
-        self.links = {}  # (dev, ino) → (directory fd in dst, name): kept open until the walk ends
-        self._held = []
+        self.links = {}  # (dev, ino) → its first name, relative to dst
+        self.dst_root = None
 
-    def copy_dir(self, src_fd, dst_fd):
+    def copy_dir(self, src_fd, dst_fd, rel=""):
+        if self.dst_root is None:
+            self.dst_root = dst_fd
         for name in confined.names(src_fd):
             try:
                 fd, st = confined.open_entry(src_fd, name)
             except FileNotFoundError:
                 continue  # removed since it was listed: not in this snapshot
             try:
-                self._copy_entry(src_fd, dst_fd, name, fd, st)
+                self._copy_entry(src_fd, dst_fd, name, f"{rel}/{name}" if rel else name, fd, st)
             finally:
                 os.close(fd)
 
-    def _copy_entry(self, src_dir, dst_dir, name, fd, st):
+    def _copy_entry(self, src_dir, dst_dir, name, rel, fd, st):
         self.count += 1
         mode = st.st_mode
         if stat.S_ISDIR(mode):
@@ -182,7 +183,7 @@ class _TreeCopy:
             try:
                 d = confined.open_dir(dst_dir, name)
                 try:
-                    self.copy_dir(s, d)
+                    self.copy_dir(s, d, rel)
                     self.finish(s, d, st)  # after its entries, which change its times
                 finally:
                     os.close(d)
@@ -192,11 +193,10 @@ class _TreeCopy:
         if st.st_nlink > 1:
             first = self.links.get((st.st_dev, st.st_ino))
             if first is not None:
-                os.link(first[1], name, src_dir_fd=first[0], dst_dir_fd=dst_dir, follow_symlinks=False)
+                # By name, but in dst: the new layer, which nothing else can reach while it is made.
+                os.link(first, name, src_dir_fd=self.dst_root, dst_dir_fd=dst_dir, follow_symlinks=False)
                 return
-            held = os.dup(dst_dir)
-            self._held.append(held)
-            self.links[(st.st_dev, st.st_ino)] = (held, name)
+            self.links[(st.st_dev, st.st_ino)] = rel
         if stat.S_ISREG(mode):
             s = confined.reopen(fd, st, os.O_RDONLY)
             try:
@@ -246,12 +246,6 @@ class _TreeCopy:
         if not stat.S_ISLNK(st.st_mode):  # a symlink's mode is fixed (0777) on Linux
             os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst_dir)  # ours: a node made just now
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir, follow_symlinks=False)
-
-    def close(self):
-        for fd in self._held:
-            os.close(fd)
-        self._held.clear()
-
 
 def _copy_bytes(s, d):
     try:
