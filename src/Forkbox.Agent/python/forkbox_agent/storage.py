@@ -170,11 +170,11 @@ class _TreeCopy:
             except FileNotFoundError:
                 continue  # removed since it was listed: not in this snapshot
             try:
-                self._copy_entry(src_fd, dst_fd, name, f"{rel}/{name}" if rel else name, fd, st)
+                self._copy_entry(dst_fd, name, f"{rel}/{name}" if rel else name, fd, st)
             finally:
                 os.close(fd)
 
-    def _copy_entry(self, src_dir, dst_dir, name, rel, fd, st):
+    def _copy_entry(self, dst_dir, name, rel, fd, st):
         self.count += 1
         mode = st.st_mode
         if stat.S_ISDIR(mode):
@@ -223,29 +223,42 @@ class _TreeCopy:
             os.mknod(name, stat.S_IFCHR | 0o600, 0, dir_fd=dst_dir)
         else:  # fifos, sockets
             os.mknod(name, stat.S_IFMT(mode) | 0o600, dir_fd=dst_dir)
-        self._finish_by_name(src_dir, dst_dir, name, st)
+        self._finish_by_name(fd, dst_dir, name, st)
 
     @staticmethod
     def finish(src_fd, dst_fd, st):
         """Owner, xattrs, mode, then times, through descriptors: chown clears setuid bits and file
         capabilities."""
         os.chown(dst_fd, st.st_uid, st.st_gid)
-        for attr in os.listxattr(src_fd):
-            os.setxattr(dst_fd, attr, os.getxattr(src_fd, attr))
+        _copy_xattrs(src_fd, dst_fd)
         os.chmod(dst_fd, stat.S_IMODE(st.st_mode))
         os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     @staticmethod
-    def _finish_by_name(src_dir, dst_dir, name, st):
+    def _finish_by_name(path_fd, dst_dir, name, st):
         """The same for an entry that cannot be opened for reading (a symlink, whiteout, fifo or
-        socket): *at calls with no following, and xattrs through the parents' descriptors."""
+        socket): the source's xattrs through its O_PATH descriptor's /proc link (which reaches the
+        object held, a symlink itself, not what it points to), the copy's by *at calls that do not
+        follow it."""
         os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
-        src, dst = confined.entry_path(src_dir, name), confined.entry_path(dst_dir, name)
-        for attr in os.listxattr(src, follow_symlinks=False):
-            os.setxattr(dst, attr, os.getxattr(src, attr, follow_symlinks=False), follow_symlinks=False)
+        _copy_xattrs(f"/proc/self/fd/{path_fd}", confined.entry_path(dst_dir, name), follow_dst=False)
         if not stat.S_ISLNK(st.st_mode):  # a symlink's mode is fixed (0777) on Linux
             os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst_dir)  # ours: a node made just now
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir, follow_symlinks=False)
+
+
+def _copy_xattrs(src, dst, follow_dst=True):
+    """Every xattr of src onto dst; one the sandbox removes between the list and the read is
+    skipped (it is changing its own layer: the snapshot takes what is there)."""
+    for attr in os.listxattr(src):
+        try:
+            value = os.getxattr(src, attr)
+        except OSError as e:
+            if e.errno == errno.ENODATA:
+                continue
+            raise
+        os.setxattr(dst, attr, value, follow_symlinks=follow_dst)
+
 
 def _copy_bytes(s, d):
     try:
