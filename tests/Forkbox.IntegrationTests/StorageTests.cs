@@ -120,7 +120,7 @@ public sealed class StorageTests
             var parent = layers.Create("sbx_parent", OneLayer);
             var src = parent.Layers[0].Upper;
             Assert.Equal(kind == StorageKind.Btrfs, BtrfsSubvolume.IsSubvolume(src));
-            Python(["-c", MakeTree, src]);
+            HostPython.Code(MakeTree, src);
             var expected = Describe(src);
             // A walked copy runs as host root on what a sandbox wrote: it makes no device node but
             // a whiteout (0:0). A btrfs snapshot copies nothing, so it keeps them as they are.
@@ -132,7 +132,7 @@ public sealed class StorageTests
             Assert.True(Directory.Exists(child.Layers[0].Work) && Directory.Exists(child.Root));
             var freeBefore = fs?.FreeBytes() ?? 0;
 
-            var copied = int.Parse(Python(["-I", "-c", Snapshot, AgentFiles.PythonPath, kind.Name(), src, dst]).Trim());
+            var copied = int.Parse(HostPython.Run(["-I", "-c", Snapshot, AgentFiles.PythonPath, kind.Name(), src, dst]).Trim());
 
             if (fs is not null)
             {
@@ -173,7 +173,7 @@ public sealed class StorageTests
             File.WriteAllText(dst + "/root/notes.txt", "changed");
             Assert.StartsWith("hello", File.ReadAllText(src + "/root/notes.txt"));
             // A second snapshot to the same place is refused, not merged.
-            var again = Assert.Throws<InvalidOperationException>(() => Python(["-I", "-c", Snapshot, AgentFiles.PythonPath, kind.Name(), src, dst]));
+            var again = Assert.Throws<InvalidOperationException>(() => HostPython.Run(["-I", "-c", Snapshot, AgentFiles.PythonPath, kind.Name(), src, dst]));
             Assert.Contains("already exists", again.Message);
 
             layers.RemoveAsync(parent).GetAwaiter().GetResult();
@@ -209,16 +209,5 @@ public sealed class StorageTests
         }
         Add(root);
         return entries;
-    }
-
-    private static string Python(string[] args)
-    {
-        var psi = new ProcessStartInfo("/usr/bin/python3", args) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0) throw new InvalidOperationException($"python3 exited {p.ExitCode}: {stderr}");
-        return stdout.Result;
     }
 }

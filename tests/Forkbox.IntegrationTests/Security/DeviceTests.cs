@@ -111,7 +111,7 @@ public sealed class DeviceTests(ServerFixture fx)
                 // A host-root process moved into the sandbox's device cgroup: neither nodev nor the
                 // sandbox's missing capabilities apply to it, only the cgroup's allow-list.
                 var dir = SandboxCgroup.DevicesDir(fx.Server.Sandboxes.Get(id).Pid);
-                var result = await HostPython(JoinAndOpen, [dir, "/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/kvm", "/dev/net/tun", "/dev/tty2", "/dev/loop0"]);
+                var result = HostPython.Code(JoinAndOpen, [dir, "/dev/null", "/dev/zero", "/dev/full", "/dev/urandom", "/dev/kvm", "/dev/net/tun", "/dev/tty2", "/dev/loop0"]);
                 var opened = JsonSerializer.Deserialize<Dictionary<string, int>>(result)!;
                 foreach (var allowed in new[] { "/dev/null", "/dev/zero", "/dev/full", "/dev/urandom" })
                     Assert.True(opened[allowed] == 0, $"{id}: {allowed} errno {opened[allowed]}, expected it to open");
@@ -133,7 +133,7 @@ public sealed class DeviceTests(ServerFixture fx)
         try
         {
             Forkbox.Linux.Cgroups.CgroupDeviceProgram.Attach(dir);
-            var result = await HostPython(JoinAndOpen, [dir, "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
+            var result = HostPython.Code(JoinAndOpen, [dir, "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
                 "/dev/kvm", "/dev/net/tun", "/dev/tty2", "/dev/loop0"]);
             var opened = JsonSerializer.Deserialize<Dictionary<string, int>>(result)!;
             foreach (var allowed in new[] { "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom" })
@@ -142,7 +142,7 @@ public sealed class DeviceTests(ServerFixture fx)
             foreach (var refused in new[] { "/dev/kvm", "/dev/net/tun", "/dev/tty2", "/dev/loop0" })
                 Assert.True(opened[refused] == EPERM, $"{refused} errno {opened[refused]} (0: opened), expected EPERM");
             // mknod is refused too, except the whiteout overlayfs makes when a file is deleted.
-            var made = await HostPython("""
+            var made = HostPython.Code("""
                 import json, os, stat, sys
                 with open(sys.argv[1] + "/cgroup.procs", "w") as f:
                     f.write(str(os.getpid()))
@@ -173,13 +173,7 @@ public sealed class DeviceTests(ServerFixture fx)
         await using (fork)
             foreach (var box in new[] { sb, fork })
             {
-                var r = await box.RunCodeAsync("""
-                    import errno, os
-                    def attempt(fn):
-                        try:
-                            return fn()
-                        except OSError as e:
-                            return errno.errorcode.get(e.errno, e.errno)
+                var r = await box.RunCodeAsync(SandboxProbe.Attempt + """
                     def rw(path, n):
                         fd = os.open(path, os.O_RDWR)
                         try:
@@ -252,16 +246,5 @@ public sealed class DeviceTests(ServerFixture fx)
         var err = await p.StandardError.ReadToEndAsync();
         await p.WaitForExitAsync();
         Assert.True(p.ExitCode == 0, $"setup script failed: {err}");
-    }
-
-    private static async Task<string> HostPython(string script, string[] args)
-    {
-        using var p = Process.Start(new ProcessStartInfo("/usr/bin/python3", ["-c", script, .. args])
-            { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        var output = await p.StandardOutput.ReadToEndAsync();
-        var err = await p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync();
-        Assert.True(p.ExitCode == 0, $"host probe failed: {err}");
-        return output;
     }
 }

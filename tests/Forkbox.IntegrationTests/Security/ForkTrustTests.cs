@@ -105,14 +105,7 @@ public sealed class ForkTrustTests(ServerFixture fx)
         var fork = (await sb.ForkAsync(1)).Single();
         await using var _ = fork;
 
-        var tried = await fork.RunCodeAsync("""
-            import os
-            def attempt(f):
-                try:
-                    f()
-                    return 'ok'
-                except OSError as e:
-                    return type(e).__name__
+        var tried = await fork.RunCodeAsync(SandboxProbe.Attempt + """
             def write_through_deleted_dir():
                 up = os.open('..', os.O_RDONLY | os.O_DIRECTORY, dir_fd=gone)
                 fd = os.open('from-the-fork', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=up)
@@ -147,14 +140,7 @@ public sealed class ForkTrustTests(ServerFixture fx)
             """);
         var fork = (await sb.ForkAsync(1)).Single();
         await using var _ = fork;
-        var tried = await fork.RunCodeAsync("""
-            import os
-            def attempt(f):
-                try:
-                    f()
-                    return 'ok'
-                except OSError as e:
-                    return type(e).__name__
+        var tried = await fork.RunCodeAsync(SandboxProbe.Attempt + """
             [attempt(lambda: os.write(w, b'fork')), attempt(lambda: os.pwrite(mem, b'FORKED', 0))]
             """);
         Assert.True(tried.ExitCode == 0, tried.Stderr);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 
 namespace Forkbox.IntegrationTests.Security;
@@ -37,7 +36,7 @@ public sealed class KernelAccountingTests(ServerFixture fx)
         var other = await neighbour.RunCodeAsync(InotifyInstances + "\nmine, why = inotify_instances(4)\n[len(mine), why]");
         Assert.True(other.ExitCode == 0, other.Stderr);
         Assert.True(other.Result!.Value[0].GetInt32() == 4, $"after a sandbox took {count} inotify instances, its neighbour got {other.Result}");
-        var host = HostPython("import ctypes, os; print(ctypes.CDLL(None, use_errno=True).inotify_init1(0) >= 0)");
+        var host = HostPython.Code("import ctypes, os; print(ctypes.CDLL(None, use_errno=True).inotify_init1(0) >= 0)").Trim();
         Assert.True(host == "True", $"after a sandbox took {count} inotify instances, host root could not make one");
     }
 
@@ -49,7 +48,7 @@ public sealed class KernelAccountingTests(ServerFixture fx)
         var fork = (await a.ForkAsync(1)).Single();
         await using var _ = fork;
 
-        long Owner(Forkbox.Client.Sandbox sb) => long.Parse(HostPython($"""
+        long Owner(Forkbox.Client.Sandbox sb) => long.Parse(HostPython.Code($"""
             import fcntl, os, struct
             fd = os.open('/proc/{fx.Server.Sandboxes.Get(sb.Id).Pid}/ns/user', os.O_RDONLY)
             buf = bytearray(4)
@@ -62,16 +61,5 @@ public sealed class KernelAccountingTests(ServerFixture fx)
         Assert.Equal(fx.Server.Sandboxes.Get(b.Id).Slot.UidBase, ownerB);
         Assert.NotEqual(ownerA, ownerB);
         Assert.Equal(ownerA, ownerFork); // a fork family shares its parent's allowance
-    }
-
-    private static string HostPython(string code)
-    {
-        var psi = new ProcessStartInfo("/usr/bin/python3", ["-c", code]) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"python3 on the host: {stderr}");
-        return stdout.Result.Trim();
     }
 }

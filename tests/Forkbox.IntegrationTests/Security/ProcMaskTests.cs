@@ -16,13 +16,7 @@ public sealed class ProcMaskTests(ServerFixture fx)
         await using (fork)
             foreach (var box in new[] { sb, fork })
             {
-                var r = await box.RunCodeAsync("""
-                    import errno, os
-                    def attempt(fn):
-                        try:
-                            return fn()
-                        except OSError as e:
-                            return errno.errorcode.get(e.errno, e.errno)
+                var r = await box.RunCodeAsync(SandboxProbe.Attempt + """
                     def options(target):
                         for line in open("/proc/self/mountinfo"):
                             f = line.split()
