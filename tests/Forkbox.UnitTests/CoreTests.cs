@@ -110,8 +110,31 @@ public sealed class CoreTests
     {
         var payload = new byte[] { 0, 1, 2, 255 };
         var bytes = AgentFrame.Encode(w => w.WriteString("ev", "ok"), payload);
-        using var frame = await AgentFrame.ReadAsync(new MemoryStream(bytes), new byte[8], default);
+        using var frame = await AgentFrame.ReadAsync(new MemoryStream(bytes), new byte[8], payload.Length, default);
         Assert.Equal("ok", frame.Event);
+        Assert.Equal(payload, frame.Payload);
+    }
+
+    [Fact]
+    public async Task An_agent_frame_over_the_callers_limit_is_refused_before_its_header_is_read()
+    {
+        var bytes = AgentFrame.Encode(w => w.WriteString("ev", "out"), new byte[10]);
+        var stream = new MemoryStream(bytes);
+        var e = await Assert.ThrowsAsync<AgentFrameTooLargeException>(async () => await AgentFrame.ReadAsync(stream, new byte[8], 9, default));
+        Assert.Contains("10 bytes, over the 9", e.Message);
+        Assert.Equal(8, stream.Position); // the lengths only
+        var huge = new byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(huge, AgentFrame.MaxHeaderBytes + 1);
+        await Assert.ThrowsAsync<AgentFrameTooLargeException>(async () => await AgentFrame.ReadAsync(new MemoryStream(huge), new byte[8], 0, default));
+    }
+
+    [Fact]
+    public async Task A_large_payload_arrives_whole_through_the_growing_buffer()
+    {
+        var payload = new byte[(3 << 20) + 12345];
+        new Random(7).NextBytes(payload);
+        var bytes = AgentFrame.Encode(w => w.WriteString("ev", "ok"), payload);
+        using var frame = await AgentFrame.ReadAsync(new MemoryStream(bytes), new byte[8], payload.Length, default);
         Assert.Equal(payload, frame.Payload);
     }
 

@@ -32,7 +32,8 @@ public sealed class AgentConnection(Socket socket) : IAsyncDisposable
     /// </summary>
     public SemaphoreSlim UploadGate { get; } = new(1, 1);
 
-    public ValueTask<AgentFrame> ReadAsync(CancellationToken ct) => AgentFrame.ReadAsync(_stream, _prefix, ct);
+    /// <summary>Reads the next frame, refusing unread one whose payload is over <paramref name="maxPayload"/> (see <see cref="AgentFrame.ReadAsync"/>).</summary>
+    public ValueTask<AgentFrame> ReadAsync(long maxPayload, CancellationToken ct) => AgentFrame.ReadAsync(_stream, _prefix, maxPayload, ct);
 
     /// <summary>Closes the socket: a read in progress ends with an exception.</summary>
     public void Abort() => socket.Dispose();

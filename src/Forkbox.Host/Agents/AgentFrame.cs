@@ -62,19 +62,42 @@ public sealed class AgentFrame(JsonDocument header, byte[] payload) : IDisposabl
     public static bool IsChannelLost(Exception e) =>
         e is EndOfStreamException or IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidDataException;
 
-    /// <summary>Reads one frame; throws EndOfStreamException when the agent has gone.</summary>
-    public static async ValueTask<AgentFrame> ReadAsync(Stream stream, byte[] prefix, CancellationToken ct)
+    /// <summary>
+    /// Reads one frame; throws EndOfStreamException when the agent has gone, and
+    /// <see cref="AgentFrameTooLargeException"/>, before allocating anything for it, when the frame
+    /// declares a header over <see cref="MaxHeaderBytes"/> or a payload over
+    /// <paramref name="maxPayload"/>: the most the caller expects from this answer (0 for every
+    /// frame but a file's contents). User code runs in the agent's process and can write any
+    /// header to its socket, so a declared length is only believed up to there; and the payload
+    /// buffer grows with the bytes that really arrive, so a length declared and never sent costs
+    /// nothing either.
+    /// </summary>
+    public static async ValueTask<AgentFrame> ReadAsync(Stream stream, byte[] prefix, long maxPayload, CancellationToken ct)
     {
         await stream.ReadExactlyAsync(prefix.AsMemory(0, 8), ct).ConfigureAwait(false);
         var headerLength = BinaryPrimitives.ReadUInt32BigEndian(prefix);
         var payloadLength = BinaryPrimitives.ReadUInt32BigEndian(prefix.AsSpan(4));
         if (headerLength > MaxHeaderBytes)
-            throw new InvalidDataException($"agent sent a {headerLength}-byte frame header");
+            throw new AgentFrameTooLargeException("header", headerLength, MaxHeaderBytes);
+        if (payloadLength > maxPayload)
+            throw new AgentFrameTooLargeException("payload", payloadLength, maxPayload);
         var headerBytes = new byte[headerLength];
         await stream.ReadExactlyAsync(headerBytes, ct).ConfigureAwait(false);
-        var payload = payloadLength == 0 ? [] : new byte[payloadLength];
-        if (payloadLength > 0)
-            await stream.ReadExactlyAsync(payload, ct).ConfigureAwait(false);
+        var payload = payloadLength == 0 ? [] : await ReadPayloadAsync(stream, (int)payloadLength, ct).ConfigureAwait(false);
         return new AgentFrame(JsonDocument.Parse(headerBytes), payload);
+    }
+
+    /// <summary>The payload, in a buffer that starts at 1 MiB and doubles as bytes arrive (never past their length).</summary>
+    private static async ValueTask<byte[]> ReadPayloadAsync(Stream stream, int length, CancellationToken ct)
+    {
+        var buffer = new byte[Math.Min(length, 1 << 20)];
+        var got = 0;
+        while (true)
+        {
+            await stream.ReadExactlyAsync(buffer.AsMemory(got), ct).ConfigureAwait(false);
+            got = buffer.Length;
+            if (got == length) return buffer;
+            Array.Resize(ref buffer, (int)Math.Min(length, 2L * got));
+        }
     }
 }

@@ -71,7 +71,7 @@ public sealed partial class AgentListener : IAsyncDisposable
         {
             using var cts = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
             cts.CancelAfter(TimeSpan.FromSeconds(30));
-            using var hello = await conn.ReadAsync(cts.Token).ConfigureAwait(false);
+            using var hello = await conn.ReadAsync(0, cts.Token).ConfigureAwait(false);
             var id = hello.Header.GetProperty("id").GetString() ?? "";
             var token = hello.Header.GetProperty("token").GetString();
             if (hello.Event == "hello" && _expected.TryRemove(id, out var expected) && expected.Token == token)

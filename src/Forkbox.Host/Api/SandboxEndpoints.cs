@@ -134,7 +134,7 @@ public static class SandboxEndpoints
                 w.WriteString("op", "read");
                 w.WriteString("path", target);
                 w.WriteNumber("max", options.MaxDownloadBytes);
-            }, default, ctx.RequestAborted).ConfigureAwait(false);
+            }, default, ctx.RequestAborted, maxAnswerPayload: options.MaxDownloadBytes).ConfigureAwait(false);
             return Results.Bytes(ok.Payload, "application/octet-stream");
         });
 

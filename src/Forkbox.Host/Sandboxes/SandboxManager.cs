@@ -621,6 +621,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
             }, default);
             using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(timeout) + AgentGrace);
             var clientOk = true;
+            // The agent truncates output at the limit, but user code can change the agent: hostd counts too.
+            var outputLeft = _options.OutputLimitBytes;
             // Once the client has gone, events are still read (to keep the channel in step) but no longer sent.
             async ValueTask FlushToClient()
             {
@@ -640,7 +642,13 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 AgentFrame f;
                 try
                 {
-                    f = await sb.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
+                    f = await sb.Agent.ReadAsync(0, hard.Token).ConfigureAwait(false);
+                }
+                catch (AgentFrameTooLargeException e)
+                {
+                    Kill(sb, e.Message);
+                    WriteFatal(sink, rich, "SandboxDied", e.Message, 137, timeout: false);
+                    break;
                 }
                 catch (OperationCanceledException) when (hard.IsCancellationRequested)
                 {
@@ -658,7 +666,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 }
                 bool done;
                 using (f)
-                    done = Forward(f, sink);
+                    done = Forward(f, sink, ref outputLeft);
                 await FlushToClient().ConfigureAwait(false);
                 if (done) break;
             }
@@ -680,8 +688,13 @@ public sealed partial class SandboxManager : IAsyncDisposable
         sink.Exit(code, timeout);
     }
 
-    /// <summary>Passes one agent frame on; returns true at the call's last frame.</summary>
-    private static bool Forward(AgentFrame f, IExecSink sink)
+    /// <summary>
+    /// Passes one agent frame on; returns true at the call's last frame. Output lines (a character
+    /// each and a newline, as the agent counts) and results are charged to <paramref name="left"/>,
+    /// the call's output allowance: the first that does not fit is replaced by the agent's
+    /// truncation marker, and everything after it is dropped.
+    /// </summary>
+    private static bool Forward(AgentFrame f, IExecSink sink, ref long left)
     {
         var h = f.Header;
         switch (f.Event)
@@ -689,10 +702,14 @@ public sealed partial class SandboxManager : IAsyncDisposable
             case "out":
                 var stderr = h.GetProperty("s").GetInt32() == 2;
                 foreach (var line in h.GetProperty("lines").EnumerateArray())
-                    sink.Output(stderr, line.GetString() ?? "");
+                {
+                    var text = line.GetString() ?? "";
+                    if (Charge(ref left, text.Length + 1, sink)) sink.Output(stderr, text);
+                }
                 return false;
             case "result":
-                sink.Result(h.GetProperty("data"));
+                var data = h.GetProperty("data");
+                if (Charge(ref left, data.GetRawText().Length, sink)) sink.Result(data);
                 return false;
             case "error":
                 sink.Error(h.GetProperty("name").GetString() ?? "", h.GetProperty("value").GetString() ?? "",
@@ -708,6 +725,20 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
     }
 
+    /// <summary>Takes <paramref name="cost"/> from the allowance; false once it is spent (the marker is written the first time).</summary>
+    private static bool Charge(ref long left, long cost, IExecSink sink)
+    {
+        if (left < 0) return false;
+        if (cost <= left)
+        {
+            left -= cost;
+            return true;
+        }
+        left = -1;
+        sink.Output(true, "[forkbox: output truncated by hostd at the output limit]");
+        return false;
+    }
+
     private void Kill(Sandbox sb, string reason)
     {
         if (sb.TryMarkDead(reason)) LogDied(sb.Id, reason);
@@ -719,7 +750,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// A file call: one request frame, one answer. Returns the "ok" frame (the caller disposes it);
     /// a "fail" answer becomes the matching API error.
     /// </summary>
-    public async Task<AgentFrame> FileCallAsync(Sandbox sb, Action<Utf8JsonWriter> header, ReadOnlyMemory<byte> payload, CancellationToken ct)
+    public async Task<AgentFrame> FileCallAsync(Sandbox sb, Action<Utf8JsonWriter> header, ReadOnlyMemory<byte> payload, CancellationToken ct,
+        long maxAnswerPayload = 0)
     {
         EnsureUsable(sb);
         await sb.Agent.CallLock.WaitAsync(ct).ConfigureAwait(false);
@@ -732,7 +764,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 w.WriteNumber("id", callId);
                 header(w);
             }, payload.Length);
-            var answer = await RoundTripAsync(sb, head, TimeSpan.FromSeconds(120), "a file call", payload).ConfigureAwait(false);
+            var answer = await RoundTripAsync(sb, head, TimeSpan.FromSeconds(120), "a file call", payload, maxAnswerPayload).ConfigureAwait(false);
             if (answer.Event == "ok") return answer;
             using (answer)
             {
@@ -760,15 +792,22 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// One request and its one answer, under the call lock the caller holds. An agent that does not
     /// answer within <paramref name="timeout"/>, or whose channel is lost, is killed: a request
     /// without its answer read would leave the channel out of step. A <paramref name="payload"/>
-    /// goes after <paramref name="frame"/>, which is then only its head.
+    /// goes after <paramref name="frame"/>, which is then only its head. An answer whose payload is
+    /// over <paramref name="maxAnswerPayload"/> is not read: the agent is killed, and the call is 413.
     /// </summary>
-    private async Task<AgentFrame> RoundTripAsync(Sandbox sb, byte[] frame, TimeSpan timeout, string during, ReadOnlyMemory<byte> payload = default)
+    private async Task<AgentFrame> RoundTripAsync(Sandbox sb, byte[] frame, TimeSpan timeout, string during, ReadOnlyMemory<byte> payload = default,
+        long maxAnswerPayload = 0)
     {
         using var hard = new CancellationTokenSource(timeout);
         try
         {
             await sb.Agent.SendAsync(frame, payload, hard.Token).ConfigureAwait(false);
-            return await sb.Agent.ReadAsync(hard.Token).ConfigureAwait(false);
+            return await sb.Agent.ReadAsync(maxAnswerPayload, hard.Token).ConfigureAwait(false);
+        }
+        catch (AgentFrameTooLargeException e)
+        {
+            Kill(sb, e.Message);
+            throw new PayloadTooLargeException($"{e.Message} (during {during})");
         }
         catch (Exception e) when (AgentFrame.IsChannelLost(e) || e is OperationCanceledException)
         {
