@@ -44,6 +44,8 @@ public sealed partial class SandboxManager
     /// <summary>Admits a pooled egress sandbox with no policy, so that taking it for plain egress changes nothing (see <see cref="SandboxNetworking.Admit"/>).</summary>
     internal void PreAdmit(Sandbox sb) => _network.Admit(sb.Network!, ResolvedPolicy.Open);
 
+    private const int MaxHostsBytes = 1 << 20;
+
     /// <summary>Lets the sandbox out under <paramref name="policy"/>, its policy's names pinned in /etc/hosts first.</summary>
     private async Task AdmitAsync(Sandbox sb, ResolvedPolicy policy, CancellationToken ct)
     {
@@ -54,8 +56,8 @@ public sealed partial class SandboxManager
                    {
                        w.WriteString("op", "read");
                        w.WriteString("path", "/etc/hosts");
-                       w.WriteNumber("max", 1 << 20);
-                   }, default, ct).ConfigureAwait(false))
+                       w.WriteNumber("max", MaxHostsBytes);
+                   }, default, ct, maxAnswerPayload: MaxHostsBytes).ConfigureAwait(false))
                 hosts = Encoding.UTF8.GetString(ok.Payload);
             if (hosts.Length > 0 && !hosts.EndsWith('\n')) hosts += "\n";
             await WriteFileAsync(sb, "/etc/hosts", hosts + "# pinned by forkbox for network_policy\n" + string.Join('\n', policy.HostsLines) + "\n", ct)
