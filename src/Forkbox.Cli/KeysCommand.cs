@@ -11,10 +11,11 @@ internal static class KeysCommand
     {
         var name = new Option<string>("--name") { Description = "A label for the key", DefaultValueFactory = _ => "default" };
         var tier = new Option<string?>("--tier") { Description = "The tier whose limits an edge applies to this key (see `forkbox edge --tiers`)" };
+        var admin = new Option<bool>("--admin") { Description = "An admin key: may also size pools, delete templates and read /metrics (server-wide settings)" };
         var dataDir = CommonOptions.DataDir();
         var config = CommonOptions.Config();
         var keys = CommonOptions.Keys();
-        var create = new Command("create", "Create an API key and print it (it is shown only once).") { name, tier, dataDir, config, keys };
+        var create = new Command("create", "Create an API key and print it (it is shown only once).") { name, tier, admin, dataDir, config, keys };
         create.SetAction(parse =>
         {
             var options = ServerOptionsLoader.Load(parse.GetValue(config), new Dictionary<string, string?>
@@ -22,7 +23,7 @@ internal static class KeysCommand
                 [nameof(Forkbox.Core.ServerOptions.DataDir)] = parse.GetValue(dataDir),
                 [nameof(Forkbox.Core.ServerOptions.Keys)] = parse.GetValue(keys) is { } k ? Path.GetFullPath(k) : null,
             });
-            var key = new ApiKeyStore(options.KeysFile).Create(parse.GetValue(name)!, parse.GetValue(tier));
+            var key = new ApiKeyStore(options.KeysFile).Create(parse.GetValue(name)!, parse.GetValue(tier), parse.GetValue(admin));
             Console.WriteLine(key);
             Console.Error.WriteLine($"stored its hash in {options.KeysFile}; clients send it as 'Authorization: Bearer {key[..8]}…'");
             return 0;

@@ -17,6 +17,7 @@ public class ForkboxApiException(int status, string code, string message)
     {
         400 => new ForkboxBadRequestException(code, message),
         401 => new ForkboxUnauthorizedException(code, message),
+        403 => new ForkboxForbiddenException(code, message),
         404 => new ForkboxNotFoundException(code, message),
         409 => new ForkboxConflictException(code, message),
         413 => new ForkboxPayloadTooLargeException(code, message),
@@ -34,6 +35,9 @@ public sealed class ForkboxBadRequestException(string code, string message) : Fo
 
 /// <summary>401: no API key, or one the server does not know.</summary>
 public sealed class ForkboxUnauthorizedException(string code, string message) : ForkboxApiException(401, code, message);
+
+/// <summary>403 admin_required: a server-wide setting (a pool's size, deleting a template, /metrics) asked with an ordinary key.</summary>
+public sealed class ForkboxForbiddenException(string code, string message) : ForkboxApiException(403, code, message);
 
 /// <summary>404: no such sandbox (closed, expired), file or template.</summary>
 public sealed class ForkboxNotFoundException(string code, string message) : ForkboxApiException(404, code, message);

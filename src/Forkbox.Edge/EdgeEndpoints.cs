@@ -7,6 +7,7 @@ using Forkbox.Edge.Registry;
 using Forkbox.Edge.Routing;
 using Forkbox.Host;
 using Forkbox.Host.Api;
+using Forkbox.Host.Auth;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -53,7 +54,7 @@ public static class EdgeEndpoints
         app.Map("/v1/templates/{**rest}", () =>
         {
             throw new BadRequestException("templates are built and sized on each host: run `forkbox template …` with --host set to each host's URL");
-        });
+        }).WithMetadata(AdminOnly.Route); // the host routes under it are
 
         app.MapGet("/v1/capacity", () =>
         {
@@ -72,7 +73,7 @@ public static class EdgeEndpoints
         });
 
         app.MapGet("/metrics", () => Results.Text(metrics.Render(registry.Hosts.GroupBy(h => h.Region).OrderBy(g => g.Key, StringComparer.Ordinal)
-            .Select(g => (g.Key, g.Count(), g.Sum(h => h.Announcement.Running), g.Sum(h => h.Announcement.Maximum)))), "text/plain; version=0.0.4"));
+            .Select(g => (g.Key, g.Count(), g.Sum(h => h.Announcement.Running), g.Sum(h => h.Announcement.Maximum)))), "text/plain; version=0.0.4")).WithMetadata(AdminOnly.Route);
 
         app.MapFallback(() =>
         {

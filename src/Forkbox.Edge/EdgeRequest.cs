@@ -1,4 +1,5 @@
 using Forkbox.Edge.Limits;
+using Forkbox.Host.Auth;
 using Microsoft.AspNetCore.Http;
 
 namespace Forkbox.Edge;
@@ -6,14 +7,16 @@ namespace Forkbox.Edge;
 /// <summary>What the edge's middleware learnt about a request before it is routed: who sends it, their tier, the region named in its path.</summary>
 public sealed class EdgeRequest
 {
-    private static readonly object Key = new();
+    private static readonly object ItemKey = new();
 
     public required string Owner { get; init; }
     public required Tier Tier { get; init; }
+    /// <summary>The key the request was admitted with; null when the edge has no keys, or for a route that needs none.</summary>
+    public ApiKey? Key { get; init; }
     /// <summary>The region of a /r/REGION/v1/… path, whose prefix was taken off.</summary>
     public string? PathRegion { get; init; }
 
-    public static EdgeRequest Of(HttpContext ctx) => (EdgeRequest)ctx.Items[Key]!;
+    public static EdgeRequest Of(HttpContext ctx) => (EdgeRequest)ctx.Items[ItemKey]!;
 
-    public void AttachTo(HttpContext ctx) => ctx.Items[Key] = this;
+    public void AttachTo(HttpContext ctx) => ctx.Items[ItemKey] = this;
 }

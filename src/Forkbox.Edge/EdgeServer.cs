@@ -53,13 +53,15 @@ public sealed partial class EdgeServer : IAsyncDisposable
     public static async Task<EdgeServer> StartAsync(EdgeOptions options, Action<ILoggingBuilder>? logging = null, CancellationToken ct = default)
     {
         options.Validate();
-        var keys = options.Keys is null ? null : new ApiKeyStore(options.Keys);
+        logging ??= HostServer.ConsoleLogging;
+        var loggers = LoggerFactory.Create(logging);
+        // Read before Redis is reached: a malformed keys file stops the start naming it.
+        var keys = options.Keys is null ? null : new ApiKeyStore(options.Keys, loggers.CreateLogger<ApiKeyStore>());
         if (!ListenAddress.IsLoopback(options.Listen) && keys?.Enabled != true)
             throw new InvalidOperationException(
                 $"refusing to listen on {options.Listen} without API keys: pass --keys FILE (make keys with `forkbox keys create --keys FILE`), or listen on 127.0.0.1");
         var tiers = options.Tiers is null ? TierTable.Empty : TierTable.Load(options.Tiers);
 
-        logging ??= HostServer.ConsoleLogging;
         var builder = HostServer.CreateBuilder(logging);
         ListenAddress.TryParse(options.Listen, out var endpoint);
         builder.WebHost.ConfigureKestrel(k =>
@@ -70,7 +72,6 @@ public sealed partial class EdgeServer : IAsyncDisposable
         });
         builder.Services.AddHttpForwarder();
 
-        var loggers = LoggerFactory.Create(logging);
         var log = loggers.CreateLogger<EdgeServer>();
         var redis = await ClusterRedis.ConnectAsync(options.Redis).ConfigureAwait(false);
         var registry = new HostRegistry(redis, loggers.CreateLogger<HostRegistry>());
@@ -102,6 +103,12 @@ public sealed partial class EdgeServer : IAsyncDisposable
         app.Use(ErrorResponses.Handle);
         app.Use((ctx, next) => Admit(ctx, next, keys, tiers));
         app.UseRouting(); // after Admit, so that routes match the path without its /r/REGION prefix
+        app.Use((ctx, next) =>
+        {
+            // After routing: whether a route is admin-only is known only once it is matched.
+            if (EdgeRequest.Of(ctx).Key is { } key) AdminOnly.Check(ctx, key);
+            return next(ctx);
+        });
         EdgeEndpoints.Map(app, proxy, registry, limiter, metrics, client);
         await app.StartAsync(ct).ConfigureAwait(false);
 
@@ -143,6 +150,7 @@ public sealed partial class EdgeServer : IAsyncDisposable
         {
             Owner = key?.Name ?? Forkbox.Host.Sandboxes.SandboxManager.LocalOwner,
             Tier = tiers.For(key?.Tier),
+            Key = key,
             PathRegion = region,
         }.AttachTo(ctx);
         return next(ctx);

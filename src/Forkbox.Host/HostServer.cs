@@ -119,12 +119,15 @@ public sealed partial class HostServer : IAsyncDisposable
     {
         Directory.CreateDirectory(options.RunDir);
         Directory.CreateDirectory(options.SandboxesDir);
-        var keys = new ApiKeyStore(options.KeysFile);
+        logging ??= ConsoleLogging;
+        var loggers = LoggerFactory.Create(logging);
+        // Read once here, so that a malformed file stops the start naming it; from then on the
+        // store keeps its last good keys whatever happens to the file (auth never turns off).
+        var keys = new ApiKeyStore(options.KeysFile, loggers.CreateLogger<ApiKeyStore>());
         if (!ListenAddress.IsLoopback(options.Listen) && !keys.Enabled)
             throw new InvalidOperationException(
                 $"refusing to listen on {options.Listen} without API keys: create one with `forkbox keys create`, or listen on 127.0.0.1");
 
-        logging ??= ConsoleLogging;
         var builder = CreateBuilder(logging);
         ListenAddress.TryParse(options.Listen, out var endpoint);
         builder.WebHost.ConfigureKestrel(k =>
@@ -136,7 +139,6 @@ public sealed partial class HostServer : IAsyncDisposable
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddHttpForwarder();
 
-        var loggers = LoggerFactory.Create(logging);
         var log = loggers.CreateLogger<HostServer>();
         var cgroups = CgroupDriver.Detect(CgroupDriver.ParentName(options.DataDir));
         var stale = cgroups.RemoveStale();
@@ -179,12 +181,14 @@ public sealed partial class HostServer : IAsyncDisposable
                 if (ctx.Request.Path != "/v1/healthz" && keys.Enabled
                     && !(PortPath.TryParse(ctx.Request.Path.Value, out var portPath) && signer.IsValid(portPath)))
                 {
-                    if (Owner(ctx, keys) is not { } owner)
+                    if (KeyOf(ctx, keys) is not { } key)
                     {
                         await ErrorResponses.WriteAsync(ctx, 401, "unauthorized",
                             "missing or unknown API key: send 'Authorization: Bearer KEY' (create one with `forkbox keys create`)").ConfigureAwait(false);
                         return;
                     }
+                    AdminOnly.Check(ctx, key);
+                    var owner = key.Name;
                     ctx.Items[SandboxEndpoints.OwnerItem] = owner;
                     // A key reaches only its own sandboxes: another key's are as unknown as closed ones.
                     foreach (var name in SandboxRouteValues)
@@ -283,11 +287,11 @@ public sealed partial class HostServer : IAsyncDisposable
         }
     }
 
-    /// <summary>The name of the API key the request carries, or null when it carries none the server knows.</summary>
-    private static string? Owner(HttpContext ctx, ApiKeyStore keys)
+    /// <summary>The API key the request carries, or null when it carries none the server knows.</summary>
+    private static ApiKey? KeyOf(HttpContext ctx, ApiKeyStore keys)
     {
         var key = ApiKeyStore.KeyOf(ctx.Request);
-        return key.Length > 0 ? keys.Owner(key) : null;
+        return key.Length > 0 ? keys.Find(key) : null;
     }
 
     /// <summary>Runs until SIGINT/SIGTERM, then shuts down cleanly.</summary>

@@ -25,6 +25,7 @@ from .errors import (
     InsufficientStorageError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     RateLimitError,
 )
 from .models import Diff, Execution, ExecutionError, FileEntry
@@ -50,6 +51,7 @@ __all__ = [
     "InsufficientStorageError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "RateLimitError",
     "Sandbox",
 ]

@@ -29,6 +29,11 @@ class AuthenticationError(ForkboxError):
     """401: no API key, or one the server does not know. Set FORKBOX_API_KEY or pass api_key."""
 
 
+class PermissionDeniedError(ForkboxError):
+    """403 ``admin_required``: a server-wide setting (a pool's size, deleting a template, /metrics)
+    asked with an ordinary key. Use a key made with ``forkbox keys create --admin``."""
+
+
 class NotFoundError(ForkboxError):
     """404: no such sandbox (closed, expired, merged away), file (code ``file_not_found``) or route."""
 
@@ -93,6 +98,7 @@ class ForkboxTimeoutError(ForkboxConnectionError):
 _BY_STATUS: Dict[int, Type[ForkboxError]] = {
     400: BadRequestError,
     401: AuthenticationError,
+    403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
     413: PayloadTooLargeError,

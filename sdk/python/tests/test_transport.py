@@ -26,6 +26,7 @@ from forkbox import (
     InsufficientStorageError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     RateLimitError,
     Sandbox,
 )
@@ -232,6 +233,7 @@ class ErrorAnswers(unittest.TestCase):
         cases = [
             (400, "bad_request", BadRequestError),
             (401, "unauthorized", AuthenticationError),
+            (403, "admin_required", PermissionDeniedError),
             (404, "not_found", NotFoundError),
             (409, "sandbox_busy", ConflictError),
             (409, "name_taken", ConflictError),

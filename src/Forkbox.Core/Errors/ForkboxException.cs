@@ -24,6 +24,17 @@ public sealed class UnauthorizedException(string message) : ForkboxException(mes
     public override string Code => "unauthorized";
 }
 
+/// <summary>
+/// 403 admin_required: a route that changes or shows server-wide state (pools, templates, metrics)
+/// asked with an ordinary key, on a server that has keys.
+/// </summary>
+public sealed class AdminRequiredException(string what) : ForkboxException(
+    $"{what} needs an admin key: make one with `forkbox keys create --name NAME --admin` and send it as 'Authorization: Bearer KEY'")
+{
+    public override int Status => 403;
+    public override string Code => "admin_required";
+}
+
 /// <summary>404: no such sandbox, file or template.</summary>
 public sealed class NotFoundException(string message, string code = "not_found") : ForkboxException(message)
 {

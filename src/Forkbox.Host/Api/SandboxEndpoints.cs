@@ -2,6 +2,7 @@ using System.Text.Json;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Core.Wire;
+using Forkbox.Host.Auth;
 using Forkbox.Host.Sandboxes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -198,7 +199,7 @@ public static class SandboxEndpoints
         {
             await manager.RemoveTemplateAsync(name).ConfigureAwait(false);
             return Results.NoContent();
-        });
+        }).WithMetadata(AdminOnly.Route);
 
         app.MapPut("/v1/templates/{name}/pool", async (HttpContext ctx, string name) =>
         {
@@ -208,7 +209,7 @@ public static class SandboxEndpoints
                 throw new BadRequestException("send {\"size\": N}: the number of ready sandboxes to keep for this template");
             pool.Target = Validate.Range(size, 0, options.MaxSandboxes, "size");
             return Json(pool.ToInfo(), WireJson.Default.PoolInfo);
-        });
+        }).WithMetadata(AdminOnly.Route);
 
         app.MapGet("/metrics", () => Results.Text(metrics.Render(
         [
@@ -218,7 +219,7 @@ public static class SandboxEndpoints
             ("forkbox_sandboxes_paused", "Persistent sandboxes stopped by the cgroup freezer", manager.Paused),
             ("forkbox_sandboxes_hibernated", "Persistent sandboxes saved to disk", manager.Hibernated),
             ("forkbox_hibernated_bytes", "Disk held by hibernated states", manager.HibernatedBytes),
-        ]) + NetworkMetrics(manager), "text/plain; version=0.0.4"));
+        ]) + NetworkMetrics(manager), "text/plain; version=0.0.4")).WithMetadata(AdminOnly.Route); // it lists every owner's sandbox ids
 
         app.MapFallback((HttpContext ctx) =>
             throw new NotFoundException($"no route for {ctx.Request.Method} {ctx.Request.Path}; the API is under /v1"));

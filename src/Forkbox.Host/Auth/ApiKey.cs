@@ -1,4 +1,13 @@
 namespace Forkbox.Host.Auth;
 
-/// <summary>A known API key: its name (the owner of what it creates) and its tier (limits an edge enforces), if any.</summary>
-public sealed record ApiKey(string Name, string? Tier);
+/// <summary>
+/// A known API key: its name (the owner of what it creates), its tier (limits an edge enforces), if
+/// any, and whether it is an admin key (server-wide settings: pools, templates, metrics).
+/// </summary>
+public sealed record ApiKey(string Name, string? Tier, bool Admin = false)
+{
+    /// <summary>The "role" of an admin key in keys.json; a key without a role, or with "user", is an ordinary one.</summary>
+    public const string AdminRole = "admin";
+
+    public const string UserRole = "user";
+}

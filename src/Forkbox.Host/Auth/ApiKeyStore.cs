@@ -2,28 +2,51 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Forkbox.Host.Auth;
 
 /// <summary>
 /// API keys, stored as SHA-256 hashes in DATA/keys.json (mode 0600). The plain key is shown once,
-/// when it is created. The server notices keys added while it runs (the file is re-read when it changes).
-/// An edge reads the same format, where each key may also name its tier.
+/// when it is created. The server notices keys added or taken out while it runs (the file is re-read
+/// when it changes). An edge reads the same format, where each key may also name its tier.
+/// The store fails closed: a file that cannot be read or parsed at start is an error naming it; one
+/// that becomes unreadable, malformed, empty or missing later leaves the last good keys in force
+/// (with one error logged per change), so authentication never goes from on to off while running.
 /// </summary>
-public sealed class ApiKeyStore(string path)
+public sealed partial class ApiKeyStore
 {
-    private readonly Lock _lock = new();
-    private Dictionary<string, ApiKey> _hashes = new(StringComparer.Ordinal); // sha256 → key
-    private DateTime _loadedMtime = DateTime.MinValue;
+    private readonly string _path;
+    private readonly ILogger _log;
+    private readonly long _recheckMs;
+    private readonly Lock _refresh = new();
+    private Dictionary<string, ApiKey> _hashes; // sha256 → key; replaced whole, never emptied once it has keys
+    private (DateTime Mtime, long Length) _seen; // the version of the file last read, good or bad
     private long _checkedAt;
 
-    /// <summary>Whether any key exists; with none, a loopback-only server runs without auth.</summary>
+    /// <summary>Reads the keys file (none yet is no keys); throws naming the file if it cannot be read or parsed.</summary>
+    /// <param name="recheck">How often, at most, requests look at the file again (1 s unless a test says otherwise).</param>
+    public ApiKeyStore(string path, ILogger? log = null, TimeSpan? recheck = null)
+    {
+        _path = path;
+        _log = log ?? NullLogger.Instance;
+        _recheckMs = (long)(recheck ?? TimeSpan.FromSeconds(1)).TotalMilliseconds;
+        _seen = Stamp(path);
+        if (!TryRead(path, out var keys, out var error))
+            throw new InvalidOperationException($"keys file {path} cannot be used: {error}. Fix it or move it away; " +
+                                                "it is the JSON list that `forkbox keys create` writes");
+        _hashes = Index(keys);
+        _checkedAt = Environment.TickCount64;
+    }
+
+    /// <summary>Whether any key exists; with none, a loopback-only server runs without auth. Once true, stays true.</summary>
     public bool Enabled
     {
         get
         {
             Refresh();
-            return _hashes.Count > 0;
+            return Volatile.Read(ref _hashes).Count > 0;
         }
     }
 
@@ -39,37 +62,37 @@ public sealed class ApiKeyStore(string path)
     /// <summary>The name the key was created with (the owner of the sandboxes it creates), or null for an unknown key.</summary>
     public string? Owner(string key) => Find(key)?.Name;
 
-    /// <summary>The key's name and tier, or null for an unknown key.</summary>
+    /// <summary>The key's name, tier and role, or null for an unknown key.</summary>
     public ApiKey? Find(string key)
     {
         Refresh();
         var hash = Encoding.ASCII.GetBytes(Hash(key));
-        Dictionary<string, ApiKey> hashes;
-        lock (_lock) hashes = _hashes;
         ApiKey? found = null;
-        foreach (var (h, k) in hashes)
+        foreach (var (h, k) in Volatile.Read(ref _hashes))
             if (CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(h), hash)) found = k;
         return found;
     }
 
     /// <summary>Makes a new key, stores its hash, and returns the key (the only time it is shown).</summary>
-    public string Create(string name, string? tier = null)
+    public string Create(string name, string? tier = null, bool admin = false)
     {
+        if (!TryReadArray(_path, out var keys, out var error) || !TryParse(keys, out _, out error))
+            throw new InvalidOperationException($"keys file {_path} cannot be used: {error}. Fix it or move it away before adding a key");
         var key = "fbx_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
-        var keys = File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path))?.AsArray() ?? [] : new JsonArray();
         keys.Add(new JsonObject
         {
             ["name"] = name,
             ["sha256"] = Hash(key),
             ["prefix"] = key[..8],
             ["tier"] = tier,
+            ["role"] = admin ? ApiKey.AdminRole : ApiKey.UserRole,
             ["created_at"] = DateTimeOffset.UtcNow.ToString("O"),
         });
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        var tmp = path + ".tmp";
+        Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
+        var tmp = _path + ".tmp";
         File.WriteAllText(tmp, keys.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         File.SetUnixFileMode(tmp, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        File.Move(tmp, path, overwrite: true);
+        File.Move(tmp, _path, overwrite: true);
         return key;
     }
 
@@ -78,19 +101,119 @@ public sealed class ApiKeyStore(string path)
     private void Refresh()
     {
         var now = Environment.TickCount64;
-        if (now - Interlocked.Read(ref _checkedAt) < 1000) return;
-        Interlocked.Exchange(ref _checkedAt, now);
-        var mtime = File.Exists(path) ? File.GetLastWriteTimeUtc(path) : DateTime.MinValue;
-        if (mtime == _loadedMtime) return;
-        var hashes = new Dictionary<string, ApiKey>(StringComparer.Ordinal);
-        if (File.Exists(path))
-            foreach (var k in JsonNode.Parse(File.ReadAllText(path))?.AsArray() ?? [])
-                if (k?["sha256"]?.GetValue<string>() is { } h)
-                    hashes[h] = new ApiKey(k["name"]?.GetValue<string>() ?? h[..8], k["tier"]?.GetValue<string>());
-        lock (_lock)
+        if (now - Interlocked.Read(ref _checkedAt) < _recheckMs) return;
+        // One request reads the file; the others carry on with the keys in force.
+        if (!_refresh.TryEnter()) return;
+        try
         {
-            _hashes = hashes;
-            _loadedMtime = mtime;
+            Interlocked.Exchange(ref _checkedAt, now);
+            var stamp = Stamp(_path);
+            if (stamp == _seen) return;
+            _seen = stamp; // logged once per change below, not once per request
+            var held = Volatile.Read(ref _hashes).Count;
+            if (!TryRead(_path, out var keys, out var error))
+                LogKeysUnusable(_log, _path, error, held);
+            else if (keys.Count == 0 && held > 0)
+                LogKeysEmptied(_log, _path, held);
+            else
+                Volatile.Write(ref _hashes, Index(keys));
+        }
+        finally
+        {
+            _refresh.Exit();
         }
     }
+
+    /// <summary>What tells one version of the file from another: its mtime and length (a directory or nothing there has its own).</summary>
+    private static (DateTime, long) Stamp(string path)
+    {
+        var file = new FileInfo(path);
+        return (File.GetLastWriteTimeUtc(path), file.Exists ? file.Length : Directory.Exists(path) ? -1 : -2);
+    }
+
+    private static Dictionary<string, ApiKey> Index(List<(string Hash, ApiKey Key)> keys)
+    {
+        var hashes = new Dictionary<string, ApiKey>(StringComparer.Ordinal);
+        foreach (var (h, k) in keys) hashes[h] = k;
+        return hashes;
+    }
+
+    /// <summary>The keys in the file: none when there is no file or it is empty; false with the reason when it is not a valid keys list.</summary>
+    private static bool TryRead(string path, out List<(string Hash, ApiKey Key)> keys, out string error)
+    {
+        keys = [];
+        return TryReadArray(path, out var array, out error) && TryParse(array, out keys, out error);
+    }
+
+    private static bool TryReadArray(string path, out JsonArray array, out string error)
+    {
+        array = [];
+        error = "";
+        string text;
+        try
+        {
+            if (!File.Exists(path) && !Directory.Exists(path)) return true;
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            error = "it cannot be read (" + e.Message + ")";
+            return false;
+        }
+        if (string.IsNullOrWhiteSpace(text)) return true;
+        try
+        {
+            if (JsonNode.Parse(text) is JsonArray parsed)
+            {
+                array = parsed;
+                return true;
+            }
+            error = "it is not a JSON list of keys";
+        }
+        catch (JsonException e)
+        {
+            error = "it is not valid JSON (" + e.Message + ")";
+        }
+        return false;
+    }
+
+    private static bool TryParse(JsonArray array, out List<(string Hash, ApiKey Key)> keys, out string error)
+    {
+        keys = [];
+        error = "";
+        for (var i = 0; i < array.Count; i++)
+        {
+            if (array[i] is not JsonObject k
+                || !TryString(k, "sha256", out var hash) || hash is not { Length: 64 }
+                || !TryString(k, "name", out var name) || !TryString(k, "tier", out var tier) || !TryString(k, "role", out var role))
+            {
+                error = $"key {i + 1} is not an object with a \"sha256\" of 64 hex digits and string \"name\", \"tier\" and \"role\"";
+                return false;
+            }
+            if (role is not (null or ApiKey.UserRole or ApiKey.AdminRole))
+            {
+                error = $"key {i + 1} has role \"{role}\"; a role is \"{ApiKey.AdminRole}\" or \"{ApiKey.UserRole}\" (or none: an ordinary key)";
+                return false;
+            }
+            keys.Add((hash, new ApiKey(name ?? hash[..8], tier, role == ApiKey.AdminRole)));
+        }
+        return true;
+    }
+
+    /// <summary>A field that is absent, null or a string; false for any other kind of value.</summary>
+    private static bool TryString(JsonObject o, string field, out string? value)
+    {
+        value = null;
+        if (o[field] is not { } node) return true;
+        if (node.GetValueKind() != JsonValueKind.String) return false;
+        value = node.GetValue<string>();
+        return true;
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "keys file {Path} cannot be used: {Error}; keeping the {Count} keys read before (auth stays on)")]
+    private static partial void LogKeysUnusable(ILogger log, string path, string error, int count);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "keys file {Path} is empty or gone; keeping the {Count} keys read before: auth never turns off " +
+        "while the server runs (to run without keys, stop it, remove the file and start it on a loopback address)")]
+    private static partial void LogKeysEmptied(ILogger log, string path, int count);
 }
