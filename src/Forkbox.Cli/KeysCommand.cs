@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Forkbox.Host;
-using Forkbox.Host.Auth;
+using Forkbox.Hosting.Auth;
 
 namespace Forkbox.Cli;
 

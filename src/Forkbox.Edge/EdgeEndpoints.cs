@@ -5,12 +5,11 @@ using Forkbox.Edge.Forwarding;
 using Forkbox.Edge.Limits;
 using Forkbox.Edge.Registry;
 using Forkbox.Edge.Routing;
-using Forkbox.Host;
-using Forkbox.Host.Api;
-using Forkbox.Host.Auth;
+using Forkbox.Hosting.Auth;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Forkbox.Hosting;
 
 namespace Forkbox.Edge;
 
@@ -59,7 +58,7 @@ public static class EdgeEndpoints
         app.MapGet("/v1/capacity", () =>
         {
             var hosts = registry.Hosts.OrderBy(h => h.Region, StringComparer.Ordinal).ThenBy(h => h.Id, StringComparer.Ordinal).ToList();
-            return SandboxEndpoints.Json(new CapacityInfo
+            return ServerBuilder.Json(new CapacityInfo
             {
                 Region = string.Join(",", hosts.Select(h => h.Region).Distinct()),
                 Running = hosts.Sum(h => h.Announcement.Running),
@@ -96,7 +95,7 @@ public static class EdgeEndpoints
         var missing = answers.Where(a => a.Sandboxes is null).Select(a => a.Host.Id).ToList();
         if (missing.Count > 0) ctx.Response.Headers["X-Forkbox-Partial"] = string.Join(",", missing);
         var merged = answers.SelectMany(a => a.Sandboxes ?? []).OrderBy(i => i.CreatedAt).ToList();
-        await SandboxEndpoints.Json(new SandboxList(merged), WireJson.Default.SandboxList).ExecuteAsync(ctx).ConfigureAwait(false);
+        await ServerBuilder.Json(new SandboxList(merged), WireJson.Default.SandboxList).ExecuteAsync(ctx).ConfigureAwait(false);
     }
 
     private static async Task<HostList> ListOneAsync(HttpContext ctx, HostEntry host, HttpMessageInvoker client)

@@ -1,16 +1,16 @@
 using System.Globalization;
 using System.Text;
-using Forkbox.Host;
+using Forkbox.Hosting.Metrics;
 
 namespace Forkbox.Edge;
 
 /// <summary>The edge's /metrics, in the Prometheus text format.</summary>
 public sealed class EdgeMetrics
 {
-    public HostMetrics.Histogram CreateSeconds { get; } = new("forkbox_edge_create_seconds", "Time to route and forward a create, edge side");
-    public HostMetrics.Counter Failovers { get; } = new("forkbox_edge_failovers_total", "Creates retried on another host after a connection failure or 5xx");
-    public HostMetrics.Counter Limited { get; } = new("forkbox_edge_limited_total", "Requests refused with 429 by a tier limit");
-    public HostMetrics.Counter Unavailable { get; } = new("forkbox_edge_host_unavailable_total", "Calls answered 503 because the sandbox's host is down or gone");
+    public Histogram CreateSeconds { get; } = new("forkbox_edge_create_seconds", "Time to route and forward a create, edge side");
+    public Counter Failovers { get; } = new("forkbox_edge_failovers_total", "Creates retried on another host after a connection failure or 5xx");
+    public Counter Limited { get; } = new("forkbox_edge_limited_total", "Requests refused with 429 by a tier limit");
+    public Counter Unavailable { get; } = new("forkbox_edge_host_unavailable_total", "Calls answered 503 because the sandbox's host is down or gone");
 
     public string Render(IEnumerable<(string Region, int Hosts, int Running, int Maximum)> regions)
     {

@@ -1,5 +1,4 @@
 using Forkbox.Edge.Limits;
-using Forkbox.Host.Auth;
 using Microsoft.AspNetCore.Http;
 
 namespace Forkbox.Edge;
@@ -11,8 +10,6 @@ public sealed class EdgeRequest
 
     public required string Owner { get; init; }
     public required Tier Tier { get; init; }
-    /// <summary>The key the request was admitted with; null when the edge has no keys, or for a route that needs none.</summary>
-    public ApiKey? Key { get; init; }
     /// <summary>The region of a /r/REGION/v1/… path, whose prefix was taken off.</summary>
     public string? PathRegion { get; init; }
 

@@ -3,11 +3,7 @@ using Forkbox.Core;
 using Forkbox.Edge.Forwarding;
 using Forkbox.Edge.Limits;
 using Forkbox.Edge.Registry;
-using Forkbox.Host;
-using Forkbox.Host.Api;
-using Forkbox.Host.Auth;
-using Forkbox.Host.Cluster;
-using Forkbox.Host.Ports;
+using Forkbox.Hosting.Auth;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -17,6 +13,9 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using StackExchange.Redis;
 using Yarp.ReverseProxy.Forwarder;
+using Forkbox.Hosting;
+using Forkbox.Hosting.Errors;
+using Forkbox.Hosting.Cluster;
 
 namespace Forkbox.Edge;
 
@@ -53,7 +52,7 @@ public sealed partial class EdgeServer : IAsyncDisposable
     public static async Task<EdgeServer> StartAsync(EdgeOptions options, Action<ILoggingBuilder>? logging = null, CancellationToken ct = default)
     {
         options.Validate();
-        logging ??= HostServer.ConsoleLogging;
+        logging ??= ServerBuilder.ConsoleLogging;
         var loggers = LoggerFactory.Create(logging);
         // Read before Redis is reached: a malformed keys file stops the start naming it.
         var keys = options.Keys is null ? null : new ApiKeyStore(options.Keys, loggers.CreateLogger<ApiKeyStore>());
@@ -62,7 +61,7 @@ public sealed partial class EdgeServer : IAsyncDisposable
                 $"refusing to listen on {options.Listen} without API keys: pass --keys FILE (make keys with `forkbox keys create --keys FILE`), or listen on 127.0.0.1");
         var tiers = options.Tiers is null ? TierTable.Empty : TierTable.Load(options.Tiers);
 
-        var builder = HostServer.CreateBuilder(logging);
+        var builder = ServerBuilder.Create(logging);
         ListenAddress.TryParse(options.Listen, out var endpoint);
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -101,12 +100,20 @@ public sealed partial class EdgeServer : IAsyncDisposable
         var proxy = new SandboxProxy(app.Services.GetRequiredService<IHttpForwarder>(), client, registry, limiter, metrics,
             options.ContinentHeader, loggers.CreateLogger<SandboxProxy>());
         app.Use(ErrorResponses.Handle);
-        app.Use((ctx, next) => Admit(ctx, next, keys, tiers));
-        app.UseRouting(); // after Admit, so that routes match the path without its /r/REGION prefix
+        app.Use(TakeRegion);
+        app.UseRouting(); // after TakeRegion, so that routes match the path without its /r/REGION prefix
+        // A signed port URL stands in for the key; the host that holds the sandbox checks its signature.
+        app.Use(new ApiKeyMiddleware(keys, ctx => ctx.Request.Path == "/v1/healthz"
+            || (PortPath.TryParse(ctx.Request.Path.Value, out var port) && port.Signature is not null)).InvokeAsync);
         app.Use((ctx, next) =>
         {
-            // After routing: whether a route is admin-only is known only once it is matched.
-            if (EdgeRequest.Of(ctx).Key is { } key) AdminOnly.Check(ctx, key);
+            var key = ApiKeyMiddleware.KeyOf(ctx);
+            new EdgeRequest
+            {
+                Owner = key?.Name ?? Owners.Local,
+                Tier = tiers.For(key?.Tier),
+                PathRegion = ctx.Items[RegionItem] as string,
+            }.AttachTo(ctx);
             return next(ctx);
         });
         EdgeEndpoints.Map(app, proxy, registry, limiter, metrics, client);
@@ -121,38 +128,19 @@ public sealed partial class EdgeServer : IAsyncDisposable
         return server;
     }
 
-    /// <summary>
-    /// Middleware: takes a /r/REGION prefix off the path, checks the API key (when the edge has
-    /// keys), and attaches who is asking and their tier for the routes.
-    /// </summary>
-    private static Task Admit(HttpContext ctx, RequestDelegate next, ApiKeyStore? keys, TierTable tiers)
+    private static readonly object RegionItem = new();
+
+    /// <summary>Middleware, before routing: takes a /r/REGION prefix off the path and keeps the region for <see cref="EdgeRequest"/>.</summary>
+    private static Task TakeRegion(HttpContext ctx, RequestDelegate next)
     {
-        string? region = null;
         var path = ctx.Request.Path.Value ?? "";
         if (path.StartsWith("/r/", StringComparison.Ordinal))
         {
             var end = path.IndexOf('/', 3);
             if (end < 0) return ErrorResponses.WriteAsync(ctx, 404, "not_found", "a region path is /r/REGION/v1/…");
-            region = path[3..end];
+            ctx.Items[RegionItem] = path[3..end];
             ctx.Request.Path = path[end..];
         }
-        ApiKey? key = null;
-        // A signed port URL stands in for the key; the host that holds the sandbox checks its signature.
-        var signedPort = PortPath.TryParse(ctx.Request.Path.Value, out var port) && port.Signature is not null;
-        if (keys?.Enabled == true && ctx.Request.Path != "/v1/healthz" && !signedPort)
-        {
-            var plain = ApiKeyStore.KeyOf(ctx.Request);
-            key = plain.Length > 0 ? keys.Find(plain) : null;
-            if (key is null)
-                return ErrorResponses.WriteAsync(ctx, 401, "unauthorized", "missing or unknown API key: send 'Authorization: Bearer KEY'");
-        }
-        new EdgeRequest
-        {
-            Owner = key?.Name ?? Forkbox.Host.Sandboxes.SandboxManager.LocalOwner,
-            Tier = tiers.For(key?.Tier),
-            Key = key,
-            PathRegion = region,
-        }.AttachTo(ctx);
         return next(ctx);
     }
 

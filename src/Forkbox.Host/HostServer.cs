@@ -1,7 +1,7 @@
 using Forkbox.Core;
 using Forkbox.Host.Agents;
 using Forkbox.Host.Api;
-using Forkbox.Host.Auth;
+using Forkbox.Hosting.Auth;
 using Forkbox.Host.Cluster;
 using Forkbox.Host.Networking;
 using Forkbox.Host.Ports;
@@ -22,6 +22,8 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Yarp.ReverseProxy.Forwarder;
+using Forkbox.Hosting;
+using Forkbox.Hosting.Errors;
 
 namespace Forkbox.Host;
 
@@ -48,8 +50,6 @@ public sealed partial class HostServer : IAsyncDisposable
     /// <summary>The route values that name a sandbox: {id}, and the other sandbox of a merge_into or diff.</summary>
     private static readonly string[] SandboxRouteValues = ["id", "winner", "other"];
 
-    /// <summary>The header an edge names the request's owner (its API key's name) in; honoured only by a host without keys of its own.</summary>
-    public const string OwnerHeader = "X-Forkbox-Owner";
     private SandboxNetworking? _network;
     private PortForwarder? _ports;
 
@@ -119,7 +119,7 @@ public sealed partial class HostServer : IAsyncDisposable
     {
         Directory.CreateDirectory(options.RunDir);
         Directory.CreateDirectory(options.SandboxesDir);
-        logging ??= ConsoleLogging;
+        logging ??= ServerBuilder.ConsoleLogging;
         var loggers = LoggerFactory.Create(logging);
         // Read once here, so that a malformed file stops the start naming it; from then on the
         // store keeps its last good keys whatever happens to the file (auth never turns off).
@@ -128,7 +128,7 @@ public sealed partial class HostServer : IAsyncDisposable
             throw new InvalidOperationException(
                 $"refusing to listen on {options.Listen} without API keys: create one with `forkbox keys create`, or listen on 127.0.0.1");
 
-        var builder = CreateBuilder(logging);
+        var builder = ServerBuilder.Create(logging);
         ListenAddress.TryParse(options.Listen, out var endpoint);
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -175,30 +175,23 @@ public sealed partial class HostServer : IAsyncDisposable
                 _ = WarmInBackground(manager, name, log);
             var app = builder.Build();
             app.Use(ErrorResponses.Handle);
+            // A signed port URL stands in for the key, for its one sandbox and port, until it expires.
+            app.Use(new ApiKeyMiddleware(keys, ctx => ctx.Request.Path == "/v1/healthz"
+                || (PortPath.TryParse(ctx.Request.Path.Value, out var portPath) && signer.IsValid(portPath))).InvokeAsync);
             app.Use(async (ctx, next) =>
             {
-                // A signed port URL stands in for the key, for its one sandbox and port, until it expires.
-                if (ctx.Request.Path != "/v1/healthz" && keys.Enabled
-                    && !(PortPath.TryParse(ctx.Request.Path.Value, out var portPath) && signer.IsValid(portPath)))
+                if (ApiKeyMiddleware.KeyOf(ctx) is { } key)
                 {
-                    if (KeyOf(ctx, keys) is not { } key)
-                    {
-                        await ErrorResponses.WriteAsync(ctx, 401, "unauthorized",
-                            "missing or unknown API key: send 'Authorization: Bearer KEY' (create one with `forkbox keys create`)").ConfigureAwait(false);
-                        return;
-                    }
-                    AdminOnly.Check(ctx, key);
-                    var owner = key.Name;
-                    ctx.Items[SandboxEndpoints.OwnerItem] = owner;
+                    ctx.Items[SandboxEndpoints.OwnerItem] = key.Name;
                     // A key reaches only its own sandboxes: another key's are as unknown as closed ones.
                     foreach (var name in SandboxRouteValues)
-                        if (ctx.GetRouteValue(name) is string id && manager.OwnerOf(id) is { } holder && holder != owner)
+                        if (ctx.GetRouteValue(name) is string id && manager.OwnerOf(id) is { } holder && holder != key.Name)
                         {
                             await ErrorResponses.WriteAsync(ctx, 404, "not_found", $"sandbox '{id}' not found (it may have been closed or have expired)").ConfigureAwait(false);
                             return;
                         }
                 }
-                else if (!keys.Enabled && ctx.Request.Headers[OwnerHeader].ToString() is { Length: > 0 and <= 128 } forwarded)
+                else if (!keys.Enabled && ctx.Request.Headers[Owners.Header].ToString() is { Length: > 0 and <= 128 } forwarded)
                 {
                     // Without keys anyone may act as anyone here anyway; an edge in front (which does
                     // check keys) names the owner, so that names and tier counts stay per key.
@@ -235,25 +228,6 @@ public sealed partial class HostServer : IAsyncDisposable
         }
     }
 
-    /// <summary>One line per event with a timestamp: how `forkbox serve` and `forkbox edge` log unless a caller (a test) says otherwise.</summary>
-    public static void ConsoleLogging(ILoggingBuilder logging) => logging.AddSimpleConsole(o =>
-    {
-        o.SingleLine = true;
-        o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
-    });
-
-    /// <summary>A slim ASP.NET Core app whose logging is <paramref name="logging"/> with the framework's chatter at warnings only.</summary>
-    public static WebApplicationBuilder CreateBuilder(Action<ILoggingBuilder> logging)
-    {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        logging(builder.Logging);
-        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
-        builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
-        builder.Logging.AddFilter("Yarp", LogLevel.Warning); // the ports proxy and the edge: one line per request otherwise
-        return builder;
-    }
-
     /// <summary>
     /// One server per data directory: start-up removes what an earlier run left, which must never
     /// be the resources of a server still running. The lock is released when the process ends, however it ends.
@@ -285,13 +259,6 @@ public sealed partial class HostServer : IAsyncDisposable
         {
             LogWarmFailed(log, template, e.Message);
         }
-    }
-
-    /// <summary>The API key the request carries, or null when it carries none the server knows.</summary>
-    private static ApiKey? KeyOf(HttpContext ctx, ApiKeyStore keys)
-    {
-        var key = ApiKeyStore.KeyOf(ctx.Request);
-        return key.Length > 0 ? keys.Find(key) : null;
     }
 
     /// <summary>Runs until SIGINT/SIGTERM, then shuts down cleanly.</summary>

@@ -1,7 +1,7 @@
 using System.Net;
 using Forkbox.Client;
 using Forkbox.Host;
-using Forkbox.Host.Auth;
+using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests;
 

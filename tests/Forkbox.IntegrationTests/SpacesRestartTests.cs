@@ -1,6 +1,7 @@
 using Forkbox.Client;
 using Forkbox.Core.Wire;
 using Forkbox.Host;
+using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests;
 
@@ -55,7 +56,7 @@ public sealed class SpacesRestartTests
     {
         var options = ServerFixture.TestOptions("names") with { PoolSize = 1 };
         Directory.CreateDirectory(options.DataDir);
-        var keys = new Forkbox.Host.Auth.ApiKeyStore(options.KeysFile);
+        var keys = new Forkbox.Hosting.Auth.ApiKeyStore(options.KeysFile);
         var (alice, bob) = (keys.Create("alice"), keys.Create("bob"));
         await using (var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole))
         {

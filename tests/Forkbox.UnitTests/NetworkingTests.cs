@@ -3,6 +3,7 @@ using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Host.Ports;
 using Forkbox.Linux.Network;
+using Forkbox.Hosting;
 
 namespace Forkbox.UnitTests;
 

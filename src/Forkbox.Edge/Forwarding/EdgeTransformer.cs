@@ -1,6 +1,6 @@
-using Forkbox.Host;
 using Microsoft.AspNetCore.Http;
 using Yarp.ReverseProxy.Forwarder;
+using Forkbox.Hosting;
 
 namespace Forkbox.Edge.Forwarding;
 
@@ -18,8 +18,8 @@ public sealed class EdgeTransformer(string owner, string region, Func<HttpRespon
         CancellationToken cancellationToken)
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken).ConfigureAwait(false);
-        proxyRequest.Headers.Remove(HostServer.OwnerHeader);
-        proxyRequest.Headers.TryAddWithoutValidation(HostServer.OwnerHeader, owner);
+        proxyRequest.Headers.Remove(Owners.Header);
+        proxyRequest.Headers.TryAddWithoutValidation(Owners.Header, owner);
         // Where the client reached the edge: a signed port URL the host makes must point here.
         proxyRequest.Headers.Remove("X-Forwarded-Host");
         proxyRequest.Headers.TryAddWithoutValidation("X-Forwarded-Host", httpContext.Request.Host.ToString());

@@ -8,10 +8,10 @@ using Forkbox.Core.Wire;
 using Forkbox.Edge.Limits;
 using Forkbox.Edge.Registry;
 using Forkbox.Edge.Routing;
-using Forkbox.Host;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Yarp.ReverseProxy.Forwarder;
+using Forkbox.Hosting;
 
 namespace Forkbox.Edge.Forwarding;
 
@@ -184,7 +184,7 @@ public sealed partial class SandboxProxy(IHttpForwarder forwarder, HttpMessageIn
         var message = new HttpRequestMessage(method, uri) { Version = HttpVersion.Version11 };
         if (ctx.Request.Headers.Authorization.ToString() is { Length: > 0 } auth) message.Headers.TryAddWithoutValidation("Authorization", auth);
         if (ctx.Request.Headers["X-API-Key"].ToString() is { Length: > 0 } apiKey) message.Headers.TryAddWithoutValidation("X-API-Key", apiKey);
-        message.Headers.TryAddWithoutValidation(HostServer.OwnerHeader, EdgeRequest.Of(ctx).Owner);
+        message.Headers.TryAddWithoutValidation(Owners.Header, EdgeRequest.Of(ctx).Owner);
         return message;
     }
 

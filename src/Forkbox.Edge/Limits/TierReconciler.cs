@@ -1,9 +1,9 @@
 using Forkbox.Core;
 using Forkbox.Core.Cluster;
 using Forkbox.Edge.Registry;
-using Forkbox.Host.Cluster;
 using Microsoft.Extensions.Logging;
 using StackExchange.Redis;
+using Forkbox.Hosting.Cluster;
 
 namespace Forkbox.Edge.Limits;
 

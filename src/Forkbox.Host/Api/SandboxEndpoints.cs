@@ -2,11 +2,12 @@ using System.Text.Json;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Core.Wire;
-using Forkbox.Host.Auth;
+using Forkbox.Hosting.Auth;
 using Forkbox.Host.Sandboxes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Forkbox.Hosting;
 
 namespace Forkbox.Host.Api;
 
@@ -18,7 +19,7 @@ public static class SandboxEndpoints
     /// <summary>HttpContext.Items key of the request's owner: its API key's name, set by the auth middleware.</summary>
     public const string OwnerItem = "forkbox.owner";
 
-    private static string Owner(HttpContext ctx) => ctx.Items[OwnerItem] as string ?? SandboxManager.LocalOwner;
+    private static string Owner(HttpContext ctx) => ctx.Items[OwnerItem] as string ?? Owners.Local;
 
     /// <summary>The live sandbox a call goes to, resumed first if it was frozen; the reply says so in a header.</summary>
     private static async Task<Sandbox> ActiveAsync(HttpContext ctx, SandboxManager manager, string id)
@@ -27,13 +28,6 @@ public static class SandboxEndpoints
         if (from is not null) ctx.Response.Headers[SandboxManager.ResumedHeader] = from;
         return sb;
     }
-
-    /// <summary>
-    /// A JSON answer with its length: sent in one write, where a chunked one ends with a separate
-    /// terminating chunk the client (or an edge in front) must wait for.
-    /// </summary>
-    public static IResult Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
-        Results.Bytes(JsonSerializer.SerializeToUtf8Bytes(value, type), "application/json; charset=utf-8");
 
     public static void Map(IEndpointRouteBuilder app, SandboxManager manager, ServerOptions options, HostInfo host, HostMetrics metrics)
     {
@@ -44,22 +38,22 @@ public static class SandboxEndpoints
         {
             var req = await ReadJsonAsync(ctx, WireJson.Default.CreateSandboxRequest).ConfigureAwait(false) ?? new CreateSandboxRequest();
             var sb = await manager.CreateAsync(req, Owner(ctx), ctx.RequestAborted).ConfigureAwait(false);
-            return Json(sb.ToInfo(withUsage: false), WireJson.Default.SandboxInfo);
+            return ServerBuilder.Json(sb.ToInfo(withUsage: false), WireJson.Default.SandboxInfo);
         });
 
         app.MapGet("/v1/sandboxes", (HttpContext ctx, string? name) =>
-            Json(new SandboxList(manager.List(Owner(ctx), name)), WireJson.Default.SandboxList));
+            ServerBuilder.Json(new SandboxList(manager.List(Owner(ctx), name)), WireJson.Default.SandboxList));
 
-        sandboxes.MapGet("", (string id) => Json(manager.Describe(id), WireJson.Default.SandboxInfo));
+        sandboxes.MapGet("", (string id) => ServerBuilder.Json(manager.Describe(id), WireJson.Default.SandboxInfo));
 
         sandboxes.MapPost("/pause", async (HttpContext ctx, string id) =>
-            Json(await manager.PauseAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
+            ServerBuilder.Json(await manager.PauseAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
 
         sandboxes.MapPost("/hibernate", async (HttpContext ctx, string id) =>
-            Json(await manager.HibernateAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
+            ServerBuilder.Json(await manager.HibernateAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
 
         sandboxes.MapPost("/resume", async (HttpContext ctx, string id) =>
-            Json((await manager.ResumeAsync(id, ctx.RequestAborted).ConfigureAwait(false)).Reply, WireJson.Default.LifecycleResponse));
+            ServerBuilder.Json((await manager.ResumeAsync(id, ctx.RequestAborted).ConfigureAwait(false)).Reply, WireJson.Default.LifecycleResponse));
 
         sandboxes.MapDelete("", async (string id) =>
         {
@@ -72,7 +66,7 @@ public static class SandboxEndpoints
             var req = await ReadJsonAsync(ctx, WireJson.Default.ForkRequest).ConfigureAwait(false) ?? new ForkRequest();
             await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             var children = await manager.ForkAsync(id, req.N, ctx.RequestAborted).ConfigureAwait(false);
-            return Json(new ForkResponse(children.Select(c => c.Id).ToList()), WireJson.Default.ForkResponse);
+            return ServerBuilder.Json(new ForkResponse(children.Select(c => c.Id).ToList()), WireJson.Default.ForkResponse);
         });
 
         sandboxes.MapPost("/merge_into/{winner}", async (HttpContext ctx, string id, string winner) =>
@@ -87,7 +81,7 @@ public static class SandboxEndpoints
         {
             await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             await ActiveAsync(ctx, manager, other).ConfigureAwait(false);
-            return Json(manager.Diff(id, other, paths), WireJson.Default.DiffResponse);
+            return ServerBuilder.Json(manager.Diff(id, other, paths), WireJson.Default.DiffResponse);
         });
 
         sandboxes.MapPost("/exec", async (HttpContext ctx, string id) =>
@@ -122,7 +116,7 @@ public static class SandboxEndpoints
             {
                 sb.Agent.UploadGate.Release();
             }
-            return Json(new FileEntry(Path.GetFileName(target), "file", size, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0),
+            return ServerBuilder.Json(new FileEntry(Path.GetFileName(target), "file", size, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0),
                 WireJson.Default.FileEntry);
         });
 
@@ -165,10 +159,10 @@ public static class SandboxEndpoints
                 .Select(e => new FileEntry(e.GetProperty("name").GetString()!, e.GetProperty("type").GetString()!,
                     e.GetProperty("size").GetInt64(), e.GetProperty("mtime").GetDouble()))
                 .ToList();
-            return Json(new FileList(entries), WireJson.Default.FileList);
+            return ServerBuilder.Json(new FileList(entries), WireJson.Default.FileList);
         });
 
-        app.MapGet("/v1/capacity", () => Json(new CapacityInfo
+        app.MapGet("/v1/capacity", () => ServerBuilder.Json(new CapacityInfo
         {
             Region = options.Region,
             Running = manager.Running,
@@ -186,7 +180,7 @@ public static class SandboxEndpoints
             Pools = manager.Pools.Select(p => p.ToInfo()).ToList(),
         }, WireJson.Default.CapacityInfo));
 
-        app.MapGet("/v1/templates", () => Json(new TemplateList(manager.Templates.All.Select(t => new TemplateInfo
+        app.MapGet("/v1/templates", () => ServerBuilder.Json(new TemplateList(manager.Templates.All.Select(t => new TemplateInfo
         {
             Name = t.Name,
             Builtin = t.RootDir is null,
@@ -208,7 +202,7 @@ public static class SandboxEndpoints
             if (req?.Size is not { } size)
                 throw new BadRequestException("send {\"size\": N}: the number of ready sandboxes to keep for this template");
             pool.Target = Validate.Range(size, 0, options.MaxSandboxes, "size");
-            return Json(pool.ToInfo(), WireJson.Default.PoolInfo);
+            return ServerBuilder.Json(pool.ToInfo(), WireJson.Default.PoolInfo);
         }).WithMetadata(AdminOnly.Route);
 
         app.MapGet("/metrics", () => Results.Text(metrics.Render(

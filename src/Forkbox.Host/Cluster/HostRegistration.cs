@@ -5,6 +5,7 @@ using Forkbox.Core.Wire;
 using Forkbox.Host.Sandboxes;
 using Microsoft.Extensions.Logging;
 using StackExchange.Redis;
+using Forkbox.Hosting.Cluster;
 
 namespace Forkbox.Host.Cluster;
 

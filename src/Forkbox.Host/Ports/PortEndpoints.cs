@@ -7,6 +7,7 @@ using Forkbox.Host.Sandboxes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Forkbox.Hosting;
 
 namespace Forkbox.Host.Ports;
 
@@ -40,7 +41,7 @@ public static class PortEndpoints
             var scheme = ctx.Request.Headers["X-Forwarded-Proto"].ToString() is { Length: > 0 } proto ? proto : ctx.Request.Scheme;
             var authority = ctx.Request.Headers["X-Forwarded-Host"].ToString() is { Length: > 0 } host ? host : ctx.Request.Host.ToString();
             var url = $"{scheme}://{authority}{signer.SignedPath(id, port, expires)}";
-            return SandboxEndpoints.Json(new PortUrlResponse(url, DateTimeOffset.FromUnixTimeSeconds(expires.ToUnixTimeSeconds())), WireJson.Default.PortUrlResponse);
+            return ServerBuilder.Json(new PortUrlResponse(url, DateTimeOffset.FromUnixTimeSeconds(expires.ToUnixTimeSeconds())), WireJson.Default.PortUrlResponse);
         });
 
         app.Map("/v1/sandboxes/{id}/ports/{port:int}/{**path}", async (HttpContext ctx, string id, int port) =>

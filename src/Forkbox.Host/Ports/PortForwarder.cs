@@ -5,6 +5,7 @@ using Forkbox.Host.Api;
 using Forkbox.Linux.Network;
 using Microsoft.AspNetCore.Http;
 using Yarp.ReverseProxy.Forwarder;
+using Forkbox.Hosting.Errors;
 
 namespace Forkbox.Host.Ports;
 

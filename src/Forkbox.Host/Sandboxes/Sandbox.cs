@@ -5,6 +5,7 @@ using Forkbox.Host.Agents;
 using Forkbox.Linux.Cgroups;
 using Forkbox.Linux.Namespaces;
 using Forkbox.Linux.Storage;
+using Forkbox.Hosting;
 
 namespace Forkbox.Host.Sandboxes;
 
@@ -26,7 +27,7 @@ public sealed class Sandbox
     public required Dictionary<string, string> Metadata { get; set; }
 
     /// <summary>The API key's name that created it ("local" on a server without keys); names are unique per owner.</summary>
-    public string Owner { get; set; } = SandboxManager.LocalOwner;
+    public string Owner { get; set; } = Owners.Local;
     public string? Name { get; set; }
     /// <summary>A Space: never expires; the idle policy pauses then hibernates it; it survives a restart.</summary>
     public bool Persistent { get; set; }

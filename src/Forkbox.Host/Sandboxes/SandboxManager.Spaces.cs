@@ -30,9 +30,6 @@ namespace Forkbox.Host.Sandboxes;
 /// </summary>
 public sealed partial class SandboxManager
 {
-    /// <summary>The owner of sandboxes made on a server without API keys.</summary>
-    public const string LocalOwner = "local";
-
     /// <summary>Set on the reply of a call that had to resume its sandbox first: "paused" or "hibernated".</summary>
     public const string ResumedHeader = "X-Forkbox-Resumed";
 

@@ -1,6 +1,6 @@
 using Forkbox.Client;
 using Forkbox.Edge;
-using Forkbox.Host.Auth;
+using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests.Cluster;
 

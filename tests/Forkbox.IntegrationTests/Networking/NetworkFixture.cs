@@ -2,7 +2,7 @@ using Forkbox.Client;
 using Forkbox.Core;
 using Forkbox.Core.Wire;
 using Forkbox.Host;
-using Forkbox.Host.Auth;
+using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests.Networking;
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.WebSockets;
 using System.Text;
 using Forkbox.Client;
+using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests.Networking;
 

@@ -1,6 +1,7 @@
 using Forkbox.Client;
 using Forkbox.Core.Wire;
 using Forkbox.Host;
+using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests.Security;
 
@@ -15,7 +16,7 @@ public sealed class ApiKeyIsolationTests
     {
         var options = ServerFixture.TestOptions("tenants") with { PoolSize = 1 };
         Directory.CreateDirectory(options.DataDir);
-        var keys = new Forkbox.Host.Auth.ApiKeyStore(options.KeysFile);
+        var keys = new Forkbox.Hosting.Auth.ApiKeyStore(options.KeysFile);
         var (alice, mallory) = (keys.Create("alice"), keys.Create("mallory"));
         await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
         try

@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 using Forkbox.Client;
 using Forkbox.Edge;
 using Forkbox.Host;
-using Forkbox.Host.Auth;
+using Forkbox.Hosting.Auth;
 using Forkbox.Host.Templates;
 using Forkbox.IntegrationTests.Cluster;
 

@@ -1,4 +1,4 @@
-namespace Forkbox.Host.Auth;
+namespace Forkbox.Hosting.Auth;
 
 /// <summary>
 /// A known API key: its name (the owner of what it creates), its tier (limits an edge enforces), if

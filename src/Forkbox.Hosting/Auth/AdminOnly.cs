@@ -1,7 +1,7 @@
 using Forkbox.Core.Errors;
 using Microsoft.AspNetCore.Http;
 
-namespace Forkbox.Host.Auth;
+namespace Forkbox.Hosting.Auth;
 
 /// <summary>
 /// Endpoint metadata for a route whose effect is server-wide (a pool's size, deleting a template,

@@ -1,6 +1,6 @@
 using StackExchange.Redis;
 
-namespace Forkbox.Host.Cluster;
+namespace Forkbox.Hosting.Cluster;
 
 /// <summary>The cluster's Redis as hosts and edges both reach it.</summary>
 public static class ClusterRedis

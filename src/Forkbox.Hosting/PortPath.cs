@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Forkbox.Host.Ports;
+namespace Forkbox.Hosting;
 
 /// <summary>
 /// A path under /v1/sandboxes/{id}/ports/{port}/: the sandbox, the port, the signed-URL token when

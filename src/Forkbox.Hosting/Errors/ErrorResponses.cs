@@ -5,7 +5,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
-namespace Forkbox.Host.Api;
+namespace Forkbox.Hosting.Errors;
 
 /// <summary>The one place API errors become HTTP responses: {"error": "…", "code": "…"} with the error's status.</summary>
 public static partial class ErrorResponses

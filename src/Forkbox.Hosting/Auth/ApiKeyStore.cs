@@ -5,7 +5,7 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Forkbox.Host.Auth;
+namespace Forkbox.Hosting.Auth;
 
 /// <summary>
 /// API keys, stored as SHA-256 hashes in DATA/keys.json (mode 0600). The plain key is shown once,
