@@ -90,7 +90,7 @@ public sealed class EgressTests(NetworkFixture fx)
         Assert.True(after.NetSentBytes > (before.NetSentBytes ?? 0), $"sent {before.NetSentBytes} -> {after.NetSentBytes}");
         Assert.True(after.NetReceivedBytes > (before.NetReceivedBytes ?? 0) + TestNetworkHost.Body.Length,
             $"received {before.NetReceivedBytes} -> {after.NetReceivedBytes}");
-        var metrics = await fx.Http.GetStringAsync("/metrics");
+        var metrics = await fx.Admin.GetStringAsync("/metrics");
         Assert.Contains($"forkbox_sandbox_network_bytes_total{{sandbox=\"{sb.Id}\",direction=\"received\"}}", metrics);
     }
 

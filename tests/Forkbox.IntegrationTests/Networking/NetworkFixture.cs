@@ -28,6 +28,9 @@ public sealed class NetworkFixture : IAsyncLifetime
     /// <summary>An HttpClient that sends the key.</summary>
     public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(30) };
 
+    /// <summary>An HttpClient that sends an admin key, for the server-wide routes such as /metrics.</summary>
+    public HttpClient Admin { get; } = new() { Timeout = TimeSpan.FromSeconds(30) };
+
     public async Task InitializeAsync()
     {
         TestHost = await TestNetworkHost.StartAsync();
@@ -38,12 +41,16 @@ public sealed class NetworkFixture : IAsyncLifetime
             NetworkHosts = $"{HostName}={TestHost.Address},{OtherHostName}={TestHost.OtherAddress}",
         };
         Directory.CreateDirectory(Options.DataDir);
-        ApiKey = new ApiKeyStore(Options.KeysFile).Create("network-tests");
+        var keys = new ApiKeyStore(Options.KeysFile);
+        ApiKey = keys.Create("network-tests");
+        var adminKey = keys.Create("network-tests-admin", admin: true);
         Server = await HostServer.StartAsync(Options, ServerFixture.LogToConsole);
         Client = new ForkboxClient(Server.Address.ToString(), ApiKey);
         Anonymous.BaseAddress = Server.Address;
         Http.BaseAddress = Server.Address;
         Http.DefaultRequestHeaders.Authorization = new("Bearer", ApiKey);
+        Admin.BaseAddress = Server.Address;
+        Admin.DefaultRequestHeaders.Authorization = new("Bearer", adminKey);
     }
 
     public async Task DisposeAsync()
@@ -51,6 +58,7 @@ public sealed class NetworkFixture : IAsyncLifetime
         await Server.DisposeAsync();
         await TestHost.DisposeAsync();
         Http.Dispose();
+        Admin.Dispose();
         Anonymous.Dispose();
         Directory.Delete(Options.DataDir, recursive: true);
     }
