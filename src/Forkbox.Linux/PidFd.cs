@@ -27,7 +27,7 @@ public sealed class PidFd : IDisposable
     }
 
     /// <summary>Whether the process held has not exited (a zombie counts as exited).</summary>
-    public bool IsAlive => Libc.PidfdSendSignal(_fd, 0) == 0 && !IsZombie();
+    public bool IsAlive => Libc.PidfdSendSignal(_fd, 0) == 0 && !ProcFs.IsZombie(Pid);
 
     /// <summary>SIGKILL to the process held, never to whatever has its pid now.</summary>
     public void Kill() => Libc.PidfdSendSignal(_fd, Libc.SIGKILL);
@@ -41,7 +41,7 @@ public sealed class PidFd : IDisposable
     {
         try
         {
-            var nspid = Processes.NsPids(Pid);
+            var nspid = ProcFs.NsPids(Pid);
             return nspid.Length >= 2 && nspid[^1] == 1
                 && Inode($"/proc/{Pid}/ns/user") == Inode(userNamespacePath)
                 && IsAlive; // still the process held: the reads above were of it, not of a successor
@@ -49,19 +49,6 @@ public sealed class PidFd : IDisposable
         catch (IOException)
         {
             return false;
-        }
-    }
-
-    private bool IsZombie()
-    {
-        try
-        {
-            var stat = File.ReadAllText($"/proc/{Pid}/stat");
-            return stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z');
-        }
-        catch (IOException)
-        {
-            return true;
         }
     }
 

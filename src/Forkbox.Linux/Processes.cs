@@ -16,14 +16,4 @@ public static class Processes
     /// <paramref name="pgid"/>; a group already gone is not an error.
     /// </summary>
     public static void SetGroupNice(int pgid, int nice) => Libc.SetPriority(Libc.PRIO_PGRP, pgid, nice);
-
-    /// <summary>The process's pid in each PID namespace from the host's down (the NSpid line of its status); IOException when it is gone.</summary>
-    public static int[] NsPids(int pid)
-    {
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-            if (line.StartsWith("NSpid:", StringComparison.Ordinal))
-                return line[6..].Split('\t', ' ', StringSplitOptions.RemoveEmptyEntries)
-                    .Select(s => int.Parse(s, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
-        return [];
-    }
 }

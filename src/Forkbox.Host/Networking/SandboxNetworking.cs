@@ -5,6 +5,7 @@ using System.Text;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Core.Wire;
+using Forkbox.Linux;
 using Forkbox.Linux.Network;
 using Microsoft.Extensions.Logging;
 
@@ -77,7 +78,7 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         try
         {
             firewall.Install();
-            EnableForwarding(log);
+            if (ProcFs.EnableIpv4Forwarding()) LogForwardingEnabled(log);
         }
         catch (Exception e)
         {
@@ -87,15 +88,6 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         }
         LogEgress(log, "forkbox_" + hash, options.NetworkSubnet, prefix);
         return new SandboxNetworking(options, log, nft, firewall, prefix, null);
-    }
-
-    /// <summary>NAT needs the host to forward IPv4; it is switched on (and left on) if it was off.</summary>
-    private static void EnableForwarding(ILogger log)
-    {
-        const string path = "/proc/sys/net/ipv4/ip_forward";
-        if (File.ReadAllText(path).Trim() == "1") return;
-        File.WriteAllText(path, "1");
-        LogForwardingEnabled(log);
     }
 
     /// <summary>The mode a create asks for, validated: "none" or "egress" (refused with the reason where egress cannot work).</summary>

@@ -238,16 +238,16 @@ public sealed partial class SandboxManager
     /// </summary>
     private static async Task<List<int>> HostPidsAsync(int parentAgent, IReadOnlyList<int> pidsInParent)
     {
-        var level = Processes.NsPids(parentAgent).Length - 1;
+        var level = ProcFs.NsPids(parentAgent).Length - 1;
         var byInnerPid = new Dictionary<int, int>();
         for (var waited = Stopwatch.StartNew(); ; await Task.Delay(1).ConfigureAwait(false))
         {
-            foreach (var child in Children(parentAgent))
-                foreach (var host in Children(child).Prepend(child))
+            foreach (var child in ProcFs.Children(parentAgent))
+                foreach (var host in ProcFs.Children(child).Prepend(child))
                 {
                     try
                     {
-                        var ns = Processes.NsPids(host);
+                        var ns = ProcFs.NsPids(host);
                         if (ns.Length > level) byInnerPid[ns[level]] = host;
                     }
                     catch (IOException)
@@ -260,34 +260,6 @@ public sealed partial class SandboxManager
                 throw new ExecutorException(
                     $"fork {pidsInParent.First(p => !byInnerPid.ContainsKey(p))} is not a descendant of the sandbox's agent; it exited during set-up");
         }
-    }
-
-    /// <summary>
-    /// The children of every thread of <paramref name="pid"/>: an orphan reparented to a PID 1 goes
-    /// to any of its threads (the agent runs helper threads), not only to the main one.
-    /// </summary>
-    private static List<int> Children(int pid)
-    {
-        var all = new List<int>();
-        try
-        {
-            foreach (var task in Directory.GetDirectories($"/proc/{pid}/task"))
-            {
-                try
-                {
-                    all.AddRange(File.ReadAllText(Path.Combine(task, "children"))
-                        .Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)));
-                }
-                catch (IOException)
-                {
-                    // a thread that ended meanwhile
-                }
-            }
-        }
-        catch (IOException)
-        {
-        }
-        return all;
     }
 
     // ---- merge_into ----------------------------------------------------------------------------

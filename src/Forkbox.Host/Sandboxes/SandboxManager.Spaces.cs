@@ -602,7 +602,7 @@ public sealed partial class SandboxManager
             else if (sb.State == SandboxState.Ready && sb.IdleFor >= pauseAfter)
                 Track(PolicyAsync(sb, () => sb.IdleFor >= pauseAfter && sb.State == SandboxState.Ready, hibernate: false, $"idle for {pauseAfter.TotalSeconds:g} s"));
         }
-        if (_pressure.IsCompleted && _options.MemoryPressurePercent > 0 && MemoryAvailablePercent() is { } free && free < _options.MemoryPressurePercent)
+        if (_pressure.IsCompleted && _options.MemoryPressurePercent > 0 && ProcFs.MemoryAvailablePercent() is { } free && free < _options.MemoryPressurePercent)
         {
             // Not one in use this very second: a call that just resumed it would find it gone again.
             var victim = _sandboxes.Values
@@ -649,20 +649,6 @@ public sealed partial class SandboxManager
         {
             sb.Lifecycle.Release();
         }
-    }
-
-    /// <summary>MemAvailable as a percentage of MemTotal, from /proc/meminfo.</summary>
-    private static double? MemoryAvailablePercent()
-    {
-        long total = 0, available = 0;
-        foreach (var line in File.ReadLines("/proc/meminfo"))
-        {
-            var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (parts.Length < 2) continue;
-            if (parts[0] == "MemTotal:") total = long.Parse(parts[1], CultureInfo.InvariantCulture);
-            else if (parts[0] == "MemAvailable:") available = long.Parse(parts[1], CultureInfo.InvariantCulture);
-        }
-        return total > 0 ? available * 100.0 / total : null;
     }
 
     // ---- shutdown ---------------------------------------------------------------------------

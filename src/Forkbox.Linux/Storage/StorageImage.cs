@@ -93,39 +93,8 @@ public sealed class StorageImage : IDisposable
             throw new IOException($"cannot unmount the storage image from {MountPoint}: {Libc.LastError()}");
     }
 
-    private sealed record MountEntry(string FsType, string Source);
-
-    /// <summary>The topmost mount on <paramref name="mountPoint"/>, from /proc/self/mountinfo.</summary>
-    private static MountEntry? FindMount(string mountPoint)
-    {
-        MountEntry? found = null;
-        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
-        {
-            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL…] - FSTYPE SOURCE SUPEROPTIONS
-            var fields = line.Split(' ');
-            var dash = Array.IndexOf(fields, "-", 6);
-            if (dash < 0 || dash + 2 >= fields.Length) continue;
-            if (Unescape(fields[4]) == mountPoint) found = new MountEntry(fields[dash + 1], Unescape(fields[dash + 2]));
-        }
-        return found;
-    }
-
-    /// <summary>mountinfo writes space, tab, newline and backslash as \ooo.</summary>
-    private static string Unescape(string field)
-    {
-        if (!field.Contains('\\')) return field;
-        var sb = new StringBuilder(field.Length);
-        for (var i = 0; i < field.Length; i++)
-        {
-            if (field[i] == '\\' && i + 3 < field.Length)
-            {
-                sb.Append((char)Convert.ToInt32(field.Substring(i + 1, 3), 8));
-                i += 3;
-            }
-            else sb.Append(field[i]);
-        }
-        return sb.ToString();
-    }
+    /// <summary>The topmost mount on <paramref name="mountPoint"/>.</summary>
+    private static ProcFs.Mount? FindMount(string mountPoint) => ProcFs.Mounts().LastOrDefault(m => m.MountPoint == mountPoint);
 
     private static string? BackingFile(string loopDevice)
     {
