@@ -85,6 +85,35 @@ public sealed class TemplateTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task A_template_root_that_points_a_mount_target_at_the_host_touches_nothing_there()
+    {
+        // The zygote's set-up runs as host root and makes /sys/fs/cgroup, /dev, /proc and the data
+        // directory inside the template's root. A root whose "sys" is a symlink to a host directory
+        // must not make that set-up create (or mount) anything there.
+        var name = "escape-" + Guid.NewGuid().ToString("N")[..8];
+        var source = Path.Combine(Path.GetTempPath(), name);
+        var hostDir = Directory.CreateTempSubdirectory("forkbox-host-side-").FullName;
+        try
+        {
+            using (var p = Process.Start("/bin/sh", ["-c", MakeMiniRoot + $"\nln -s '{hostDir}' \"$R/sys\"", "sh", source]))
+            {
+                await p.WaitForExitAsync();
+                Assert.Equal(0, p.ExitCode);
+            }
+            await TemplateBuilder.BuildAsync(fx.Options, name, source, [], [], _ => { }, default);
+            var e = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => fx.NewSandbox(new CreateSandboxRequest { Template = name }));
+            Assert.Contains("/sys/fs/cgroup", e.Message);
+            Assert.Empty(Directory.GetFileSystemEntries(hostDir));
+            await fx.Client.DeleteTemplateAsync(name);
+        }
+        finally
+        {
+            if (Directory.Exists(source)) Directory.Delete(source, true);
+            Directory.Delete(hostDir, true);
+        }
+    }
+
+    [Fact]
     public async Task Building_from_something_that_is_not_a_root_filesystem_fails_clearly()
     {
         var empty = Directory.CreateTempSubdirectory("forkbox-empty-").FullName;

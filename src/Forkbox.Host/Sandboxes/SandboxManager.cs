@@ -439,7 +439,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         {
             if (_zygotes.TryGetValue(template.Name, out z)) return z;
             ObjectDisposedException.ThrowIf(_disposed, this);
-            z = new ZygoteProcess(template, _options.DataDir, _seccompPath, _options.OutputLimitBytes, _loggers.CreateLogger<ZygoteProcess>());
+            z = new ZygoteProcess(template, _options.DataDir, _options.Python, _seccompPath, _options.OutputLimitBytes, _loggers.CreateLogger<ZygoteProcess>());
             z.SandboxExited += OnSandboxExited;
             await z.StartAsync(ct).ConfigureAwait(false);
             _zygotes[template.Name] = z;

@@ -21,24 +21,14 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         "import json, sys; c = json.loads(sys.stdin.buffer.readline()); sys.path.insert(0, c['agent_dir']); " +
         "from forkbox_agent.zygote import main; main(c)";
 
-    // For a template with a root of its own: a mount namespace of its own (a slave of the host's,
-    // so user-namespace slots made later appear in it) in which the root is a mount point (so sandboxes can pivot_root out of the chroot) and the data directory, the
-    // agent package, cgroups, /dev and /proc appear at the same paths as on the host; then chroot.
-    private const string ChrootLauncher = """
-        set -e
-        r="$1"; d="$2"; a="$3"; py="$4"; boot="$5"
-        mkdir -p "$r$d" "$r/.forkbox-agent" "$r/sys/fs/cgroup" "$r/dev" "$r/proc"
-        mount --bind "$r" "$r"
-        mount --rbind "$d" "$r$d"
-        mount --bind "$a" "$r/.forkbox-agent"
-        mount --rbind /sys/fs/cgroup "$r/sys/fs/cgroup"
-        mount --rbind /dev "$r/dev"
-        mount -t proc proc "$r/proc"
-        exec chroot "$r" "$py" -I -c "$boot"
-        """;
+    // For a template with a root of its own, the host's Python first makes the zygote's mount
+    // namespace and chroots into the root (forkbox_agent/chroot.py), then runs the template's.
+    private const string ChrootLauncher =
+        "import sys; sys.path.insert(0, sys.argv[1]); from forkbox_agent.chroot import main; main(sys.argv[2:])";
 
     private readonly TemplateDefinition _template;
     private readonly string _dataDir;
+    private readonly string _hostPython;
     private readonly string _seccompPath;
     private readonly long _outputLimit;
     private readonly ILogger _log;
@@ -50,10 +40,15 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
     /// <summary>The last zygote whose answers ended (its stdout closed): it answers nothing more, even before its exit is seen.</summary>
     private Process? _silent;
 
-    public ZygoteProcess(TemplateDefinition template, string dataDir, string seccompPath, long outputLimit, ILogger log)
+    /// <summary>The zygote's last line on stderr: the reason, when it dies during start-up.</summary>
+    private string? _lastStderr;
+
+    /// <param name="hostPython">The host's Python, which sets up a chrooted template's mounts.</param>
+    public ZygoteProcess(TemplateDefinition template, string dataDir, string hostPython, string seccompPath, long outputLimit, ILogger log)
     {
         _template = template;
         _dataDir = dataDir;
+        _hostPython = hostPython;
         _seccompPath = seccompPath;
         _outputLimit = outputLimit;
         _log = log;
@@ -68,7 +63,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
     {
         var chrooted = _template.RootDir is not null;
         var psi = chrooted
-            ? new ProcessStartInfo("/usr/bin/unshare", ["--mount", "--propagation", "slave", "--", "/bin/sh", "-c", ChrootLauncher, "sh",
+            ? new ProcessStartInfo(_hostPython, ["-I", "-c", ChrootLauncher, AgentFiles.PythonPath,
                 _template.RootDir!, Path.GetFullPath(_dataDir), AgentFiles.PythonPath, _template.Python, Bootstrap])
             : new ProcessStartInfo(_template.Python, ["-I", "-c", Bootstrap]);
         psi.RedirectStandardInput = true;
@@ -85,7 +80,9 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         process.StandardInput.AutoFlush = true;
         process.ErrorDataReceived += (_, e) =>
         {
-            if (e.Data is not null) LogZygoteStderr(_template.Name, e.Data);
+            if (e.Data is null) return;
+            LogZygoteStderr(_template.Name, e.Data);
+            Volatile.Write(ref _lastStderr, e.Data);
         };
         process.BeginErrorReadLine();
         _ = Task.Run(() => ReadLoopAsync(process, ready));
@@ -214,7 +211,15 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         }
         // The zygote is gone: whoever waits on it learns now rather than at a timeout.
         Volatile.Write(ref _silent, process);
-        ready.TrySetException(new InvalidOperationException($"zygote for template '{_template.Name}' exited during start-up"));
+        if (!ready.Task.IsCompleted)
+        {
+            // Its stderr ends with its exit; wait a little for the line that says why.
+            try { await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false); }
+            catch (TimeoutException) { }
+            var why = Volatile.Read(ref _lastStderr);
+            ready.TrySetException(new InvalidOperationException(
+                $"zygote for template '{_template.Name}' exited during start-up" + (why is null ? "" : $": {why}")));
+        }
         using var gone = JsonDocument.Parse(JsonSerializer.Serialize(new Dictionary<string, object>
         {
             ["ok"] = false,

@@ -30,6 +30,7 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 
 PR_SET_NAME = 15
@@ -40,7 +41,7 @@ SECCOMP_MODE_FILTER = 2
 # glibc has no pivot_root wrapper, nor (2.36) wrappers for the new mount API, whose numbers are
 # the same on every architecture.
 _NR_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}[platform.machine()]
-_NR_MOVE_MOUNT, _NR_FSOPEN, _NR_FSCONFIG, _NR_FSMOUNT = 429, 430, 431, 432
+_NR_OPEN_TREE, _NR_MOVE_MOUNT, _NR_FSOPEN, _NR_FSCONFIG, _NR_FSMOUNT = 428, 429, 430, 431, 432
 _NR_OPENAT2 = 437
 
 RESOLVE_NO_XDEV, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x01, 0x02, 0x04, 0x08
@@ -51,6 +52,8 @@ FSCONFIG_SET_FD = 5
 FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 1
 MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x2, 0x4, 0x8
+OPEN_TREE_CLONE = 1
+AT_EMPTY_PATH, AT_RECURSIVE = 0x1000, 0x8000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
@@ -115,6 +118,13 @@ def fsmount(fstype, options, attrs=0, fds=None):
         return _check(_libc.syscall(_NR_FSMOUNT, fs, FSMOUNT_CLOEXEC, attrs), f"fsmount {fstype}")
     finally:
         os.close(fs)
+
+
+def open_tree(dir_fd, path, flags):
+    """A detached clone of the mount tree at `path` beneath `dir_fd` (with AT_EMPTY_PATH and "",
+    of the directory `dir_fd` holds), as an fd for move_mount."""
+    return _check(_libc.syscall(_NR_OPEN_TREE, ctypes.c_int(dir_fd), path.encode(),
+                                ctypes.c_uint(flags | OPEN_TREE_CLONE | os.O_CLOEXEC)), f"open_tree {path or dir_fd}")
 
 
 def move_mount(fd, target_fd, what):
