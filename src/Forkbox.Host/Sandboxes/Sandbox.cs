@@ -41,12 +41,15 @@ public sealed class Sandbox
     /// <summary>Serializes pause, hibernate and resume of this sandbox (calls take <see cref="AgentConnection.CallLock"/>).</summary>
     public SemaphoreSlim Lifecycle { get; } = new(1, 1);
 
-    private long _lastActive = Environment.TickCount64;
+    private long _lastActive = TimeProvider.System.GetTimestamp();
 
     /// <summary>Marks a call starting or ending: the idle policy counts from the last one.</summary>
-    public void Touch() => Volatile.Write(ref _lastActive, Environment.TickCount64);
+    public void Touch() => Volatile.Write(ref _lastActive, TimeProvider.System.GetTimestamp());
 
-    public TimeSpan IdleFor => TimeSpan.FromMilliseconds(Environment.TickCount64 - Volatile.Read(ref _lastActive));
+    /// <summary>When the last call started or ended, as a <see cref="TimeProvider.System"/> timestamp.</summary>
+    public long LastActive => Volatile.Read(ref _lastActive);
+
+    public TimeSpan IdleFor => TimeProvider.System.GetElapsedTime(LastActive);
 
     /// <summary>Whether the caller got it ready-made from the warm pool.</summary>
     public bool PoolHit { get; set; }

@@ -37,7 +37,6 @@ public sealed partial class SandboxManager
     private const string StateDirInSandbox = "/.forkbox-hibernate";
 
     private static readonly TimeSpan HibernateCallTimeout = TimeSpan.FromMinutes(10);
-    private static readonly TimeSpan PressureMinIdle = TimeSpan.FromSeconds(1);
 
     private readonly ConcurrentDictionary<string, SandboxRecord> _frozen = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, string> _names = new(StringComparer.Ordinal);
@@ -585,32 +584,18 @@ public sealed partial class SandboxManager
 
     // ---- idle policy ------------------------------------------------------------------------
 
-    /// <summary>
-    /// Once a second: pauses persistent sandboxes idle for their idle_timeout_s, hibernates those
-    /// idle for their hibernate_after_s, and under memory pressure hibernates the longest-idle first.
-    /// Each action re-checks under the sandbox's locks, so a call that just arrived wins.
-    /// </summary>
+    /// <summary>Once a second: carries out what <see cref="IdlePolicy"/> decides for the live Spaces.</summary>
     public void ApplyIdlePolicy()
     {
-        foreach (var sb in _sandboxes.Values)
+        var candidates = _sandboxes.Values.Where(s => s.Persistent && !s.IsDead).Select(s => new IdleCandidate(s.Id, s.State, s.LastActive,
+            TimeSpan.FromSeconds(s.IdleTimeoutS ?? _options.PauseAfterS), TimeSpan.FromSeconds(s.HibernateAfterS ?? _options.HibernateAfterS), HasLiveForks(s)));
+        var free = _options.MemoryPressurePercent > 0 ? ProcFs.MemoryAvailablePercent() : null;
+        foreach (var action in IdlePolicy.Decide(candidates, TimeProvider.System, free, _options.MemoryPressurePercent, pressureBusy: !_pressure.IsCompleted))
         {
-            if (!sb.Persistent || sb.IsDead || sb.State is SandboxState.Hibernated) continue;
-            var pauseAfter = TimeSpan.FromSeconds(sb.IdleTimeoutS ?? _options.PauseAfterS);
-            var hibernateAfter = TimeSpan.FromSeconds(sb.HibernateAfterS ?? _options.HibernateAfterS);
-            if (sb.IdleFor >= hibernateAfter && !HasLiveForks(sb))
-                Track(PolicyAsync(sb, () => sb.IdleFor >= hibernateAfter, hibernate: true, $"idle for {hibernateAfter.TotalSeconds:g} s"));
-            else if (sb.State == SandboxState.Ready && sb.IdleFor >= pauseAfter)
-                Track(PolicyAsync(sb, () => sb.IdleFor >= pauseAfter && sb.State == SandboxState.Ready, hibernate: false, $"idle for {pauseAfter.TotalSeconds:g} s"));
-        }
-        if (_pressure.IsCompleted && _options.MemoryPressurePercent > 0 && ProcFs.MemoryAvailablePercent() is { } free && free < _options.MemoryPressurePercent)
-        {
-            // Not one in use this very second: a call that just resumed it would find it gone again.
-            var victim = _sandboxes.Values
-                .Where(s => s.Persistent && !s.IsDead && s.State is SandboxState.Ready or SandboxState.Paused && !HasLiveForks(s) && s.IdleFor >= PressureMinIdle)
-                .MaxBy(s => s.IdleFor);
-            if (victim is not null)
-                Track(_pressure = PolicyAsync(victim, () => victim.IdleFor >= PressureMinIdle, hibernate: true,
-                    $"memory pressure: {free:F1}% of the host's memory available, under {_options.MemoryPressurePercent:g}%; it was the longest idle"));
+            if (!_sandboxes.TryGetValue(action.Id, out var sb)) continue;
+            var task = PolicyAsync(sb, () => sb.IdleFor >= action.IdleAtLeast && (action.Hibernate || sb.State == SandboxState.Ready), action.Hibernate, action.Why);
+            if (action.Pressure) _pressure = task;
+            Track(task);
         }
     }
 
