@@ -39,7 +39,7 @@ public sealed class Sandbox
     public SandboxRecord? Checkpoint { get; set; }
 
     /// <summary>Serializes pause, hibernate and resume of this sandbox (calls take <see cref="AgentConnection.CallLock"/>).</summary>
-    public SemaphoreSlim Lifecycle { get; } = new(1, 1);
+    public SemaphoreSlim LifecycleLock { get; } = new(1, 1);
 
     private long _lastActive = TimeProvider.System.GetTimestamp();
 
@@ -76,10 +76,20 @@ public sealed class Sandbox
     /// </summary>
     public List<Sandbox> Children { get; } = new();
 
-    public string State
+    /// <summary>One of <see cref="SandboxState"/>; it changes only by the moves <see cref="SandboxLifecycle"/> allows.</summary>
+    public string State => Volatile.Read(ref _state);
+
+    /// <summary>Moves to <paramref name="to"/> from whatever the state is, if the table allows it; else throws (a conflict if it died or was hibernated meanwhile).</summary>
+    public void MoveTo(string to)
     {
-        get => Volatile.Read(ref _state);
-        set => Volatile.Write(ref _state, value);
+        if (!SandboxLifecycle.TryMoveTo(ref _state, to, out var from)) throw SandboxLifecycle.Refusal(this, from, to);
+    }
+
+    /// <summary>Moves from exactly <paramref name="from"/> to <paramref name="to"/>; false if the state is something else now.</summary>
+    public bool TryMove(string from, string to)
+    {
+        if (!SandboxLifecycle.CanMove(from, to)) throw SandboxLifecycle.Refusal(this, from, to);
+        return ReferenceEquals(Interlocked.CompareExchange(ref _state, to, from), from);
     }
 
     public string? DeadReason { get; private set; }
@@ -93,7 +103,7 @@ public sealed class Sandbox
         {
             if (IsDead) return false;
             DeadReason = reason;
-            State = SandboxState.Dead;
+            MoveTo(SandboxState.Dead);
             return true;
         }
     }

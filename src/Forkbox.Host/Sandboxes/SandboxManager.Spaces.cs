@@ -227,7 +227,7 @@ public sealed partial class SandboxManager
         if (_frozen.TryGetValue(id, out var rec))
             throw new ConflictException($"sandbox '{id}' is {rec.State}, not running; only a running sandbox can be paused", "wrong_state");
         var sb = Get(id);
-        await sb.Lifecycle.WaitAsync(ct).ConfigureAwait(false);
+        await sb.LifecycleLock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             if (sb.State == SandboxState.Hibernated)
@@ -249,14 +249,14 @@ public sealed partial class SandboxManager
         }
         finally
         {
-            sb.Lifecycle.Release();
+            sb.LifecycleLock.Release();
         }
     }
 
     private void Freeze(Sandbox sb, string why)
     {
         sb.Cgroup.Freeze(true);
-        sb.State = SandboxState.Paused;
+        sb.MoveTo(SandboxState.Paused);
         Save(sb);
         LogPaused(sb.Id, why);
     }
@@ -264,7 +264,7 @@ public sealed partial class SandboxManager
     private void Thaw(Sandbox sb)
     {
         sb.Cgroup.Freeze(false);
-        sb.State = SandboxState.Ready;
+        sb.MoveTo(SandboxState.Ready);
         Save(sb);
         LogThawed(sb.Id);
     }
@@ -288,7 +288,7 @@ public sealed partial class SandboxManager
             : throw new ConflictException($"sandbox '{id}' is lost ({r?.LostReason}); it cannot be hibernated", "wrong_state");
         if (_frozen.TryGetValue(id, out var rec)) return Frozen(rec);
         var sb = Get(id);
-        await sb.Lifecycle.WaitAsync(ct).ConfigureAwait(false);
+        await sb.LifecycleLock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             if (sb.State == SandboxState.Hibernated) return Frozen(_frozen.GetValueOrDefault(id)); // by another request, just now
@@ -303,7 +303,7 @@ public sealed partial class SandboxManager
         }
         finally
         {
-            sb.Lifecycle.Release();
+            sb.LifecycleLock.Release();
         }
     }
 
@@ -371,7 +371,7 @@ public sealed partial class SandboxManager
         // From here the sandbox stops. It stays listed (as hibernated) until its record is committed;
         // a call that finds it meanwhile waits for its lifecycle lock, which this holds, then resumes it.
         _byPid.TryRemove(sb.Pid, out _);
-        sb.State = SandboxState.Hibernated;
+        sb.MoveTo(SandboxState.Hibernated);
         sb.Agent.Abort();
         var previous = sb.Checkpoint;
         var gen = "g" + ((previous?.Image is { } p && int.TryParse(p.AsSpan(1), CultureInfo.InvariantCulture, out var n) ? n : 0) + 1)
@@ -494,7 +494,7 @@ public sealed partial class SandboxManager
         if (_sandboxes.TryGetValue(id, out var live))
         {
             // Waits out a hibernate in progress (it holds this lock); then the sandbox is on disk, resumed below.
-            await live.Lifecycle.WaitAsync(ct).ConfigureAwait(false);
+            await live.LifecycleLock.WaitAsync(ct).ConfigureAwait(false);
             try
             {
                 if (live.State != SandboxState.Hibernated)
@@ -507,7 +507,7 @@ public sealed partial class SandboxManager
             }
             finally
             {
-                live.Lifecycle.Release();
+                live.LifecycleLock.Release();
             }
         }
 
@@ -601,7 +601,7 @@ public sealed partial class SandboxManager
 
     private async Task PolicyAsync(Sandbox sb, Func<bool> stillDue, bool hibernate, string why)
     {
-        if (!sb.Lifecycle.Wait(0)) return;
+        if (!sb.LifecycleLock.Wait(0)) return;
         try
         {
             if (!sb.Agent.CallLock.Wait(0)) return;
@@ -632,7 +632,7 @@ public sealed partial class SandboxManager
         }
         finally
         {
-            sb.Lifecycle.Release();
+            sb.LifecycleLock.Release();
         }
     }
 
@@ -645,7 +645,7 @@ public sealed partial class SandboxManager
         {
             try
             {
-                if (!await sb.Lifecycle.WaitAsync(KillWait).ConfigureAwait(false)) continue;
+                if (!await sb.LifecycleLock.WaitAsync(KillWait).ConfigureAwait(false)) continue;
                 try
                 {
                     if (HasLiveForks(sb) || !await sb.Agent.CallLock.WaitAsync(KillWait).ConfigureAwait(false)) continue;
@@ -653,7 +653,7 @@ public sealed partial class SandboxManager
                 }
                 finally
                 {
-                    sb.Lifecycle.Release();
+                    sb.LifecycleLock.Release();
                 }
             }
             catch (Exception e)

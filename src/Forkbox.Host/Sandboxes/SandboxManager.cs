@@ -459,8 +459,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
         if (_sandboxes.TryGetValue(id, out var busy) && busy.State == SandboxState.Hibernated)
         {
             // Being hibernated right now: let that finish (it holds the lifecycle lock), then delete what it saved.
-            await busy.Lifecycle.WaitAsync().ConfigureAwait(false);
-            busy.Lifecycle.Release();
+            await busy.LifecycleLock.WaitAsync().ConfigureAwait(false);
+            busy.LifecycleLock.Release();
         }
         if (_sandboxes.TryRemove(id, out var sb))
         {
@@ -605,7 +605,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         try
         {
             EnsureUsable(sb);
-            sb.State = SandboxState.Running;
+            sb.MoveTo(SandboxState.Running);
             var callId = sb.Agent.NextCallId();
             var rich = req.Rich == true;
             var frame = AgentFrame.Encode(w =>
@@ -674,7 +674,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
         finally
         {
-            if (sb.State == SandboxState.Running) sb.State = SandboxState.Ready;
+            sb.TryMove(SandboxState.Running, SandboxState.Ready);
             sb.Touch();
             sb.Agent.CallLock.Release();
             _metrics.ExecSeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
