@@ -171,7 +171,7 @@ public sealed partial class SandboxManager
         Save(child);
         lock (_slotRefs) _slotRefs[parent.Slot.Index] = _slotRefs.GetValueOrDefault(parent.Slot.Index, 1) + 1;
         lock (parent.Children) parent.Children.Add(child);
-        _sandboxes[child.Id] = child;
+        _registry.AddLive(child);
         return child;
     }
 
@@ -278,15 +278,12 @@ public sealed partial class SandboxManager
         if (!IsDescendant(winner, target))
             throw new BadRequestException($"sandbox '{winnerId}' is not a fork of '{targetId}' or of one of its forks; merge_into only takes a descendant of the target");
         EnsureUsable(winner);
-        lock (_sandboxes)
-        {
-            if (!_sandboxes.TryGetValue(targetId, out var t) || t != target || !_sandboxes.TryGetValue(winnerId, out var w) || w != winner)
-                throw new NotFoundException($"sandbox '{winnerId}' or '{targetId}' was closed or merged meanwhile");
-            _sandboxes.TryRemove(winnerId, out _);
-            winner.Id = targetId;
-            winner.Adopt(target.ToRecord());
-            _sandboxes[targetId] = winner;
-        }
+        if (!_registry.TryMerge(target, winner, () =>
+            {
+                winner.Id = targetId;
+                winner.Adopt(target.ToRecord());
+            }))
+            throw new NotFoundException($"sandbox '{winnerId}' or '{targetId}' was closed or merged meanwhile");
         Forget(winnerId, winner.Owner, null);
         Save(winner);
         LogMerged(winnerId, targetId);

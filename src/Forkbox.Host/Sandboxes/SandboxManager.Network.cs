@@ -17,14 +17,14 @@ public sealed partial class SandboxManager
     public SandboxNetworking Networking => _network;
 
     /// <summary>The host pid of a live sandbox's PID 1 (where the ports proxy connects from), or null.</summary>
-    public int? LivePid(string id) => _sandboxes.TryGetValue(id, out var sb) && !sb.IsDead ? sb.Pid : null;
+    public int? LivePid(string id) => _registry.TryGetLive(id, out var sb) && !sb.IsDead ? sb.Pid : null;
 
     /// <summary>Prometheus lines with each egress sandbox's byte counters.</summary>
     public void RenderNetworkMetrics(StringBuilder text)
     {
         text.Append("# HELP forkbox_sandbox_network_bytes_total Bytes through a sandbox's network link (egress sandboxes; loopback is not counted)\n")
             .Append("# TYPE forkbox_sandbox_network_bytes_total counter\n");
-        foreach (var sb in _sandboxes.Values)
+        foreach (var sb in _registry.Live)
         {
             if (sb.Network is not { } net) continue;
             text.Append("forkbox_sandbox_network_bytes_total{sandbox=\"").Append(sb.Id).Append("\",direction=\"sent\"} ").Append(net.Link.SentBytes).Append('\n')

@@ -25,8 +25,8 @@ namespace Forkbox.Host.Sandboxes;
 /// until the next hibernate replaces it), spawns a fresh agent from the template's zygote, and has
 /// it restore the globals and re-import the modules.
 ///
-/// Frozen records (hibernated, and lost ones: a restart found them running) are in <see cref="_frozen"/>;
-/// live sandboxes, paused ones included, in <see cref="_sandboxes"/>.
+/// Frozen records (hibernated, and lost ones: a restart found them running) and live sandboxes,
+/// paused ones included, are held by <see cref="SandboxRegistry"/>, which alone writes them.
 /// </summary>
 public sealed partial class SandboxManager
 {
@@ -38,47 +38,24 @@ public sealed partial class SandboxManager
 
     private static readonly TimeSpan HibernateCallTimeout = TimeSpan.FromMinutes(10);
 
-    private readonly ConcurrentDictionary<string, SandboxRecord> _frozen = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, string> _names = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _resumeGates = new(StringComparer.Ordinal);
     private readonly string? _fault = Environment.GetEnvironmentVariable("FORKBOX_FAULT");
     private Task _pressure = Task.CompletedTask;
 
-    public int Paused => _sandboxes.Values.Count(s => s.State == SandboxState.Paused);
+    public int Paused => _registry.Live.Count(s => s.State == SandboxState.Paused);
 
-    public int Hibernated => _frozen.Values.Count(r => r.State == SandboxState.Hibernated);
+    public int Hibernated => _registry.Frozen.Count(r => r.State == SandboxState.Hibernated);
 
     /// <summary>Disk held by saved states: hibernated sandboxes' and the checkpoints of resumed ones.</summary>
     public long HibernatedBytes =>
-        _frozen.Values.Sum(r => r.ImageBytes ?? 0) + _sandboxes.Values.Sum(s => s.Checkpoint?.ImageBytes ?? 0);
+        _registry.Frozen.Sum(r => r.ImageBytes ?? 0) + _registry.Live.Sum(s => s.Checkpoint?.ImageBytes ?? 0);
 
     // ---- records, names, lookups -------------------------------------------------------------
 
-    private static string NameKey(string owner, string name) => owner + "\n" + name;
-
-    /// <summary>What holds a name while its sandbox is being made (the id is not known until then).</summary>
-    private const string CreatingPrefix = "creating-";
-
-    /// <summary>Claims a name for an id; 409 while another sandbox of the owner (frozen or lost ones included) holds it.</summary>
-    private void ReserveName(string owner, string? name, string id)
-    {
-        if (name is null) return;
-        var holder = _names.GetOrAdd(NameKey(owner, name), id);
-        if (holder != id)
-            throw new ConflictException(holder.StartsWith(CreatingPrefix, StringComparison.Ordinal)
-                ? $"a sandbox named '{name}' is being created by another request; choose another name or find it with GET /v1/sandboxes?name={name}"
-                : $"a sandbox named '{name}' already exists ({holder}); delete it first or choose another name", "name_taken");
-    }
-
-    private void ReleaseName(string owner, string? name, string id)
-    {
-        if (name is not null) _names.TryRemove(new KeyValuePair<string, string>(NameKey(owner, name), id));
-    }
-
     /// <summary>Any sandbox this server knows of, live or frozen, as the API reports it.</summary>
     public SandboxInfo Describe(string id) =>
-        _sandboxes.TryGetValue(id, out var sb) ? sb.ToInfo(withUsage: true) with { DiskBytes = DiskUsed(sb) }
-        : _frozen.TryGetValue(id, out var r) ? r.ToInfo()
+        _registry.TryGetLive(id, out var sb) ? sb.ToInfo(withUsage: true) with { DiskBytes = DiskUsed(sb) }
+        : _registry.TryGetFrozen(id, out var r) ? r.ToInfo()
         : throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
 
     /// <summary>The owner's sandboxes, live and frozen; with a name, only the owner's sandbox of that name.</summary>
@@ -87,30 +64,18 @@ public sealed partial class SandboxManager
         if (name is not null)
         {
             Validate.Name(name, "name");
-            return _names.TryGetValue(NameKey(owner, name), out var id) && TryDescribe(id) is { } info ? [info] : [];
+            return _registry.TryGetNamed(owner, name, out var id) && TryDescribe(id) is { } info ? [info] : [];
         }
-        return _sandboxes.Values.Where(s => s.Owner == owner).Select(s => s.ToInfo(false))
-            .Concat(_frozen.Values.Where(r => r.Owner == owner).Select(r => r.ToInfo()))
+        return _registry.Live.Where(s => s.Owner == owner).Select(s => s.ToInfo(false))
+            .Concat(_registry.Frozen.Where(r => r.Owner == owner).Select(r => r.ToInfo()))
             .OrderBy(i => i.CreatedAt).ToList();
     }
 
     /// <summary>The owner of a sandbox this server knows of, live or frozen; null for an unknown id.</summary>
-    public string? OwnerOf(string id) =>
-        _sandboxes.TryGetValue(id, out var sb) ? sb.Owner : _frozen.TryGetValue(id, out var r) ? r.Owner : null;
+    public string? OwnerOf(string id) => _registry.OwnerOf(id);
 
     /// <summary>Owner → ids of every sandbox held for it, live and frozen: what a cluster heartbeat reports.</summary>
-    public Dictionary<string, List<string>> IdsByOwner()
-    {
-        var byOwner = new Dictionary<string, List<string>>(StringComparer.Ordinal);
-        void Add(string owner, string id)
-        {
-            if (!byOwner.TryGetValue(owner, out var ids)) byOwner[owner] = ids = [];
-            ids.Add(id);
-        }
-        foreach (var (id, sb) in _sandboxes) Add(sb.Owner, id);
-        foreach (var (id, r) in _frozen) Add(r.Owner, id);
-        return byOwner;
-    }
+    public Dictionary<string, List<string>> IdsByOwner() => _registry.IdsByOwner();
 
     private long? DiskUsed(Sandbox sb)
     {
@@ -125,7 +90,7 @@ public sealed partial class SandboxManager
     }
 
     private SandboxInfo? TryDescribe(string id) =>
-        _sandboxes.TryGetValue(id, out var sb) ? sb.ToInfo(false) : _frozen.TryGetValue(id, out var r) ? r.ToInfo() : null;
+        _registry.TryGetLive(id, out var sb) ? sb.ToInfo(false) : _registry.TryGetFrozen(id, out var r) ? r.ToInfo() : null;
 
     /// <summary>Records a sandbox's new state, committed before this returns (a restart brings it back, or reports it lost).</summary>
     private void Save(Sandbox sb)
@@ -152,7 +117,7 @@ public sealed partial class SandboxManager
         {
             LogStoreFailed(id, e.Message);
         }
-        ReleaseName(owner, name, id);
+        _registry.ReleaseName(owner, name, id);
         var dir = Path.Combine(_options.SpacesDir, id);
         if (Directory.Exists(dir)) Track(_layers.RemoveAsync(new SandboxLayerDirs(dir, dir, [])));
     }
@@ -203,13 +168,13 @@ public sealed partial class SandboxManager
             {
                 lost++;
             }
-            _frozen[rec.Id] = rec;
-            if (rec.Name is not null) _names[NameKey(rec.Owner, rec.Name)] = rec.Id;
+            _registry.AddFrozen(rec);
+            _registry.SetName(rec.Owner, rec.Name, rec.Id);
         }
         if (Directory.Exists(_options.SpacesDir))
             foreach (var dir in Directory.GetDirectories(_options.SpacesDir))
             {
-                _frozen.TryGetValue(Path.GetFileName(dir), out var rec);
+                _registry.TryGetFrozen(Path.GetFileName(dir), out var rec);
                 foreach (var gen in Directory.GetDirectories(dir))
                     if (rec?.Image != Path.GetFileName(gen))
                         Track(_layers.RemoveAsync(new SandboxLayerDirs(gen, gen, [])));
@@ -224,7 +189,7 @@ public sealed partial class SandboxManager
     public async Task<LifecycleResponse> PauseAsync(string id, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
-        if (_frozen.TryGetValue(id, out var rec))
+        if (_registry.TryGetFrozen(id, out var rec))
             throw new ConflictException($"sandbox '{id}' is {rec.State}, not running; only a running sandbox can be paused", "wrong_state");
         var sb = Get(id);
         await sb.LifecycleLock.WaitAsync(ct).ConfigureAwait(false);
@@ -286,12 +251,12 @@ public sealed partial class SandboxManager
         LifecycleResponse Frozen(SandboxRecord? r) => r?.State == SandboxState.Hibernated
             ? new LifecycleResponse { Id = id, State = r.State, Bytes = r.ImageBytes }
             : throw new ConflictException($"sandbox '{id}' is lost ({r?.LostReason}); it cannot be hibernated", "wrong_state");
-        if (_frozen.TryGetValue(id, out var rec)) return Frozen(rec);
+        if (_registry.TryGetFrozen(id, out var rec)) return Frozen(rec);
         var sb = Get(id);
         await sb.LifecycleLock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            if (sb.State == SandboxState.Hibernated) return Frozen(_frozen.GetValueOrDefault(id)); // by another request, just now
+            if (sb.State == SandboxState.Hibernated) return Frozen(_registry.FrozenOrNull(id)); // by another request, just now
             // Forks just closed are still being released (their processes killed): that takes milliseconds.
             for (var waited = Stopwatch.StartNew(); HasLiveForks(sb) && ClosedForksOnly(sb) && waited.Elapsed < KillWait;)
                 await Task.Delay(10, ct).ConfigureAwait(false);
@@ -370,7 +335,7 @@ public sealed partial class SandboxManager
 
         // From here the sandbox stops. It stays listed (as hibernated) until its record is committed;
         // a call that finds it meanwhile waits for its lifecycle lock, which this holds, then resumes it.
-        _byPid.TryRemove(sb.Pid, out _);
+        _registry.ForgetPid(sb.Pid);
         sb.MoveTo(SandboxState.Hibernated);
         sb.Agent.Abort();
         var previous = sb.Checkpoint;
@@ -402,16 +367,14 @@ public sealed partial class SandboxManager
             _store.Save(rec, durable: true);
             timings["commit"] = Lap(step);
             Fault("hibernate.committed");
-            _frozen[id] = rec;
-            _sandboxes.TryRemove(new KeyValuePair<string, Sandbox>(id, sb));
+            _registry.Freeze(sb, rec);
             if (previous?.Image is { } old) Track(_layers.RemoveAsync(new SandboxLayerDirs(Path.Combine(_options.SpacesDir, id, old), "", [])));
             reply = reply with { Bytes = bytes };
         }
         catch (Exception e)
         {
             var lost = MarkLost(sb, $"hibernate failed after its processes were stopped: {e.Message}");
-            _frozen[id] = lost;
-            _sandboxes.TryRemove(new KeyValuePair<string, Sandbox>(id, sb));
+            _registry.Freeze(sb, lost);
             LogHibernateFailed(id, lost.LostReason!);
             Release();
             throw new ExecutorException($"cannot hibernate sandbox '{id}': {lost.LostReason}", e);
@@ -474,12 +437,12 @@ public sealed partial class SandboxManager
     /// </summary>
     public async Task<(Sandbox Sandbox, string? ResumedFrom)> ActiveAsync(string id, CancellationToken ct)
     {
-        if (_sandboxes.TryGetValue(id, out var sb))
+        if (_registry.TryGetLive(id, out var sb))
         {
             sb.Touch();
             if (sb.State is not (SandboxState.Paused or SandboxState.Hibernated)) return (sb, null);
         }
-        else if (!_frozen.ContainsKey(id))
+        else if (!_registry.IsFrozen(id))
         {
             throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
         }
@@ -491,7 +454,7 @@ public sealed partial class SandboxManager
     public async Task<(Sandbox Sandbox, LifecycleResponse Reply)> ResumeAsync(string id, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
-        if (_sandboxes.TryGetValue(id, out var live))
+        if (_registry.TryGetLive(id, out var live))
         {
             // Waits out a hibernate in progress (it holds this lock); then the sandbox is on disk, resumed below.
             await live.LifecycleLock.WaitAsync(ct).ConfigureAwait(false);
@@ -516,9 +479,9 @@ public sealed partial class SandboxManager
         try
         {
             // A concurrent resume may have finished while this one waited.
-            if (_sandboxes.TryGetValue(id, out live) && live.State != SandboxState.Hibernated)
+            if (_registry.TryGetLive(id, out live) && live.State != SandboxState.Hibernated)
                 return (live, new LifecycleResponse { Id = id, State = live.State, TimingsMs = new() { ["total"] = Ms(total) } });
-            if (!_frozen.TryGetValue(id, out var rec))
+            if (!_registry.TryGetFrozen(id, out var rec))
                 throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
             if (rec.Image is null || rec.ImageUidBase is null)
                 throw new ConflictException($"sandbox '{id}' is lost ({rec.LostReason}) and has no hibernated state to resume from", "lost");
@@ -556,15 +519,14 @@ public sealed partial class SandboxManager
             }
             catch
             {
-                _byPid.TryRemove(sb.Pid, out _);
+                _registry.ForgetPid(sb.Pid);
                 await DestroyAsync(sb).ConfigureAwait(false);
                 throw;
             }
             timings["restore_state"] = Lap(step);
             sb.Adopt(rec);
             sb.Touch();
-            _sandboxes[id] = sb;
-            _frozen.TryRemove(id, out _);
+            _registry.Thaw(sb);
             Save(sb);
             timings["total"] = Ms(total);
             _metrics.ResumeSeconds.Observe(total.Elapsed.TotalSeconds);
@@ -587,12 +549,12 @@ public sealed partial class SandboxManager
     /// <summary>Once a second: carries out what <see cref="IdlePolicy"/> decides for the live Spaces.</summary>
     public void ApplyIdlePolicy()
     {
-        var candidates = _sandboxes.Values.Where(s => s.Persistent && !s.IsDead).Select(s => new IdleCandidate(s.Id, s.State, s.LastActive,
+        var candidates = _registry.Live.Where(s => s.Persistent && !s.IsDead).Select(s => new IdleCandidate(s.Id, s.State, s.LastActive,
             TimeSpan.FromSeconds(s.IdleTimeoutS ?? _options.PauseAfterS), TimeSpan.FromSeconds(s.HibernateAfterS ?? _options.HibernateAfterS), HasLiveForks(s)));
         var free = _options.MemoryPressurePercent > 0 ? ProcFs.MemoryAvailablePercent() : null;
         foreach (var action in IdlePolicy.Decide(candidates, TimeProvider.System, free, _options.MemoryPressurePercent, pressureBusy: !_pressure.IsCompleted))
         {
-            if (!_sandboxes.TryGetValue(action.Id, out var sb)) continue;
+            if (!_registry.TryGetLive(action.Id, out var sb)) continue;
             var task = PolicyAsync(sb, () => sb.IdleFor >= action.IdleAtLeast && (action.Hibernate || sb.State == SandboxState.Ready), action.Hibernate, action.Why);
             if (action.Pressure) _pressure = task;
             Track(task);
@@ -605,7 +567,7 @@ public sealed partial class SandboxManager
         try
         {
             if (!sb.Agent.CallLock.Wait(0)) return;
-            if (!stillDue() || sb.IsDead || !_sandboxes.ContainsKey(sb.Id) || (hibernate && HasLiveForks(sb)))
+            if (!stillDue() || sb.IsDead || !_registry.IsLive(sb.Id) || (hibernate && HasLiveForks(sb)))
             {
                 sb.Agent.CallLock.Release();
                 return;
@@ -641,7 +603,7 @@ public sealed partial class SandboxManager
     /// <summary>At a clean stop: hibernates the persistent sandboxes that run, so none is lost.</summary>
     private async Task HibernateAllForShutdownAsync()
     {
-        foreach (var sb in _sandboxes.Values.Where(s => s.Persistent && !s.IsDead).ToList())
+        foreach (var sb in _registry.Live.Where(s => s.Persistent && !s.IsDead).ToList())
         {
             try
             {

@@ -42,8 +42,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     private readonly SandboxStore _store;
     private readonly DiskQuota? _quota;
     private readonly Forkbox.Host.Networking.SandboxNetworking _network;
-    private readonly ConcurrentDictionary<string, Sandbox> _sandboxes = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<int, Sandbox> _byPid = new();
+    private readonly SandboxRegistry _registry = new();
     private readonly ConcurrentDictionary<string, ZygoteProcess> _zygotes = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _zygoteStart = new(1, 1);
     private readonly ConcurrentDictionary<string, SandboxPool> _pools = new(StringComparer.Ordinal);
@@ -71,14 +70,14 @@ public sealed partial class SandboxManager : IAsyncDisposable
     }
 
     /// <summary>Sandboxes clients hold (pooled ones are not counted).</summary>
-    public int Running => _sandboxes.Count;
+    public int Running => _registry.LiveCount;
 
-    public IEnumerable<Sandbox> All => _sandboxes.Values;
+    public IEnumerable<Sandbox> All => _registry.Live;
 
     /// <summary>A live sandbox (paused ones included); a frozen one is a 409 that says to resume it.</summary>
     public Sandbox Get(string id) =>
-        _sandboxes.TryGetValue(id, out var sb) ? sb
-        : _frozen.TryGetValue(id, out var r) ? throw new ConflictException($"sandbox '{id}' is {r.State}; resume it first (POST /v1/sandboxes/{id}/resume)", "wrong_state")
+        _registry.TryGetLive(id, out var sb) ? sb
+        : _registry.TryGetFrozen(id, out var r) ? throw new ConflictException($"sandbox '{id}' is {r.State}; resume it first (POST /v1/sandboxes/{id}/resume)", "wrong_state")
         : throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
 
     /// <summary>Starts the zygote of a template ahead of its first sandbox and starts filling its pool.</summary>
@@ -118,8 +117,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
         var pool = GetPool(template, egress);
         // The name is held from now on, so that two creates cannot both take it.
-        var placeholder = CreatingPrefix + SandboxId.New(_options.HostId);
-        ReserveName(owner, name, placeholder);
+        var placeholder = SandboxRegistry.CreatingPrefix + SandboxId.New(_options.HostId);
+        _registry.ReserveName(owner, name, placeholder);
         Sandbox? sandbox;
         bool hit;
         try
@@ -158,7 +157,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
         catch
         {
-            ReleaseName(owner, name, placeholder);
+            _registry.ReleaseName(owner, name, placeholder);
             throw;
         }
         pool.Wake();
@@ -176,13 +175,13 @@ public sealed partial class SandboxManager : IAsyncDisposable
         sandbox.HibernateAfterS = hibernateAfter;
         if (diskMb != sandbox.DiskMb) _quota?.SetLimit(sandbox.Dirs, (long)diskMb << 20);
         sandbox.DiskMb = diskMb;
-        if (name is not null) _names[NameKey(owner, name)] = sandbox.Id;
+        _registry.SetName(owner, name, sandbox.Id);
         sandbox.Touch();
         var recordStart = Stopwatch.GetTimestamp();
         Save(sandbox);
         sandbox.TimingsMs["record"] = Math.Round(Stopwatch.GetElapsedTime(recordStart).TotalMilliseconds, 3);
         sandbox.TimingsMs["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
-        _sandboxes[sandbox.Id] = sandbox;
+        _registry.AddLive(sandbox);
         (hit ? _metrics.CreatePoolHitSeconds : _metrics.CreatePoolMissSeconds).Observe(total.Elapsed.TotalSeconds);
         LogCreated(sandbox.Id, template.Name, sandbox.Pid, hit, total.Elapsed.TotalMilliseconds);
         return sandbox;
@@ -288,7 +287,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 Metadata = new(), Pid = spawn.Pid, Agent = agent, Cgroup = cgroup, Slot = slot, Dirs = dirs, TimingsMs = timings,
                 DiskMb = diskMb,
             };
-            _byPid[spawn.Pid] = sandbox;
+            _registry.TrackPid(spawn.Pid, sandbox);
             if (egress)
             {
                 try
@@ -297,7 +296,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
                 }
                 catch
                 {
-                    _byPid.TryRemove(spawn.Pid, out _);
+                    _registry.ForgetPid(spawn.Pid);
                     await DetachNetworkAsync(sandbox).ConfigureAwait(false);
                     throw;
                 }
@@ -399,7 +398,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         var template = _templates.Get(name);
         if (template.RootDir is null)
             throw new BadRequestException($"template '{name}' is built in and cannot be deleted");
-        var users = _sandboxes.Values.Count(s => s.Template.Name == name);
+        var users = _registry.Live.Count(s => s.Template.Name == name);
         if (users > 0)
             throw new ConflictException($"template '{name}' is used by {users} sandbox(es); close them first", "template_in_use");
         if (_pools.TryRemove(name, out var pool)) await pool.DisposeAsync().ConfigureAwait(false);
@@ -456,20 +455,20 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// <summary>Closes a sandbox for good, whatever its state: its processes, record, name and saved state go.</summary>
     public async Task DeleteAsync(string id, string why)
     {
-        if (_sandboxes.TryGetValue(id, out var busy) && busy.State == SandboxState.Hibernated)
+        if (_registry.TryGetLive(id, out var busy) && busy.State == SandboxState.Hibernated)
         {
             // Being hibernated right now: let that finish (it holds the lifecycle lock), then delete what it saved.
             await busy.LifecycleLock.WaitAsync().ConfigureAwait(false);
             busy.LifecycleLock.Release();
         }
-        if (_sandboxes.TryRemove(id, out var sb))
+        if (_registry.TryRemoveLive(id, out var sb))
         {
             LogDestroyed(id, why);
             Forget(id, sb.Owner, sb.Name);
             await DestroyAsync(sb).ConfigureAwait(false);
             return;
         }
-        if (_frozen.TryRemove(id, out var rec))
+        if (_registry.TryRemoveFrozen(id, out var rec))
         {
             LogDestroyed(id, $"{why} (it was {rec.State})");
             Forget(id, rec.Owner, rec.Name);
@@ -481,7 +480,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// <summary>Kills the sandbox's processes now; waits for them, then releases cgroup, slot and layers in the background.</summary>
     internal Task DestroyAsync(Sandbox sb)
     {
-        _byPid.TryRemove(sb.Pid, out _);
+        _registry.ForgetPid(sb.Pid);
         sb.TryMarkDead("closed");
         sb.Agent.Abort();
         var task = Task.Run(async () =>
@@ -535,17 +534,17 @@ public sealed partial class SandboxManager : IAsyncDisposable
     public int ReapExpired(DateTimeOffset now)
     {
         var n = 0;
-        foreach (var sb in _sandboxes.Values)
+        foreach (var sb in _registry.Live)
         {
-            if (sb.Persistent || sb.ExpiresAt > now || sb.State == SandboxState.Hibernated || !_sandboxes.TryRemove(sb.Id, out _)) continue;
+            if (sb.Persistent || sb.ExpiresAt > now || sb.State == SandboxState.Hibernated || !_registry.TryRemoveLive(sb.Id, out _)) continue;
             LogDestroyed(sb.Id, "timeout_s reached");
             Forget(sb.Id, sb.Owner, sb.Name);
             _ = DestroyAsync(sb);
             n++;
         }
-        foreach (var r in _frozen.Values)
+        foreach (var r in _registry.Frozen)
         {
-            if (r.Persistent || r.ExpiresAt > now || !_frozen.TryRemove(r.Id, out _)) continue;
+            if (r.Persistent || r.ExpiresAt > now || !_registry.TryRemoveFrozen(r.Id, out _)) continue;
             LogDestroyed(r.Id, $"timeout_s reached (it was {r.State})");
             Forget(r.Id, r.Owner, r.Name);
             n++;
@@ -555,7 +554,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     private void OnSandboxExited(int pid, int status)
     {
-        if (!_byPid.TryGetValue(pid, out var sb)) return;
+        if (!_registry.TryGetByPid(pid, out var sb)) return;
         var reason = DeathReason(sb, status < 0 ? $"the sandbox's agent was killed by signal {-status}" : $"the sandbox's agent exited with status {status}");
         if (sb.TryMarkDead(reason))
             LogDied(sb.Id, reason);
@@ -830,8 +829,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
         foreach (var pool in pools)
             await pool.DisposeAsync().ConfigureAwait(false);
         if (_options.HibernateOnShutdown) await HibernateAllForShutdownAsync().ConfigureAwait(false);
-        foreach (var id in _sandboxes.Keys.ToArray())
-            if (_sandboxes.TryRemove(id, out var sb))
+        foreach (var id in _registry.Live.Select(s => s.Id).ToArray())
+            if (_registry.TryRemoveLive(id, out var sb))
             {
                 MarkLost(sb, sb.Persistent
                     ? "the server was stopped and the sandbox could not be hibernated first"
