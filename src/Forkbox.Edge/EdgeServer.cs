@@ -173,9 +173,9 @@ public sealed partial class EdgeServer : IAsyncDisposable
         _stop.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "forkbox edge listening on {Address} (redis {Redis}, {Hosts} hosts in rotation, auth {Auth}, {Tiers} tiers)")]
+    [LoggerMessage(EventId = 5001, Level = LogLevel.Information, Message = "forkbox edge listening on {Address} (redis {Redis}, {Hosts} hosts in rotation, auth {Auth}, {Tiers} tiers)")]
     private static partial void LogListening(ILogger log, Uri address, string redis, int hosts, bool auth, int tiers);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "redis {Redis} does not answer yet ({Error}); the edge routes as soon as it does")]
+    [LoggerMessage(EventId = 5002, Level = LogLevel.Warning, Message = "redis {Redis} does not answer yet ({Error}); the edge routes as soon as it does")]
     private static partial void LogRedisAway(ILogger log, string redis, string error);
 }

@@ -303,37 +303,37 @@ public sealed partial class HostServer : IAsyncDisposable
         LogStopped(_log);
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "shutdown step failed; continuing with the others")]
+    [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "shutdown step failed; continuing with the others")]
     private static partial void LogShutdownStepFailed(ILogger log, Exception e);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "forkbox listening on {Address} (cgroup v{Cgroup}, storage {Storage}, auth {Auth})")]
+    [LoggerMessage(EventId = 2002, Level = LogLevel.Information, Message = "forkbox listening on {Address} (cgroup v{Cgroup}, storage {Storage}, auth {Auth})")]
     private static partial void LogListening(ILogger log, Uri address, int cgroup, string storage, bool auth);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "storage image {Image} ({Fs}) on {Dir}: {How}")]
+    [LoggerMessage(EventId = 2003, Level = LogLevel.Information, Message = "storage image {Image} ({Fs}) on {Dir}: {How}")]
     private static partial void LogStorageImage(ILogger log, string image, string fs, string dir, string how);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "storage {Strategy}: sandbox layers on {Filesystem} at {Dir}")]
+    [LoggerMessage(EventId = 2004, Level = LogLevel.Information, Message = "storage {Strategy}: sandbox layers on {Filesystem} at {Dir}")]
     private static partial void LogStorage(ILogger log, string strategy, string filesystem, string dir);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "storage copy: each fork copies every file its sandbox changed; " +
+    [LoggerMessage(EventId = 2005, Level = LogLevel.Warning, Message = "storage copy: each fork copies every file its sandbox changed; " +
         "for forks at the cost of a snapshot put the data directory on btrfs or xfs (reflink=1), or pass --storage-image SIZE (e.g. 8G)")]
     private static partial void LogCopyStorage(ILogger log);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "disk quotas: {Kind} enforces each sandbox's disk_mb")]
+    [LoggerMessage(EventId = 2006, Level = LogLevel.Information, Message = "disk quotas: {Kind} enforces each sandbox's disk_mb")]
     private static partial void LogDiskQuota(ILogger log, string kind);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "disk quotas not enforced: {Why}")]
+    [LoggerMessage(EventId = 2007, Level = LogLevel.Warning, Message = "disk quotas not enforced: {Why}")]
     private static partial void LogNoDiskQuota(ILogger log, string why);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "removed {Count} sandboxes left by an earlier run that did not shut down cleanly")]
+    [LoggerMessage(EventId = 2008, Level = LogLevel.Warning, Message = "removed {Count} sandboxes left by an earlier run that did not shut down cleanly")]
     private static partial void LogStaleRemoved(ILogger log, int count);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "template {Template}: zygote failed to start: {Error}")]
+    [LoggerMessage(EventId = 2009, Level = LogLevel.Error, Message = "template {Template}: zygote failed to start: {Error}")]
     private static partial void LogWarmFailed(ILogger log, string template, string error);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "stopping: destroying {Count} sandboxes")]
+    [LoggerMessage(EventId = 2010, Level = LogLevel.Information, Message = "stopping: destroying {Count} sandboxes")]
     private static partial void LogStopping(ILogger log, int count);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "stopped; nothing left behind")]
+    [LoggerMessage(EventId = 2011, Level = LogLevel.Information, Message = "stopped; nothing left behind")]
     private static partial void LogStopped(ILogger log);
 }

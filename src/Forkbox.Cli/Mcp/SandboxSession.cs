@@ -128,12 +128,12 @@ internal sealed partial class SandboxSession(ForkboxClient client, CreateSandbox
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created from template {Template} for this MCP session")]
+    [LoggerMessage(EventId = 6001, Level = LogLevel.Information, Message = "sandbox {SandboxId} created from template {Template} for this MCP session")]
     private partial void LogCreated(string sandboxId, string template);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} closed")]
+    [LoggerMessage(EventId = 6002, Level = LogLevel.Information, Message = "sandbox {SandboxId} closed")]
     private partial void LogClosed(string sandboxId);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not be closed at the end of the session ({Error}); close it with `forkbox sandbox rm` and this id")]
+    [LoggerMessage(EventId = 6003, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not be closed at the end of the session ({Error}); close it with `forkbox sandbox rm` and this id")]
     private partial void LogCloseFailed(string sandboxId, string error);
 }

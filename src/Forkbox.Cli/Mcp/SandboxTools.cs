@@ -163,6 +163,6 @@ internal sealed partial class SandboxTools(SandboxSession session, ForkboxClient
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "a tool call failed unexpectedly")]
+    [LoggerMessage(EventId = 6101, Level = LogLevel.Error, Message = "a tool call failed unexpectedly")]
     private partial void LogUnexpected(Exception e);
 }

@@ -241,9 +241,9 @@ public sealed partial class SandboxProxy(IHttpForwarder forwarder, HttpMessageIn
         public void Dispose() => Response.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Path}: host {HostId} failed ({Error}): {Cause}")]
+    [LoggerMessage(EventId = 5101, Level = LogLevel.Warning, Message = "{Method} {Path}: host {HostId} failed ({Error}): {Cause}")]
     private static partial void LogForwardFailed(ILogger log, string method, string path, string hostId, string error, string cause);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "create: host {HostId} failed ({Cause}); trying another host once")]
+    [LoggerMessage(EventId = 5102, Level = LogLevel.Warning, Message = "create: host {HostId} failed ({Cause}); trying another host once")]
     private static partial void LogFailover(ILogger log, string hostId, string cause);
 }

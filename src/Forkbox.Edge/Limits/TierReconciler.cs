@@ -81,9 +81,9 @@ public sealed partial class TierReconciler(IConnectionMultiplexer redis, HostReg
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "tiers: repaired the live counts from {Hosts} hosts: {Removed} ended sandboxes removed, {Added} found on hosts added")]
+    [LoggerMessage(EventId = 5201, Level = LogLevel.Information, Message = "tiers: repaired the live counts from {Hosts} hosts: {Removed} ended sandboxes removed, {Added} found on hosts added")]
     private static partial void LogRepaired(ILogger log, int removed, int added, int hosts);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "tiers: repairing the live counts failed ({Error}); trying again next period")]
+    [LoggerMessage(EventId = 5202, Level = LogLevel.Warning, Message = "tiers: repairing the live counts failed ({Error}); trying again next period")]
     private static partial void LogFailed(ILogger log, string error);
 }

@@ -87,18 +87,18 @@ public sealed partial class HostRegistry(IConnectionMultiplexer redis, ILogger l
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "registry: host {HostId} joined (region {Region}, {Url})")]
+    [LoggerMessage(EventId = 5301, Level = LogLevel.Information, Message = "registry: host {HostId} joined (region {Region}, {Url})")]
     private static partial void LogJoined(ILogger log, string hostId, string region, Uri url);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "registry: host {HostId} (region {Region}) left rotation: its announcement expired or was removed")]
+    [LoggerMessage(EventId = 5302, Level = LogLevel.Warning, Message = "registry: host {HostId} (region {Region}) left rotation: its announcement expired or was removed")]
     private static partial void LogLeft(ILogger log, string hostId, string region);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "registry: host {HostId}'s announcement is not valid JSON ({Error}); ignored")]
+    [LoggerMessage(EventId = 5303, Level = LogLevel.Warning, Message = "registry: host {HostId}'s announcement is not valid JSON ({Error}); ignored")]
     private static partial void LogBadAnnouncement(ILogger log, string hostId, string error);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "registry: reading Redis failed ({Error}); routing with the {Count} hosts last seen")]
+    [LoggerMessage(EventId = 5304, Level = LogLevel.Warning, Message = "registry: reading Redis failed ({Error}); routing with the {Count} hosts last seen")]
     private static partial void LogReadFailed(ILogger log, string error, int count);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "registry: reading Redis works again")]
+    [LoggerMessage(EventId = 5305, Level = LogLevel.Information, Message = "registry: reading Redis works again")]
     private static partial void LogReading(ILogger log);
 }

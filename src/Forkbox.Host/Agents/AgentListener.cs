@@ -108,12 +108,12 @@ public sealed partial class AgentListener : IAsyncDisposable
         _stop.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "agent socket accept failed: {Error}")]
+    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "agent socket accept failed: {Error}")]
     private partial void LogAcceptFailed(string error);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "dropped an agent connection with an unexpected hello (sandbox {SandboxId})")]
+    [LoggerMessage(EventId = 2102, Level = LogLevel.Warning, Message = "dropped an agent connection with an unexpected hello (sandbox {SandboxId})")]
     private partial void LogBadHello(string sandboxId);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "agent connection failed before hello: {Error}")]
+    [LoggerMessage(EventId = 2103, Level = LogLevel.Warning, Message = "agent connection failed before hello: {Error}")]
     private partial void LogHelloFailed(string error);
 }

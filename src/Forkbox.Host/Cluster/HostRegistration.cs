@@ -116,18 +116,18 @@ public sealed partial class HostRegistration : IAsyncDisposable
         _stop.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "cluster: host {HostId} in region {Region} joins via {Redis}, reachable at {Url}")]
+    [LoggerMessage(EventId = 4101, Level = LogLevel.Information, Message = "cluster: host {HostId} in region {Region} joins via {Redis}, reachable at {Url}")]
     private static partial void LogJoining(ILogger log, string hostId, string region, string url, string redis);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: heartbeat to {Redis} failed ({Error}); edges drop this host after three missed beats; retrying every beat")]
+    [LoggerMessage(EventId = 4102, Level = LogLevel.Warning, Message = "cluster: heartbeat to {Redis} failed ({Error}); edges drop this host after three missed beats; retrying every beat")]
     private static partial void LogBeatFailed(ILogger log, string redis, string error);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "cluster: heartbeats to {Redis} succeed again")]
+    [LoggerMessage(EventId = 4103, Level = LogLevel.Information, Message = "cluster: heartbeats to {Redis} succeed again")]
     private static partial void LogBeating(ILogger log, string redis);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "cluster: host {HostId} left (announcement removed)")]
+    [LoggerMessage(EventId = 4104, Level = LogLevel.Information, Message = "cluster: host {HostId} left (announcement removed)")]
     private static partial void LogLeft(ILogger log, string hostId);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: could not remove this host's announcement ({Error}); edges drop it when it expires")]
+    [LoggerMessage(EventId = 4105, Level = LogLevel.Warning, Message = "cluster: could not remove this host's announcement ({Error}); edges drop it when it expires")]
     private static partial void LogLeaveFailed(ILogger log, string error);
 }

@@ -230,21 +230,21 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         return ValueTask.CompletedTask;
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "egress: nftables table {Table}, sandbox subnet {Subnet}, links {Prefix}*")]
+    [LoggerMessage(EventId = 4001, Level = LogLevel.Information, Message = "egress: nftables table {Table}, sandbox subnet {Subnet}, links {Prefix}*")]
     private static partial void LogEgress(ILogger log, string table, string subnet, string prefix);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "egress unavailable (creates with \"network\": \"egress\" are refused): {Why}")]
+    [LoggerMessage(EventId = 4002, Level = LogLevel.Warning, Message = "egress unavailable (creates with \"network\": \"egress\" are refused): {Why}")]
     private static partial void LogNoEgress(ILogger log, string why);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "egress: net.ipv4.ip_forward was 0; set to 1 for NAT (left on at shutdown)")]
+    [LoggerMessage(EventId = 4003, Level = LogLevel.Warning, Message = "egress: net.ipv4.ip_forward was 0; set to 1 for NAT (left on at shutdown)")]
     private static partial void LogForwardingEnabled(ILogger log);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "egress: removed {Count} links left by an earlier run")]
+    [LoggerMessage(EventId = 4004, Level = LogLevel.Warning, Message = "egress: removed {Count} links left by an earlier run")]
     private static partial void LogStaleLinks(ILogger log, int count);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "sandbox {SandboxId}: link {Link}, address {Address}")]
+    [LoggerMessage(EventId = 4005, Level = LogLevel.Debug, Message = "sandbox {SandboxId}: link {Link}, address {Address}")]
     private static partial void LogAttached(ILogger log, string sandboxId, IPAddress address, string link);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: network clean-up failed: {Error}")]
+    [LoggerMessage(EventId = 4006, Level = LogLevel.Error, Message = "sandbox {SandboxId}: network clean-up failed: {Error}")]
     private static partial void LogDetachFailed(ILogger log, string sandboxId, string error);
 }

@@ -383,18 +383,18 @@ public sealed partial class SandboxManager
         return _layers.RemoveAsync(sb.Dirs);
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} forked {Count} way(s) in {Ms:F2} ms")]
+    [LoggerMessage(EventId = 3101, Level = LogLevel.Information, Message = "sandbox {SandboxId} forked {Count} way(s) in {Ms:F2} ms")]
     private partial void LogForked(string sandboxId, int count, double ms);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: fork failed: {Error}")]
+    [LoggerMessage(EventId = 3102, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: fork failed: {Error}")]
     private partial void LogForkFailed(string sandboxId, string error);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Winner} merged into {Target}: it answers to that id from now on")]
+    [LoggerMessage(EventId = 3103, Level = LogLevel.Information, Message = "sandbox {Winner} merged into {Target}: it answers to that id from now on")]
     private partial void LogMerged(string winner, string target);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} retired: closed, but its PID 1 stays until its forks are gone")]
+    [LoggerMessage(EventId = 3104, Level = LogLevel.Information, Message = "sandbox {SandboxId} retired: closed, but its PID 1 stays until its forks are gone")]
     private partial void LogRetired(string sandboxId);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "retired sandbox {SandboxId}: its last fork is gone; resources released")]
+    [LoggerMessage(EventId = 3105, Level = LogLevel.Information, Message = "retired sandbox {SandboxId}: its last fork is gone; resources released")]
     private partial void LogRetiredGone(string sandboxId);
 }

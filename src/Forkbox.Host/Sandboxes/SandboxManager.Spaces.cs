@@ -636,30 +636,30 @@ public sealed partial class SandboxManager
 
     private static double Ms(Stopwatch sw) => Math.Round(sw.Elapsed.TotalMilliseconds, 3);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} paused: {Why}")]
+    [LoggerMessage(EventId = 3201, Level = LogLevel.Information, Message = "sandbox {SandboxId} paused: {Why}")]
     private partial void LogPaused(string sandboxId, string why);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} thawed")]
+    [LoggerMessage(EventId = 3202, Level = LogLevel.Information, Message = "sandbox {SandboxId} thawed")]
     private partial void LogThawed(string sandboxId);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} hibernated ({Why}): {Bytes} bytes on disk, {Memory} bytes of memory freed, in {Ms:F1} ms")]
+    [LoggerMessage(EventId = 3203, Level = LogLevel.Information, Message = "sandbox {SandboxId} hibernated ({Why}): {Bytes} bytes on disk, {Memory} bytes of memory freed, in {Ms:F1} ms")]
     private partial void LogHibernated(string sandboxId, string why, long bytes, long memory, double ms);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: {Reason}")]
+    [LoggerMessage(EventId = 3204, Level = LogLevel.Error, Message = "sandbox {SandboxId}: {Reason}")]
     private partial void LogHibernateFailed(string sandboxId, string reason);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} resumed from {From}: {Restored} globals restored, {NotRestored} not, in {Ms:F1} ms")]
+    [LoggerMessage(EventId = 3205, Level = LogLevel.Information, Message = "sandbox {SandboxId} resumed from {From}: {Restored} globals restored, {NotRestored} not, in {Ms:F1} ms")]
     private partial void LogResumed(string sandboxId, string from, int restored, int notRestored, double ms);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: idle policy could not {Action}: {Error}")]
+    [LoggerMessage(EventId = 3206, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: idle policy could not {Action}: {Error}")]
     private partial void LogPolicyFailed(string sandboxId, string action, string error);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: its record could not be written: {Error}")]
+    [LoggerMessage(EventId = 3207, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: its record could not be written: {Error}")]
     private partial void LogStoreFailed(string sandboxId, string error);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "records of an earlier run: {Hibernated} hibernated sandboxes resumable, {Lost} lost")]
+    [LoggerMessage(EventId = 3208, Level = LogLevel.Warning, Message = "records of an earlier run: {Hibernated} hibernated sandboxes resumable, {Lost} lost")]
     private partial void LogRecovered(int hibernated, int lost);
 
-    [LoggerMessage(Level = LogLevel.Critical, Message = "FORKBOX_FAULT={Point}: killing this server now (crash test)")]
+    [LoggerMessage(EventId = 3209, Level = LogLevel.Critical, Message = "FORKBOX_FAULT={Point}: killing this server now (crash test)")]
     private partial void LogFault(string point);
 }

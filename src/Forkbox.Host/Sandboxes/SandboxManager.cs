@@ -856,21 +856,21 @@ public sealed partial class SandboxManager : IAsyncDisposable
             await z.DisposeAsync().ConfigureAwait(false);
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created from {Template}, pid {Pid}, pool hit {PoolHit}, in {Ms:F2} ms")]
+    [LoggerMessage(EventId = 3001, Level = LogLevel.Information, Message = "sandbox {SandboxId} created from {Template}, pid {Pid}, pool hit {PoolHit}, in {Ms:F2} ms")]
     private partial void LogCreated(string sandboxId, string template, int pid, bool poolHit, double ms);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: discarded from the pool: {Error}")]
+    [LoggerMessage(EventId = 3002, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: discarded from the pool: {Error}")]
     private partial void LogPoolDiscard(string sandboxId, string error);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId} from {Template} could not be created: {Error}")]
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Warning, Message = "sandbox {SandboxId} from {Template} could not be created: {Error}")]
     private partial void LogCreateFailed(string sandboxId, string template, string error);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed: {Why}")]
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed: {Why}")]
     private partial void LogDestroyed(string sandboxId, string why);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId} died: {Reason}")]
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "sandbox {SandboxId} died: {Reason}")]
     private partial void LogDied(string sandboxId, string reason);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: cleanup failed: {Error}")]
+    [LoggerMessage(EventId = 3006, Level = LogLevel.Error, Message = "sandbox {SandboxId}: cleanup failed: {Error}")]
     private partial void LogCleanupFailed(string sandboxId, string error);
 }

@@ -176,6 +176,6 @@ public sealed partial class SandboxPool : IAsyncDisposable
         _wake.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "pool {Template}: refill failed, retrying in 1 s: {Error}")]
+    [LoggerMessage(EventId = 3301, Level = LogLevel.Warning, Message = "pool {Template}: refill failed, retrying in 1 s: {Error}")]
     private partial void LogRefillFailed(string template, string error);
 }

@@ -40,6 +40,6 @@ public sealed partial class SandboxReaper(SandboxManager manager, TimeProvider t
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "reaper: {What} failed; trying again in a second")]
+    [LoggerMessage(EventId = 3401, Level = LogLevel.Error, Message = "reaper: {What} failed; trying again in a second")]
     private partial void LogStepFailed(string what, Exception e);
 }

@@ -331,15 +331,15 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         _writeLock.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "zygote for template {Template} ready, pid {Pid}")]
+    [LoggerMessage(EventId = 2201, Level = LogLevel.Information, Message = "zygote for template {Template} ready, pid {Pid}")]
     private partial void LogZygoteStarted(string template, int pid);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "zygote for template {Template} had exited (status {Status}); starting it again")]
+    [LoggerMessage(EventId = 2202, Level = LogLevel.Warning, Message = "zygote for template {Template} had exited (status {Status}); starting it again")]
     private partial void LogZygoteRestart(string template, int status);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "zygote {Template}: {Line}")]
+    [LoggerMessage(EventId = 2203, Level = LogLevel.Warning, Message = "zygote {Template}: {Line}")]
     private partial void LogZygoteStderr(string template, string line);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "zygote {Template} wrote a line hostd does not understand: {Line}")]
+    [LoggerMessage(EventId = 2204, Level = LogLevel.Warning, Message = "zygote {Template} wrote a line hostd does not understand: {Line}")]
     private partial void LogBadLine(string template, string line);
 }

@@ -210,10 +210,10 @@ public sealed partial class ApiKeyStore
         return true;
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "keys file {Path} cannot be used: {Error}; keeping the {Count} keys read before (auth stays on)")]
+    [LoggerMessage(EventId = 1001, Level = LogLevel.Error, Message = "keys file {Path} cannot be used: {Error}; keeping the {Count} keys read before (auth stays on)")]
     private static partial void LogKeysUnusable(ILogger log, string path, string error, int count);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "keys file {Path} is empty or gone; keeping the {Count} keys read before: auth never turns off " +
+    [LoggerMessage(EventId = 1002, Level = LogLevel.Error, Message = "keys file {Path} is empty or gone; keeping the {Count} keys read before: auth never turns off " +
         "while the server runs (to run without keys, stop it, remove the file and start it on a loopback address)")]
     private static partial void LogKeysEmptied(ILogger log, string path, int count);
 }

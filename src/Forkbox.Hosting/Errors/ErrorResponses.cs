@@ -50,9 +50,9 @@ public static partial class ErrorResponses
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "{Method} {Path} failed")]
+    [LoggerMessage(EventId = 1101, Level = LogLevel.Error, Message = "{Method} {Path} failed")]
     private static partial void LogServerError(ILogger log, string method, string path, Exception e);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Path}: {Status} {Message}")]
+    [LoggerMessage(EventId = 1102, Level = LogLevel.Warning, Message = "{Method} {Path}: {Status} {Message}")]
     private static partial void LogServerCondition(ILogger log, string method, string path, int status, string message);
 }
