@@ -18,6 +18,7 @@ public sealed class MixedLoadTests
     private const int Agents = 50;
 
     [Fact]
+    [Trait("Speed", "Long")]
     public async Task Fifty_agents_beside_an_attack_never_fail()
     {
         var seconds = int.TryParse(Environment.GetEnvironmentVariable("FORKBOX_MIXED_LOAD_S"), out var s) ? s : 120;
