@@ -57,7 +57,7 @@ public sealed partial class AgentListener : IAsyncDisposable
             }
             catch (SocketException e)
             {
-                LogAcceptFailed(e.Message);
+                LogAcceptFailed(e);
                 continue;
             }
             _ = HelloAsync(client);
@@ -108,8 +108,8 @@ public sealed partial class AgentListener : IAsyncDisposable
         _stop.Dispose();
     }
 
-    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "agent socket accept failed: {Error}")]
-    private partial void LogAcceptFailed(string error);
+    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "agent socket accept failed")]
+    private partial void LogAcceptFailed(Exception error);
 
     [LoggerMessage(EventId = 2102, Level = LogLevel.Warning, Message = "dropped an agent connection with an unexpected hello (sandbox {SandboxId})")]
     private partial void LogBadHello(string sandboxId);

@@ -211,7 +211,7 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         }
         catch (Exception e)
         {
-            LogDetachFailed(_log, sandboxId, e.Message);
+            LogDetachFailed(_log, sandboxId, e);
         }
     }
 
@@ -223,7 +223,7 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         }
         catch (Exception e)
         {
-            LogDetachFailed(_log, "-", e.Message);
+            LogDetachFailed(_log, "-", e);
         }
         _nft?.Dispose();
         Sockets.Dispose();
@@ -245,6 +245,6 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
     [LoggerMessage(EventId = 4005, Level = LogLevel.Debug, Message = "sandbox {SandboxId}: link {Link}, address {Address}")]
     private static partial void LogAttached(ILogger log, string sandboxId, IPAddress address, string link);
 
-    [LoggerMessage(EventId = 4006, Level = LogLevel.Error, Message = "sandbox {SandboxId}: network clean-up failed: {Error}")]
-    private static partial void LogDetachFailed(ILogger log, string sandboxId, string error);
+    [LoggerMessage(EventId = 4006, Level = LogLevel.Error, Message = "sandbox {SandboxId}: network clean-up failed")]
+    private static partial void LogDetachFailed(ILogger log, string sandboxId, Exception error);
 }

@@ -353,7 +353,7 @@ public sealed partial class SandboxManager
             }
             catch (Exception e)
             {
-                LogCleanupFailed(sb.Id, e.Message);
+                LogCleanupFailed(sb.Id, e);
             }
             Track(ReleaseAsync(sb));
             LogRetiredGone(sb.Id);

@@ -102,7 +102,7 @@ public sealed partial class SandboxManager
         catch (Exception e) when (e is SqliteException or IOException)
         {
             // The sandbox works without its record; it would only be missing after a restart.
-            LogStoreFailed(sb.Id, e.Message);
+            LogStoreFailed(sb.Id, e);
         }
     }
 
@@ -115,7 +115,7 @@ public sealed partial class SandboxManager
         }
         catch (Exception e)
         {
-            LogStoreFailed(id, e.Message);
+            LogStoreFailed(id, e);
         }
         _registry.ReleaseName(owner, name, id);
         var dir = Path.Combine(_options.SpacesDir, id);
@@ -407,7 +407,7 @@ public sealed partial class SandboxManager
         }
         catch (Exception e)
         {
-            LogStoreFailed(sb.Id, e.Message);
+            LogStoreFailed(sb.Id, e);
         }
         return rec;
     }
@@ -590,7 +590,7 @@ public sealed partial class SandboxManager
         }
         catch (Exception e)
         {
-            LogPolicyFailed(sb.Id, hibernate ? "hibernate" : "pause", e.Message);
+            LogPolicyFailed(sb.Id, hibernate ? "hibernate" : "pause", e);
         }
         finally
         {
@@ -620,7 +620,7 @@ public sealed partial class SandboxManager
             }
             catch (Exception e)
             {
-                LogPolicyFailed(sb.Id, "hibernate at shutdown", e.Message);
+                LogPolicyFailed(sb.Id, "hibernate at shutdown", e);
             }
         }
     }
@@ -651,11 +651,11 @@ public sealed partial class SandboxManager
     [LoggerMessage(EventId = 3205, Level = LogLevel.Information, Message = "sandbox {SandboxId} resumed from {From}: {Restored} globals restored, {NotRestored} not, in {Ms:F1} ms")]
     private partial void LogResumed(string sandboxId, string from, int restored, int notRestored, double ms);
 
-    [LoggerMessage(EventId = 3206, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: idle policy could not {Action}: {Error}")]
-    private partial void LogPolicyFailed(string sandboxId, string action, string error);
+    [LoggerMessage(EventId = 3206, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: idle policy could not {Action}")]
+    private partial void LogPolicyFailed(string sandboxId, string action, Exception error);
 
-    [LoggerMessage(EventId = 3207, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: its record could not be written: {Error}")]
-    private partial void LogStoreFailed(string sandboxId, string error);
+    [LoggerMessage(EventId = 3207, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: its record could not be written")]
+    private partial void LogStoreFailed(string sandboxId, Exception error);
 
     [LoggerMessage(EventId = 3208, Level = LogLevel.Warning, Message = "records of an earlier run: {Hibernated} hibernated sandboxes resumable, {Lost} lost")]
     private partial void LogRecovered(int hibernated, int lost);

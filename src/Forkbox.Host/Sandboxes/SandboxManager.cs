@@ -328,7 +328,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
         catch (Exception e)
         {
-            LogCleanupFailed(id, e.Message);
+            LogCleanupFailed(id, e);
         }
         if (dirs is not null) Track(_layers.RemoveAsync(dirs));
     }
@@ -505,7 +505,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
             }
             catch (Exception e)
             {
-                LogCleanupFailed(sb.Id, e.Message);
+                LogCleanupFailed(sb.Id, e);
             }
             Interlocked.Decrement(ref _count);
             WakePools(sb.Template.Name);
@@ -871,6 +871,6 @@ public sealed partial class SandboxManager : IAsyncDisposable
     [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "sandbox {SandboxId} died: {Reason}")]
     private partial void LogDied(string sandboxId, string reason);
 
-    [LoggerMessage(EventId = 3006, Level = LogLevel.Error, Message = "sandbox {SandboxId}: cleanup failed: {Error}")]
-    private partial void LogCleanupFailed(string sandboxId, string error);
+    [LoggerMessage(EventId = 3006, Level = LogLevel.Error, Message = "sandbox {SandboxId}: cleanup failed")]
+    private partial void LogCleanupFailed(string sandboxId, Exception error);
 }
