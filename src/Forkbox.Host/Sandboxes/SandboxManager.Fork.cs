@@ -24,8 +24,8 @@ namespace Forkbox.Host.Sandboxes;
 ///
 /// A fork's PID namespace nests in its parent's, and the kernel kills every nested namespace when
 /// a PID 1 exits. So closing a sandbox whose forks still run kills everything in it but its PID 1,
-/// the agent, which replaces itself with a reaper that holds none of the sandbox's memory (agent.py,
-/// _retire), and keeps its cgroup, layers and uid range until that reaper has exited, which it does
+/// the agent, which replaces itself with a reaper that holds none of the sandbox's memory (pid1.py,
+/// retire), and keeps its cgroup, layers and uid range until that reaper has exited, which it does
 /// when its last fork is gone: the sandbox is "retired".
 /// </summary>
 public sealed partial class SandboxManager

@@ -18,7 +18,7 @@ and the zygote answers one JSON line on stdout:
 A restore copies a hibernated sandbox's saved writable layers into the new
 sandbox's (the saved ones stay, as its checkpoint), owned by the new uid range.
 
-A graft finishes a fork of a running sandbox (see agent.py and graft.py): the
+A graft finishes a fork of a running sandbox (see forking.py and graft.py): the
 zygote gives each child its own root and control socket.
 
 It stays single-threaded: fork() is only safe in a process with one thread.

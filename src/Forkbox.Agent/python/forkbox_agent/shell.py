@@ -1,0 +1,81 @@
+"""Shell commands: run(req, sinks, tracked) runs one with bash in a fresh subprocess, in a
+session of its own, streaming its output until bash exits or its timeout kills its group."""
+
+import os
+import selectors
+import signal
+import subprocess
+import time
+
+
+def run(req, sinks, tracked):
+    """Runs req["code"] with /bin/bash -c; sinks are the OutputSinks of streams 1 and 2, tracked
+    the pids the orphan reaper leaves alone. Returns (exit code, timed out)."""
+    env = dict(os.environ)
+    env.update(req.get("env") or {})
+    timeout = req.get("timeout") or 0
+    try:
+        proc = subprocess.Popen(["/bin/bash", "-c", req["code"]], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=req.get("cwd") or None,
+                                env=env, start_new_session=True)
+    except OSError as e:
+        sinks[2].feed(f"forkbox: cannot start bash: {e}\n".encode())
+        return 127, False
+    tracked.add(proc.pid)
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    # The call ends when bash exits, not when its pipes close: a command that leaves
+    # something running in the background (`server &`) must not hold the call open.
+    exited = os.pidfd_open(proc.pid)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ, sinks[1])
+    sel.register(proc.stderr, selectors.EVENT_READ, sinks[2])
+    sel.register(exited, selectors.EVENT_READ, None)
+    timed_out = False
+    draining = 0
+    while sel.get_map() and draining < 256:
+        if draining:
+            draining += 1
+            wait = 0
+        elif deadline is None:
+            wait = None
+        else:
+            wait = max(0.0, deadline - time.monotonic())
+        events = sel.select(wait)
+        if not events:
+            if draining:
+                break  # bash is gone and what it wrote has been read
+            timed_out = True
+            _kill_group(proc.pid)
+            break
+        for key, _ in events:
+            if key.fd == exited:
+                sel.unregister(exited)
+                draining = 1
+                continue
+            data = os.read(key.fd, 65536)
+            if data:
+                key.data.feed(data)
+            else:
+                sel.unregister(key.fileobj)
+    sel.close()
+    os.close(exited)
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    tracked.discard(proc.pid)
+    if timed_out:
+        sinks[2].feed(f"forkbox: command exceeded the timeout of {timeout:g} s and was killed\n".encode())
+        return 124, True
+    return exit_code(proc.returncode), False
+
+
+def exit_code(returncode):
+    """A shell's exit code for bash's Popen returncode: 128 + n when a signal n killed it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
