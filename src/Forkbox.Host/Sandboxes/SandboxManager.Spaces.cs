@@ -551,8 +551,10 @@ public sealed partial class SandboxManager
     {
         var candidates = _registry.Live.Where(s => s.Persistent && !s.IsDead).Select(s => new IdleCandidate(s.Id, s.State, s.LastActive,
             TimeSpan.FromSeconds(s.IdleTimeoutS ?? _options.PauseAfterS), TimeSpan.FromSeconds(s.HibernateAfterS ?? _options.HibernateAfterS), HasLiveForks(s)));
-        var free = _options.MemoryPressurePercent > 0 ? ProcFs.MemoryAvailablePercent() : null;
-        foreach (var action in IdlePolicy.Decide(candidates, TimeProvider.System, free, _options.MemoryPressurePercent, pressureBusy: !_pressure.IsCompleted))
+        var pressureBusy = !_pressure.IsCompleted;
+        // /proc/meminfo is read only when its answer can lead to an action.
+        var free = _options.MemoryPressurePercent > 0 && !pressureBusy ? ProcFs.MemoryAvailablePercent() : null;
+        foreach (var action in IdlePolicy.Decide(candidates, TimeProvider.System, free, _options.MemoryPressurePercent, pressureBusy))
         {
             if (!_registry.TryGetLive(action.Id, out var sb)) continue;
             var task = PolicyAsync(sb, () => sb.IdleFor >= action.IdleAtLeast && (action.Hibernate || sb.State == SandboxState.Ready), action.Hibernate, action.Why);

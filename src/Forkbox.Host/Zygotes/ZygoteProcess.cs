@@ -24,7 +24,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
     // For a template with a root of its own, the host's Python first makes the zygote's mount
     // namespace and chroots into the root (forkbox_agent/chroot.py), then runs the template's.
     private const string ChrootLauncher =
-        "import sys; sys.path.insert(0, sys.argv[1]); from forkbox_agent.chroot import main; main(sys.argv[2:])";
+        "import sys; sys.path.insert(0, sys.argv[1]); from forkbox_agent.chroot import main; main(sys.argv[1:])";
 
     private readonly TemplateDefinition _template;
     private readonly string _dataDir;
@@ -64,7 +64,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         var chrooted = _template.RootDir is not null;
         var psi = chrooted
             ? new ProcessStartInfo(_hostPython, ["-I", "-c", ChrootLauncher, AgentFiles.PythonPath,
-                _template.RootDir!, Path.GetFullPath(_dataDir), AgentFiles.PythonPath, _template.Python, Bootstrap])
+                _template.RootDir!, Path.GetFullPath(_dataDir), _template.Python, Bootstrap])
             : new ProcessStartInfo(_template.Python, ["-I", "-c", Bootstrap]);
         psi.RedirectStandardInput = true;
         psi.RedirectStandardOutput = true;

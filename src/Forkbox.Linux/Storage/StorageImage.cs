@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text;
 using Forkbox.Linux.Interop;
 
 namespace Forkbox.Linux.Storage;

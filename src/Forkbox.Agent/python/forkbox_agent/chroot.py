@@ -40,7 +40,7 @@ def mounts(data_dir, agent_dir):
 
 
 def main(argv):
-    root, data_dir, agent_dir, python, bootstrap = argv
+    agent_dir, root, data_dir, python, bootstrap = argv
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
     fd = confined.open_root(root)
