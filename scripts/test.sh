@@ -6,30 +6,26 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh" || exit 1
 cd "$root"
 
-out="$(mktemp)"
-trap 'rm -f "$out"' EXIT
+out="$(mktemp)" agent_out="$(mktemp)" sdk_out="$(mktemp)"
+trap 'rm -f "$out" "$agent_out" "$sdk_out"' EXIT
 
 # The agent's own unit tests (hibernate's file format and pickling), with the sandboxes' interpreter.
 # unittest prints "Ran N tests" then "OK" or "FAILED (failures=F, errors=E)"; counted with the rest below.
-agent_out="$(mktemp)"
 /usr/bin/python3 -m unittest discover -s tests/agent 2>&1 | tee "$agent_out"
 agent_status=${PIPESTATUS[0]}
 agent_ran=$(awk '/^Ran [0-9]+ test/ {print $2}' "$agent_out")
 agent_failed=$(grep -oE '(failures|errors)=[0-9]+' "$agent_out" | awk -F= '{n+=$2} END {print n+0}')
-rm -f "$agent_out"
 
 dotnet test Forkbox.slnx --no-build -nologo --logger "console;verbosity=normal" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 
 # The Python SDK's tests, after dotnet test: each module starts the built CLI (`forkbox serve`).
 # Counted like the agent's, with skips; a run in which no SDK test ran counts as a failure.
-sdk_out="$(mktemp)"
 /usr/bin/python3 -m unittest discover -s sdk/python/tests -v 2>&1 | tee "$sdk_out"
 sdk_status=${PIPESTATUS[0]}
 sdk_ran=$(awk '/^Ran [0-9]+ test/ {n = $2} END {print n + 0}' "$sdk_out")
 sdk_failed=$(grep -E '^(OK|FAILED)( \(.*\))?$' "$sdk_out" | tail -n 1 | grep -oE '(failures|errors|unexpected successes)=[0-9]+' | awk -F= '{n+=$2} END {print n+0}')
 sdk_skipped=$(grep -E '^(OK|FAILED)( \(.*\))?$' "$sdk_out" | tail -n 1 | grep -oE 'skipped=[0-9]+' | awk -F= '{n+=$2} END {print n+0}')
-rm -f "$sdk_out"
 sdk_passed=$(( ${sdk_ran:-0} - sdk_failed - sdk_skipped ))
 if (( sdk_passed < 0 )); then sdk_passed=0; fi
 if (( ${sdk_ran:-0} == 0 )); then
@@ -61,6 +57,12 @@ passed=$((passed + sdk_passed + 1 - pack_failed))
 failed=$((failed + sdk_failed + pack_failed))
 skipped=$((skipped + sdk_skipped))
 if (( agent_status != 0 && agent_failed == 0 )); then failed=$((failed + 1)); fi
+# The failures again, by name, just above the closing line: CI shows a run's tail.
+{
+  awk '/^ +Failed [A-Za-z_].* \[[^]]*\]$/ {name = $0; sub(/^ +Failed /, "", name); sub(/ \[[^]]*\]$/, "", name); next}
+       name != "" && /^ +Error Message:/ {getline msg; sub(/^ +/, "", msg); print "failed: " name ": " substr(msg, 1, 300); name = ""}' "$out"
+  grep -hE '^(FAIL|ERROR): ' "$sdk_out" "$agent_out" | sed -E 's/^(FAIL|ERROR): /failed: /'
+} | sort -u
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 if (( passed + failed == 0 )); then
   echo "test.sh: no test ran" >&2
