@@ -162,7 +162,7 @@ public sealed partial class HostServer : IAsyncDisposable
         var store = new SandboxStore(options.DatabaseFile);
         var network = await SandboxNetworking.StartAsync(options, loggers.CreateLogger<SandboxNetworking>()).ConfigureAwait(false);
         var signer = new PortUrlSigner(options.PortUrlKeyFile, TimeProvider.System);
-        var manager = new SandboxManager(options, templates, cgroups, slots, layers, listener, seccompPath, metrics, store, quota, network, loggers);
+        var manager = new SandboxManager(options, templates, new SandboxParts(cgroups, slots, layers, listener, seccompPath, quota), store, network, metrics, loggers);
         manager.Recover();
         builder.Services.AddSingleton(manager);
         builder.Services.AddHostedService<SandboxReaper>();

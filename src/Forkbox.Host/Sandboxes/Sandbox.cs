@@ -11,7 +11,7 @@ namespace Forkbox.Host.Sandboxes;
 
 /// <summary>
 /// One live sandbox and everything it holds: its PID 1 on the host, control connection, cgroup,
-/// uid slot and layer directories. <see cref="SandboxManager"/> is the single owner that releases them.
+/// uid slot and layer directories. <see cref="SandboxFactory"/> is the single owner that releases them.
 /// </summary>
 public sealed class Sandbox
 {

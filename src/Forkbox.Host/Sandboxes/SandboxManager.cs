@@ -1,73 +1,68 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
-using Forkbox.Core.Templates;
 using Forkbox.Core.Wire;
 using Forkbox.Host.Agents;
+using Forkbox.Host.Networking;
 using Forkbox.Host.Templates;
-using Forkbox.Host.Zygotes;
-using Forkbox.Linux;
-using Forkbox.Linux.Cgroups;
-using Forkbox.Linux.Namespaces;
-using Forkbox.Linux.Storage;
 using Microsoft.Extensions.Logging;
 
 namespace Forkbox.Host.Sandboxes;
 
 /// <summary>
-/// Creates, finds, calls into and destroys sandboxes. The one owner of every sandbox's resources:
-/// whatever it created for a sandbox it also releases, on DELETE, expiry, a failed create, or shutdown.
+/// The sandbox services behind one face for the endpoints: it makes them (each owns its own
+/// state), creates, lists, closes and expires sandboxes, and passes everything else on to the
+/// service that owns it: <see cref="SandboxCalls"/> (exec, files), <see cref="SandboxForks"/>
+/// (fork, merge_into, diff), <see cref="SpacesService"/> (pause, hibernate, resume, idle policy),
+/// <see cref="SandboxFactory"/> (spawn, release, zygotes) and <see cref="SandboxPools"/>.
 /// </summary>
 public sealed partial class SandboxManager : IAsyncDisposable
 {
-    private static readonly TimeSpan KillWait = TimeSpan.FromSeconds(5);
-
-    // How long past a call's own timeout hostd waits for the agent before it kills the sandbox:
-    // the agent enforces the timeout itself, so this only fires if user code swallowed it.
-    private static readonly TimeSpan AgentGrace = TimeSpan.FromSeconds(5);
-
     private readonly ServerOptions _options;
     private readonly TemplateCatalog _templates;
-    private readonly ICgroupDriver _cgroups;
-    private readonly UserNamespaceSlots _slots;
-    private readonly SandboxLayers _layers;
-    private readonly AgentListener _listener;
-    private readonly string _seccompPath;
-    private readonly ILoggerFactory _loggers;
-    private readonly ILogger _log;
+    private readonly SandboxParts _parts;
     private readonly HostMetrics _metrics;
-    private readonly SandboxStore _store;
-    private readonly DiskQuota? _quota;
-    private readonly Forkbox.Host.Networking.SandboxNetworking _network;
+    private readonly ILogger _log;
     private readonly SandboxRegistry _registry = new();
-    private readonly ConcurrentDictionary<string, ZygoteProcess> _zygotes = new(StringComparer.Ordinal);
-    private readonly SemaphoreSlim _zygoteStart = new(1, 1);
-    private readonly ConcurrentDictionary<string, SandboxPool> _pools = new(StringComparer.Ordinal);
-    private readonly List<Task> _cleanups = new();
-    private int _count;
-    private volatile bool _disposed;
+    private readonly BackgroundWork _background = new();
+    private readonly SandboxRecords _records;
+    private readonly SandboxCalls _calls;
+    private readonly SandboxEgress _egress;
+    private readonly SandboxFactory _factory;
+    private readonly SandboxPools _pools;
+    private readonly SandboxForks _forks;
+    private readonly SpacesService _spaces;
+    private readonly SpacesRecovery _recovery;
 
-    public SandboxManager(ServerOptions options, TemplateCatalog templates, ICgroupDriver cgroups,
-        UserNamespaceSlots slots, SandboxLayers layers, AgentListener listener, string seccompPath,
-        HostMetrics metrics, SandboxStore store, DiskQuota? quota, Forkbox.Host.Networking.SandboxNetworking network, ILoggerFactory loggers)
+    public SandboxManager(ServerOptions options, TemplateCatalog templates, SandboxParts parts, SandboxStore store, SandboxNetworking network,
+        HostMetrics metrics, ILoggerFactory loggers)
     {
-        _network = network;
-        _store = store;
-        _quota = quota;
         _options = options;
         _templates = templates;
-        _cgroups = cgroups;
-        _slots = slots;
-        _layers = layers;
-        _listener = listener;
-        _seccompPath = seccompPath;
+        _parts = parts;
         _metrics = metrics;
-        _loggers = loggers;
         _log = loggers.CreateLogger<SandboxManager>();
+        _records = new SandboxRecords(store, _registry, parts.Layers, _background, options.SpacesDir, loggers.CreateLogger<SandboxRecords>());
+        _calls = new SandboxCalls(options, _records, metrics, parts.Quota is not null, loggers.CreateLogger<SandboxCalls>());
+        _egress = new SandboxEgress(network, _calls, _registry);
+        _factory = new SandboxFactory(options, parts, _registry, _calls, _egress, _background, metrics, loggers);
+        _pools = new SandboxPools(_factory, options, metrics.RefillSeconds, loggers);
+        _factory.Released += _pools.Wake;
+        _forks = new SandboxForks(options, _registry, _records, _factory, _calls, _egress, metrics, loggers.CreateLogger<SandboxForks>());
+        var hibernator = new Hibernator(_registry, _records, _factory, _calls, _background, metrics, loggers.CreateLogger<Hibernator>());
+        _spaces = new SpacesService(options, templates, _registry, _records, _factory, _calls, _egress, hibernator, _background, metrics,
+            loggers.CreateLogger<SpacesService>());
+        _recovery = new SpacesRecovery(_registry, _records, parts.Layers, _background, options.SpacesDir, loggers.CreateLogger<SpacesRecovery>());
     }
+
+    public SandboxCalls Calls => _calls;
+    public SandboxForks Forks => _forks;
+    public SpacesService Spaces => _spaces;
+    public SandboxFactory Factory => _factory;
+    public SandboxNetworking Networking => _egress.Networking;
+    public TemplateCatalog Templates => _templates;
 
     /// <summary>Sandboxes clients hold (pooled ones are not counted).</summary>
     public int Running => _registry.LiveCount;
@@ -75,17 +70,14 @@ public sealed partial class SandboxManager : IAsyncDisposable
     public IEnumerable<Sandbox> All => _registry.Live;
 
     /// <summary>A live sandbox (paused ones included); a frozen one is a 409 that says to resume it.</summary>
-    public Sandbox Get(string id) =>
-        _registry.TryGetLive(id, out var sb) ? sb
-        : _registry.TryGetFrozen(id, out var r) ? throw new ConflictException($"sandbox '{id}' is {r.State}; resume it first (POST /v1/sandboxes/{id}/resume)", "wrong_state")
-        : throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
+    public Sandbox Get(string id) => _registry.Get(id);
 
     /// <summary>Starts the zygote of a template ahead of its first sandbox and starts filling its pool.</summary>
     public async Task WarmAsync(string template, CancellationToken ct)
     {
         var t = _templates.Get(template);
-        await GetZygoteAsync(t, ct).ConfigureAwait(false);
-        GetPool(t).Wake();
+        await _factory.GetZygoteAsync(t, ct).ConfigureAwait(false);
+        _pools.Get(t).Wake();
     }
 
     // ---- create -------------------------------------------------------------------------------
@@ -112,10 +104,10 @@ public sealed partial class SandboxManager : IAsyncDisposable
         var idle = req.IdleTimeoutS is { } i ? Validate.Range(i, 0.1, _options.MaxTimeoutS, "idle_timeout_s") : (double?)null;
         var hibernateAfter = req.HibernateAfterS is { } h ? Validate.Range(h, 0.1, _options.MaxTimeoutS * 365, "hibernate_after_s") : (double?)null;
         var diskMb = Validate.Range(req.DiskMb ?? _options.DefaultDiskMb, 1, _options.MaxDiskMb, "disk_mb");
-        var egress = _network.Mode(req.Network, req.NetworkPolicy) == NetworkModes.Egress;
-        var policy = egress ? await _network.ResolveAsync(req.NetworkPolicy, ct).ConfigureAwait(false) : null;
+        var egress = _egress.Networking.Mode(req.Network, req.NetworkPolicy) == NetworkModes.Egress;
+        var policy = egress ? await _egress.Networking.ResolveAsync(req.NetworkPolicy, ct).ConfigureAwait(false) : null;
 
-        var pool = GetPool(template, egress);
+        var pool = _pools.Get(template, egress);
         // The name is held from now on, so that two creates cannot both take it.
         var placeholder = SandboxRegistry.CreatingPrefix + SandboxId.New(_options.HostId);
         _registry.ReserveName(owner, name, placeholder);
@@ -135,7 +127,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
                     // A pooled sandbox that cannot be configured is discarded (it belongs to nobody now);
                     // the caller gets a new one, unless it has gone away.
                     LogPoolDiscard(sandbox.Id, e.Message);
-                    _ = DestroyAsync(sandbox);
+                    _ = _factory.DestroyAsync(sandbox);
                     sandbox = null;
                     if (e is OperationCanceledException) throw;
                 }
@@ -143,14 +135,14 @@ public sealed partial class SandboxManager : IAsyncDisposable
             hit = sandbox is not null;
             if (sandbox is null)
             {
-                sandbox = await SpawnAsync(template, limits, env, ct, egress: egress).ConfigureAwait(false);
+                sandbox = await _factory.SpawnAsync(template, limits, env, ct, egress: egress).ConfigureAwait(false);
                 try
                 {
-                    if (policy is not null) await AdmitAsync(sandbox, policy, ct).ConfigureAwait(false);
+                    if (policy is not null) await _egress.AdmitAsync(sandbox, policy, ct).ConfigureAwait(false);
                 }
                 catch
                 {
-                    _ = DestroyAsync(sandbox);
+                    _ = _factory.DestroyAsync(sandbox);
                     throw;
                 }
             }
@@ -173,12 +165,12 @@ public sealed partial class SandboxManager : IAsyncDisposable
         sandbox.Persistent = persistent;
         sandbox.IdleTimeoutS = idle;
         sandbox.HibernateAfterS = hibernateAfter;
-        if (diskMb != sandbox.DiskMb) _quota?.SetLimit(sandbox.Dirs, (long)diskMb << 20);
+        if (diskMb != sandbox.DiskMb) _parts.Quota?.SetLimit(sandbox.Dirs, (long)diskMb << 20);
         sandbox.DiskMb = diskMb;
         _registry.SetName(owner, name, sandbox.Id);
         sandbox.Touch();
         var recordStart = Stopwatch.GetTimestamp();
-        Save(sandbox);
+        _records.Save(sandbox);
         sandbox.TimingsMs["record"] = Math.Round(Stopwatch.GetElapsedTime(recordStart).TotalMilliseconds, 3);
         sandbox.TimingsMs["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
         _registry.AddLive(sandbox);
@@ -211,186 +203,24 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
         if (env is { Count: > 0 })
         {
-            using var ok = await FileCallAsync(sb, w =>
+            using var ok = await _calls.FileCallAsync(sb, w =>
             {
                 w.WriteString("op", "setenv");
                 AgentFrame.WriteEnv(w, env);
             }, default, ct).ConfigureAwait(false);
         }
-        sb.TimingsMs["pool_take"] = Lap(step);
+        sb.TimingsMs["pool_take"] = SandboxFactory.Lap(step);
         if (policy is not null)
         {
-            await AdmitAsync(sb, policy, ct).ConfigureAwait(false);
-            sb.TimingsMs["network_admit"] = Lap(step);
+            await _egress.AdmitAsync(sb, policy, ct).ConfigureAwait(false);
+            sb.TimingsMs["network_admit"] = SandboxFactory.Lap(step);
         }
-    }
-
-    /// <summary>
-    /// Makes a sandbox: uid slot, cgroup, layers, a fork of the template's zygote that isolates
-    /// itself and says hello. Counts against MaxSandboxes; not yet visible to clients.
-    /// </summary>
-    /// <param name="resume">A hibernated sandbox to bring back: its id, and its saved layers copied in before the agent starts.</param>
-    /// <param name="egress">Give it a link and address (not yet let out: see <see cref="AdmitAsync"/>).</param>
-    /// <param name="foreground">A client waits for it (a pool miss, a resume): made at normal priority, not the pool's nice 19.</param>
-    internal async Task<Sandbox> SpawnAsync(TemplateDefinition template, SandboxLimits limits, Dictionary<string, string>? env, CancellationToken ct,
-        SandboxRecord? resume = null, bool egress = false, bool foreground = true)
-    {
-        var total = Stopwatch.StartNew();
-        if (Interlocked.Increment(ref _count) > _options.MaxSandboxes)
-        {
-            Interlocked.Decrement(ref _count);
-            throw new AtCapacityException($"this host already runs its maximum of {_options.MaxSandboxes} sandboxes; close one or try another host");
-        }
-
-        var id = resume?.Id ?? SandboxId.New(_options.HostId);
-        var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
-        var timings = new Dictionary<string, double>();
-        UserNamespaceSlot? slot = null;
-        ICgroup? cgroup = null;
-        SandboxLayerDirs? dirs = null;
-        var diskMb = resume?.DiskMb ?? _options.DefaultDiskMb;
-        try
-        {
-            var step = Stopwatch.StartNew();
-            slot = _slots.Acquire() ?? throw new AtCapacityException("no free user namespace slot");
-            timings["uid_slot"] = Lap(step);
-            // A resumed sandbox's cgroup and layers are named for the image too: the sandbox it was
-            // before may still hold the plain id's (retired, kept until its forks end).
-            var instance = resume is null ? id : id + "-" + resume.Image;
-            cgroup = _cgroups.Create(instance, limits);
-            timings["cgroup"] = Lap(step);
-            dirs = resume is null ? _layers.Create(id, template) : _layers.CreateFork(instance, template);
-            timings["layers"] = Lap(step);
-            var zygote = await GetZygoteAsync(template, ct).ConfigureAwait(false);
-            if (resume is not null)
-            {
-                var image = Path.Combine(_options.SpacesDir, id, resume.Image!);
-                await zygote.RestoreAsync(new RestoreSpec("restore-" + id, _layers.Strategy,
-                    dirs.Layers.Select((_, i) => Path.Combine(image, $"upper{i}")).ToList(), dirs, resume.ImageUidBase!.Value, slot.UidBase), ct).ConfigureAwait(false);
-                timings["restore_files"] = Lap(step);
-            }
-            _quota?.SetLimit(dirs, (long)diskMb << 20);
-            var hello = _listener.Expect(id, token);
-            var spawn = await zygote.SpawnAsync(
-                new SpawnSpec(id, token, _listener.Path, slot, cgroup.ProcsFiles, dirs, template, _options.TmpSizeMb, env, foreground), ct)
-                .ConfigureAwait(false);
-            if (!spawn.Ok)
-                throw new ExecutorException($"sandbox set-up failed: {spawn.Error}");
-            timings["spawn"] = Lap(step);
-            timings["zygote"] = spawn.SetupMs;
-            foreach (var (name, ms) in spawn.Steps!) timings["isolate." + name] = ms;
-            var agent = await hello.WaitAsync(TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
-            timings["hello"] = Lap(step);
-            var sandbox = new Sandbox
-            {
-                Id = id, Template = template, Limits = limits, CreatedAt = DateTimeOffset.UtcNow, ExpiresAt = DateTimeOffset.MaxValue,
-                Metadata = new(), Pid = spawn.Pid, Agent = agent, Cgroup = cgroup, Slot = slot, Dirs = dirs, TimingsMs = timings,
-                DiskMb = diskMb,
-            };
-            _registry.TrackPid(spawn.Pid, sandbox);
-            if (egress)
-            {
-                try
-                {
-                    await AttachNetworkAsync(sandbox, ct).ConfigureAwait(false);
-                }
-                catch
-                {
-                    _registry.ForgetPid(spawn.Pid);
-                    await DetachNetworkAsync(sandbox).ConfigureAwait(false);
-                    throw;
-                }
-                timings["network"] = Lap(step);
-            }
-            timings["spawn_total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
-            return sandbox;
-        }
-        catch (Exception e)
-        {
-            Abandon(id, cgroup, dirs);
-            if (slot is not null) _slots.Release(slot);
-            Interlocked.Decrement(ref _count);
-            _metrics.CreateFailures.Inc();
-            LogCreateFailed(id, template.Name, e.Message);
-            if (e is ForkboxException or OperationCanceledException) throw;
-            throw new ExecutorException($"sandbox set-up failed: {e.Message}", e);
-        }
-    }
-
-    /// <summary>Undoes a sandbox that never became one: its awaited hello, processes, cgroup and layers.</summary>
-    private void Abandon(string id, ICgroup? cgroup, SandboxLayerDirs? dirs)
-    {
-        _listener.Forget(id);
-        try
-        {
-            cgroup?.KillAll(KillWait);
-            cgroup?.Delete();
-        }
-        catch (Exception e)
-        {
-            LogCleanupFailed(id, e);
-        }
-        if (dirs is not null) Track(_layers.RemoveAsync(dirs));
     }
 
     /// <summary>How sandboxes' disk_mb is enforced here ("btrfs qgroups"), or "none".</summary>
-    public string DiskQuotaKind => _quota?.Kind ?? "none";
+    public string DiskQuotaKind => _parts.Quota?.Kind ?? "none";
 
-    internal SandboxLimits DefaultLimits => new(_options.DefaultMemoryMb, _options.DefaultCpus, _options.PidsLimit);
-
-    internal HostMetrics Metrics => _metrics;
-
-    /// <summary>
-    /// Runs a few trivial cells in a new pooled sandbox so that its first real call does not pay
-    /// for first-touch work (copy-on-write faults on the zygote's pages, lazy interpreter set-up):
-    /// measured at ~5 ms on the first call and ~2 ms on the second without it.
-    /// </summary>
-    internal async Task WarmUpAsync(Sandbox sb)
-    {
-        for (var i = 0; i < 3; i++)
-            await ExecAsync(sb, new ExecRequest { Code = "print(1)\n1", Rich = true }, DiscardSink.Instance, CancellationToken.None).ConfigureAwait(false);
-    }
-
-    private sealed class DiscardSink : IExecSink
-    {
-        public static readonly DiscardSink Instance = new();
-        public void Output(bool stderr, string line) { }
-        public void Result(JsonElement data) { }
-        public void Error(string name, string value, string traceback) { }
-        public void Exit(int code, bool timeout) { }
-        public ValueTask FlushAsync(CancellationToken ct) => ValueTask.CompletedTask;
-    }
-
-    /// <summary>True while another sandbox may be made without passing MaxSandboxes.</summary>
-    internal bool HasRoom => Volatile.Read(ref _count) < _options.MaxSandboxes;
-
-    private static string PoolKey(string template, bool egress) => egress ? template + "+egress" : template;
-
-    /// <summary>Wakes the pools of a template (a sandbox went: there may be room for a refill).</summary>
-    private void WakePools(string template)
-    {
-        if (_pools.TryGetValue(template, out var pool)) pool.Wake();
-        if (_pools.TryGetValue(PoolKey(template, true), out var egressPool)) egressPool.Wake();
-    }
-
-    /// <summary>
-    /// The template's pool of sandboxes without network, or of sandboxes with a link ready (made on
-    /// the first egress create, kept at egress_pool_size: servers that never use egress hold no links).
-    /// </summary>
-    private SandboxPool GetPool(TemplateDefinition template, bool egress = false)
-    {
-        var key = PoolKey(template.Name, egress);
-        if (_pools.TryGetValue(key, out var pool)) return pool;
-        lock (_pools)
-        {
-            // A pool made after shutdown began would refill forever from a disposed zygote.
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            return _pools.GetOrAdd(key, _ => new SandboxPool(this, template, egress ? _options.EgressPoolSize : _options.PoolSize,
-                _loggers.CreateLogger<SandboxPool>(), egress));
-        }
-    }
-
-    public TemplateCatalog Templates => _templates;
+    // ---- templates and pools ------------------------------------------------------------------
 
     /// <summary>Deletes a built template that no sandbox uses: its pool, its zygote, then its files.</summary>
     public async Task RemoveTemplateAsync(string name)
@@ -401,56 +231,20 @@ public sealed partial class SandboxManager : IAsyncDisposable
         var users = _registry.Live.Count(s => s.Template.Name == name);
         if (users > 0)
             throw new ConflictException($"template '{name}' is used by {users} sandbox(es); close them first", "template_in_use");
-        if (_pools.TryRemove(name, out var pool)) await pool.DisposeAsync().ConfigureAwait(false);
-        if (_pools.TryRemove(PoolKey(name, true), out var egressPool)) await egressPool.DisposeAsync().ConfigureAwait(false);
-        await _zygoteStart.WaitAsync().ConfigureAwait(false);
-        try
-        {
-            if (_zygotes.TryRemove(name, out var zygote)) await zygote.DisposeAsync().ConfigureAwait(false);
-        }
-        finally
-        {
-            _zygoteStart.Release();
-        }
+        await _pools.RemoveAsync(name).ConfigureAwait(false);
+        await _factory.StopZygoteAsync(name).ConfigureAwait(false);
         _templates.Remove(name);
     }
 
     /// <summary>The host pid of a template's zygote, if it is running (for operators and tests).</summary>
-    public int? ZygotePid(string template) => _zygotes.TryGetValue(template, out var z) ? z.Pid : null;
+    public int? ZygotePid(string template) => _factory.ZygotePid(template);
 
     /// <summary>The warm pool of each template that has one.</summary>
-    public IReadOnlyCollection<SandboxPool> Pools => (IReadOnlyCollection<SandboxPool>)_pools.Values;
+    public IReadOnlyCollection<SandboxPool> Pools => _pools.All;
 
-    public SandboxPool Pool(string template, bool egress = false) => GetPool(_templates.Get(template), egress);
+    public SandboxPool Pool(string template, bool egress = false) => _pools.Get(_templates.Get(template), egress);
 
-    private static double Lap(Stopwatch sw)
-    {
-        var ms = sw.Elapsed.TotalMilliseconds;
-        sw.Restart();
-        return Math.Round(ms, 3);
-    }
-
-    private async Task<ZygoteProcess> GetZygoteAsync(TemplateDefinition template, CancellationToken ct)
-    {
-        if (_zygotes.TryGetValue(template.Name, out var z)) return z;
-        await _zygoteStart.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            if (_zygotes.TryGetValue(template.Name, out z)) return z;
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            z = new ZygoteProcess(template, _options.DataDir, _options.Python, _seccompPath, _options.OutputLimitBytes, _loggers.CreateLogger<ZygoteProcess>());
-            z.SandboxExited += OnSandboxExited;
-            await z.StartAsync(ct).ConfigureAwait(false);
-            _zygotes[template.Name] = z;
-            return z;
-        }
-        finally
-        {
-            _zygoteStart.Release();
-        }
-    }
-
-    // ---- destroy ------------------------------------------------------------------------------
+    // ---- close --------------------------------------------------------------------------------
 
     /// <summary>Closes a sandbox for good, whatever its state: its processes, record, name and saved state go.</summary>
     public async Task DeleteAsync(string id, string why)
@@ -464,70 +258,17 @@ public sealed partial class SandboxManager : IAsyncDisposable
         if (_registry.TryRemoveLive(id, out var sb))
         {
             LogDestroyed(id, why);
-            Forget(id, sb.Owner, sb.Name);
-            await DestroyAsync(sb).ConfigureAwait(false);
+            _records.Forget(id, sb.Owner, sb.Name);
+            await _factory.DestroyAsync(sb).ConfigureAwait(false);
             return;
         }
         if (_registry.TryRemoveFrozen(id, out var rec))
         {
             LogDestroyed(id, $"{why} (it was {rec.State})");
-            Forget(id, rec.Owner, rec.Name);
+            _records.Forget(id, rec.Owner, rec.Name);
             return;
         }
-        throw new NotFoundException($"sandbox '{id}' not found (it may have been closed or have expired)");
-    }
-
-    /// <summary>Kills the sandbox's processes now; waits for them, then releases cgroup, slot and layers in the background.</summary>
-    internal Task DestroyAsync(Sandbox sb)
-    {
-        _registry.ForgetPid(sb.Pid);
-        sb.TryMarkDead("closed");
-        sb.Agent.Abort();
-        var task = Task.Run(async () =>
-        {
-            await DetachNetworkAsync(sb).ConfigureAwait(false);
-            // With forks still running, PID 1 must stay (see SandboxManager.Fork.cs): everything else goes.
-            var retire = HasLiveForks(sb);
-            try
-            {
-                if (retire)
-                {
-                    sb.Cgroup.KillAll(KillWait, spare: sb.Pid);
-                    // The agent retires when it reads the closed channel; this reaches it mid-call too.
-                    // Only while the pid is still in the cgroup: once gone, the number may be another's.
-                    if (sb.Cgroup.Pids().Contains(sb.Pid)) Processes.Signal(sb.Pid, Processes.SIGUSR2);
-                }
-                else
-                {
-                    sb.Cgroup.KillAll(KillWait);
-                    sb.Cgroup.Delete();
-                }
-            }
-            catch (Exception e)
-            {
-                LogCleanupFailed(sb.Id, e);
-            }
-            Interlocked.Decrement(ref _count);
-            WakePools(sb.Template.Name);
-            if (!retire)
-            {
-                await ReleaseAsync(sb).ConfigureAwait(false);
-                return;
-            }
-            lock (_retired) _retired.Add(sb);
-            LogRetired(sb.Id);
-        });
-        Track(task);
-        return Task.CompletedTask;
-    }
-
-    private void Track(Task task)
-    {
-        lock (_cleanups)
-        {
-            _cleanups.RemoveAll(t => t.IsCompleted);
-            _cleanups.Add(task);
-        }
+        throw SandboxRegistry.NotFound(id);
     }
 
     /// <summary>Deletes every sandbox past its expiry; called once a second by <see cref="SandboxReaper"/>.</summary>
@@ -538,322 +279,109 @@ public sealed partial class SandboxManager : IAsyncDisposable
         {
             if (sb.Persistent || sb.ExpiresAt > now || sb.State == SandboxState.Hibernated || !_registry.TryRemoveLive(sb.Id, out _)) continue;
             LogDestroyed(sb.Id, "timeout_s reached");
-            Forget(sb.Id, sb.Owner, sb.Name);
-            _ = DestroyAsync(sb);
+            _records.Forget(sb.Id, sb.Owner, sb.Name);
+            _ = _factory.DestroyAsync(sb);
             n++;
         }
         foreach (var r in _registry.Frozen)
         {
             if (r.Persistent || r.ExpiresAt > now || !_registry.TryRemoveFrozen(r.Id, out _)) continue;
             LogDestroyed(r.Id, $"timeout_s reached (it was {r.State})");
-            Forget(r.Id, r.Owner, r.Name);
+            _records.Forget(r.Id, r.Owner, r.Name);
             n++;
         }
         return n;
     }
 
-    private void OnSandboxExited(int pid, int status)
+    // ---- lookups ------------------------------------------------------------------------------
+
+    public int Paused => _registry.Live.Count(s => s.State == SandboxState.Paused);
+
+    public int Hibernated => _registry.Frozen.Count(r => r.State == SandboxState.Hibernated);
+
+    /// <summary>Disk held by saved states: hibernated sandboxes' and the checkpoints of resumed ones.</summary>
+    public long HibernatedBytes =>
+        _registry.Frozen.Sum(r => r.ImageBytes ?? 0) + _registry.Live.Sum(s => s.Checkpoint?.ImageBytes ?? 0);
+
+    /// <summary>Any sandbox this server knows of, live or frozen, as the API reports it.</summary>
+    public SandboxInfo Describe(string id) =>
+        _registry.TryGetLive(id, out var sb) ? sb.ToInfo(withUsage: true) with { DiskBytes = DiskUsed(sb) }
+        : _registry.TryGetFrozen(id, out var r) ? r.ToInfo()
+        : throw SandboxRegistry.NotFound(id);
+
+    /// <summary>The owner's sandboxes, live and frozen; with a name, only the owner's sandbox of that name.</summary>
+    public List<SandboxInfo> List(string owner, string? name)
     {
-        if (!_registry.TryGetByPid(pid, out var sb)) return;
-        var reason = DeathReason(sb, status < 0 ? $"the sandbox's agent was killed by signal {-status}" : $"the sandbox's agent exited with status {status}");
-        if (sb.TryMarkDead(reason))
-            LogDied(sb.Id, reason);
-        sb.Agent.Abort();
+        if (name is not null)
+        {
+            Validate.Name(name, "name");
+            return _registry.TryGetNamed(owner, name, out var id) && TryDescribe(id) is { } info ? [info] : [];
+        }
+        return _registry.Live.Where(s => s.Owner == owner).Select(s => s.ToInfo(false))
+            .Concat(_registry.Frozen.Where(r => r.Owner == owner).Select(r => r.ToInfo()))
+            .OrderBy(i => i.CreatedAt).ToList();
     }
 
-    private static string DeathReason(Sandbox sb, string otherwise) =>
-        sb.Cgroup.OomKills() > 0
-            ? $"out of memory: the kernel killed the sandbox's agent at its {sb.Limits.MemoryMb} MB memory limit"
-            : otherwise;
+    private SandboxInfo? TryDescribe(string id) =>
+        _registry.TryGetLive(id, out var sb) ? sb.ToInfo(false) : _registry.TryGetFrozen(id, out var r) ? r.ToInfo() : null;
 
-    // ---- calls --------------------------------------------------------------------------------
-
-    /// <summary>
-    /// Called before a call and again under its call lock: a dead sandbox is refused; a paused one
-    /// (paused while the call waited for the lock) is thawed; a hibernated one was hibernated by a
-    /// concurrent request, and the caller is told to retry, which resumes it.
-    /// </summary>
-    private void EnsureUsable(Sandbox sb)
+    private long? DiskUsed(Sandbox sb)
     {
-        if (sb.IsDead)
-            throw new ConflictException($"sandbox '{sb.Id}' is dead ({sb.DeadReason}); create a new one", "sandbox_dead");
-        if (sb.State == SandboxState.Hibernated)
-            throw new ConflictException($"sandbox '{sb.Id}' was hibernated by another request while this call waited; retry the call, which resumes it", "wrong_state");
-        if (sb.State == SandboxState.Paused && sb.Agent.CallLock.CurrentCount == 0) Thaw(sb);
-        sb.Touch();
-    }
-
-    /// <summary>
-    /// Runs code and streams its events to <paramref name="sink"/>. If the client goes away the call
-    /// still runs to its end (the agent's frames must be read to keep the channel in step); its
-    /// output is dropped.
-    /// </summary>
-    public async Task ExecAsync(Sandbox sb, ExecRequest req, IExecSink sink, CancellationToken clientGone)
-    {
-        if (req.Code is null) throw new BadRequestException("'code' is required: the Python code or shell command to run");
-        var language = req.Language ?? "python";
-        if (language is not ("python" or "bash"))
-            throw new BadRequestException($"language '{language}' is not supported; use \"python\" or \"bash\"");
-        var timeout = Validate.Range(req.TimeoutS ?? _options.DefaultExecTimeoutS, 0.001, _options.MaxTimeoutS, "timeout_s");
-        var env = Validate.Env(req.Env, "env");
-        if (req.Cwd is { } cwd) Validate.SandboxPath(cwd, "cwd");
-        EnsureUsable(sb);
-
-        await sb.Agent.CallLock.WaitAsync(clientGone).ConfigureAwait(false);
-        var started = Stopwatch.GetTimestamp();
         try
         {
-            EnsureUsable(sb);
-            sb.MoveTo(SandboxState.Running);
-            var callId = sb.Agent.NextCallId();
-            var rich = req.Rich == true;
-            var frame = AgentFrame.Encode(w =>
-            {
-                w.WriteString("op", "exec");
-                w.WriteNumber("id", callId);
-                w.WriteString("lang", language);
-                w.WriteString("code", req.Code);
-                w.WriteNumber("timeout", timeout);
-                w.WriteBoolean("rich", rich);
-                if (req.Cwd is not null) w.WriteString("cwd", req.Cwd);
-                AgentFrame.WriteEnv(w, env);
-            }, default);
-            using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(timeout) + AgentGrace);
-            var clientOk = true;
-            // The agent truncates output at the limit, but user code can change the agent: hostd counts too.
-            var outputLeft = _options.OutputLimitBytes;
-            // Once the client has gone, events are still read (to keep the channel in step) but no longer sent.
-            async ValueTask FlushToClient()
-            {
-                if (!clientOk) return;
-                try
-                {
-                    await sink.FlushAsync(clientGone).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException)
-                {
-                    clientOk = false;
-                }
-            }
-            await sb.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
-            while (true)
-            {
-                AgentFrame f;
-                try
-                {
-                    f = await sb.Agent.ReadAsync(0, hard.Token).ConfigureAwait(false);
-                }
-                catch (AgentFrameTooLargeException e)
-                {
-                    Kill(sb, e.Message);
-                    WriteFatal(sink, rich, "SandboxDied", e.Message, 137, timeout: false);
-                    break;
-                }
-                catch (OperationCanceledException) when (hard.IsCancellationRequested)
-                {
-                    var reason = $"the sandbox did not stop at the end of the {timeout:g} s timeout and was killed";
-                    Kill(sb, reason);
-                    WriteFatal(sink, rich, "TimeoutError", reason, 124, timeout: true);
-                    break;
-                }
-                catch (Exception e) when (AgentFrame.IsChannelLost(e))
-                {
-                    var reason = DeathReason(sb, sb.DeadReason ?? "the sandbox's agent closed its control channel");
-                    if (sb.TryMarkDead(reason)) LogDied(sb.Id, reason);
-                    WriteFatal(sink, rich, "SandboxDied", sb.DeadReason ?? reason, 137, timeout: false);
-                    break;
-                }
-                bool done;
-                using (f)
-                    done = Forward(f, sink, ref outputLeft);
-                await FlushToClient().ConfigureAwait(false);
-                if (done) break;
-            }
-            await FlushToClient().ConfigureAwait(false); // the events of a fatal end
+            return _parts.Quota?.Used(sb.Dirs);
         }
-        finally
+        catch (IOException)
         {
-            sb.TryMove(SandboxState.Running, SandboxState.Ready);
-            sb.Touch();
-            sb.Agent.CallLock.Release();
-            _metrics.ExecSeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            return null;
         }
     }
 
-    private static void WriteFatal(IExecSink sink, bool rich, string name, string message, int code, bool timeout)
-    {
-        sink.Output(true, "forkbox: " + message);
-        if (rich) sink.Error(name, message, "");
-        sink.Exit(code, timeout);
-    }
+    /// <summary>The owner of a sandbox this server knows of, live or frozen; null for an unknown id.</summary>
+    public string? OwnerOf(string id) => _registry.OwnerOf(id);
 
-    /// <summary>
-    /// Passes one agent frame on; returns true at the call's last frame. Output lines (a character
-    /// each and a newline, as the agent counts) and results are charged to <paramref name="left"/>,
-    /// the call's output allowance: the first that does not fit is replaced by the agent's
-    /// truncation marker, and everything after it is dropped.
-    /// </summary>
-    private static bool Forward(AgentFrame f, IExecSink sink, ref long left)
-    {
-        var h = f.Header;
-        switch (f.Event)
-        {
-            case "out":
-                var stderr = h.GetProperty("s").GetInt32() == 2;
-                foreach (var line in h.GetProperty("lines").EnumerateArray())
-                {
-                    var text = line.GetString() ?? "";
-                    if (Charge(ref left, text.Length + 1, sink)) sink.Output(stderr, text);
-                }
-                return false;
-            case "result":
-                var data = h.GetProperty("data");
-                if (Charge(ref left, data.GetRawText().Length, sink)) sink.Result(data);
-                return false;
-            case "error":
-                sink.Error(h.GetProperty("name").GetString() ?? "", h.GetProperty("value").GetString() ?? "",
-                    h.GetProperty("traceback").GetString() ?? "");
-                return false;
-            case "exit":
-                sink.Exit(h.GetProperty("code").GetInt32(), h.GetProperty("timeout").GetBoolean());
-                return true;
-            default: // "fail": the agent could not run the call at all
-                sink.Output(true, "forkbox: " + (h.TryGetProperty("message", out var m) ? m.GetString() : "agent error"));
-                sink.Exit(1, false);
-                return true;
-        }
-    }
+    /// <summary>Owner → ids of every sandbox held for it, live and frozen: what a cluster heartbeat reports.</summary>
+    public Dictionary<string, List<string>> IdsByOwner() => _registry.IdsByOwner();
 
-    /// <summary>Takes <paramref name="cost"/> from the allowance; false once it is spent (the marker is written the first time).</summary>
-    private static bool Charge(ref long left, long cost, IExecSink sink)
-    {
-        if (left < 0) return false;
-        if (cost <= left)
-        {
-            left -= cost;
-            return true;
-        }
-        left = -1;
-        sink.Output(true, "[forkbox: output truncated by hostd at the output limit]");
-        return false;
-    }
+    /// <summary>The host pid of a live sandbox's PID 1 (where the ports proxy connects from), or null.</summary>
+    public int? LivePid(string id) => _registry.TryGetLive(id, out var sb) && !sb.IsDead ? sb.Pid : null;
 
-    private void Kill(Sandbox sb, string reason)
-    {
-        if (sb.TryMarkDead(reason)) LogDied(sb.Id, reason);
-        sb.Agent.Abort();
-        sb.Cgroup.KillAll(TimeSpan.Zero);
-    }
+    // ---- passed on ----------------------------------------------------------------------------
 
-    /// <summary>
-    /// A file call: one request frame, one answer. Returns the "ok" frame (the caller disposes it);
-    /// a "fail" answer becomes the matching API error.
-    /// </summary>
-    public async Task<AgentFrame> FileCallAsync(Sandbox sb, Action<Utf8JsonWriter> header, ReadOnlyMemory<byte> payload, CancellationToken ct,
-        long maxAnswerPayload = 0)
-    {
-        EnsureUsable(sb);
-        await sb.Agent.CallLock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            EnsureUsable(sb);
-            var callId = sb.Agent.NextCallId();
-            var head = AgentFrame.EncodeHead(w =>
-            {
-                w.WriteNumber("id", callId);
-                header(w);
-            }, payload.Length);
-            var answer = await RoundTripAsync(sb, head, TimeSpan.FromSeconds(120), "a file call", payload, maxAnswerPayload).ConfigureAwait(false);
-            if (answer.Event == "ok") return answer;
-            using (answer)
-            {
-                var code = answer.Header.TryGetProperty("code", out var c) ? c.GetString() : null;
-                var message = answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "" : "";
-                throw code switch
-                {
-                    "not_found" => new NotFoundException(message, "file_not_found"),
-                    "too_large" => new PayloadTooLargeException(message),
-                    "no_space" => new InsufficientStorageException(_quota is null ? message
-                        : $"{message}: the sandbox has used its disk quota of {sb.DiskMb} MB (disk_mb at create sets it; files it deletes free room)"),
-                    "agent_error" => new ExecutorException(message),
-                    _ => new BadRequestException(message),
-                };
-            }
-        }
-        finally
-        {
-            sb.Touch();
-            sb.Agent.CallLock.Release();
-        }
-    }
-
-    /// <summary>
-    /// One request and its one answer, under the call lock the caller holds. An agent that does not
-    /// answer within <paramref name="timeout"/>, or whose channel is lost, is killed: a request
-    /// without its answer read would leave the channel out of step. A <paramref name="payload"/>
-    /// goes after <paramref name="frame"/>, which is then only its head. An answer whose payload is
-    /// over <paramref name="maxAnswerPayload"/> is not read: the agent is killed, and the call is 413.
-    /// </summary>
-    private async Task<AgentFrame> RoundTripAsync(Sandbox sb, byte[] frame, TimeSpan timeout, string during, ReadOnlyMemory<byte> payload = default,
-        long maxAnswerPayload = 0)
-    {
-        using var hard = new CancellationTokenSource(timeout);
-        try
-        {
-            await sb.Agent.SendAsync(frame, payload, hard.Token).ConfigureAwait(false);
-            return await sb.Agent.ReadAsync(maxAnswerPayload, hard.Token).ConfigureAwait(false);
-        }
-        catch (AgentFrameTooLargeException e)
-        {
-            Kill(sb, e.Message);
-            throw new PayloadTooLargeException($"{e.Message} (during {during})");
-        }
-        catch (Exception e) when (AgentFrame.IsChannelLost(e) || e is OperationCanceledException)
-        {
-            var reason = DeathReason(sb, $"the sandbox's agent stopped answering during {during}");
-            Kill(sb, reason);
-            throw new ExecutorException(reason);
-        }
-    }
+    public const string ResumedHeader = SpacesService.ResumedHeader;
+    public const int MaxForks = SandboxForks.MaxForks;
+    public Task ExecAsync(Sandbox sb, ExecRequest req, IExecSink sink, CancellationToken clientGone) => _calls.ExecAsync(sb, req, sink, clientGone);
+    public Task<AgentFrame> FileCallAsync(Sandbox sb, Action<Utf8JsonWriter> header, ReadOnlyMemory<byte> payload, CancellationToken ct,
+        long maxAnswerPayload = 0) => _calls.FileCallAsync(sb, header, payload, ct, maxAnswerPayload);
+    public Task<IReadOnlyList<Sandbox>> ForkAsync(string parentId, int? count, CancellationToken ct) => _forks.ForkAsync(parentId, count, ct);
+    public Task MergeIntoAsync(string targetId, string winnerId) => _forks.MergeIntoAsync(targetId, winnerId);
+    public DiffResponse Diff(string aId, string bId, string? paths) => _forks.Diff(aId, bId, paths);
+    public int Retired => _factory.Retired;
+    public int SweepRetired() => _factory.SweepRetired();
+    public (int Hibernated, int Lost) Recover() => _recovery.Run();
+    public Task<LifecycleResponse> PauseAsync(string id, CancellationToken ct) => _spaces.PauseAsync(id, ct);
+    public Task<LifecycleResponse> HibernateAsync(string id, CancellationToken ct) => _spaces.HibernateAsync(id, ct);
+    public Task<(Sandbox Sandbox, string? ResumedFrom)> ActiveAsync(string id, CancellationToken ct) => _spaces.ActiveAsync(id, ct);
+    public Task<(Sandbox Sandbox, LifecycleResponse Reply)> ResumeAsync(string id, CancellationToken ct) => _spaces.ResumeAsync(id, ct);
+    public void ApplyIdlePolicy() => _spaces.ApplyIdlePolicy();
+    public void RenderNetworkMetrics(StringBuilder text) => _egress.RenderMetrics(text);
 
     // ---- shutdown -----------------------------------------------------------------------------
 
     public async ValueTask DisposeAsync()
     {
-        SandboxPool[] pools;
-        lock (_pools)
-        {
-            _disposed = true; // from here on no pool or zygote is made
-            pools = _pools.Values.ToArray();
-        }
-        foreach (var pool in pools)
-            await pool.DisposeAsync().ConfigureAwait(false);
-        if (_options.HibernateOnShutdown) await HibernateAllForShutdownAsync().ConfigureAwait(false);
+        await _pools.DisposeAsync().ConfigureAwait(false);
+        if (_options.HibernateOnShutdown) await _spaces.HibernateAllForShutdownAsync().ConfigureAwait(false);
         foreach (var id in _registry.Live.Select(s => s.Id).ToArray())
             if (_registry.TryRemoveLive(id, out var sb))
             {
-                MarkLost(sb, sb.Persistent
+                _records.MarkLost(sb, sb.Persistent
                     ? "the server was stopped and the sandbox could not be hibernated first"
                     : "the server was stopped; sandboxes that are not persistent do not survive a restart (create with \"persistent\": true)");
-                await DestroyAsync(sb).ConfigureAwait(false);
+                await _factory.DestroyAsync(sb).ConfigureAwait(false);
             }
-        Task[] pending;
-        lock (_cleanups) pending = _cleanups.ToArray();
-        await Task.WhenAll(pending).ConfigureAwait(false);
-        // Every fork is closed too, so retired sandboxes go now, PID 1 and all.
-        List<Sandbox> retired;
-        lock (_retired) retired = _retired.ToList();
-        foreach (var sb in retired) sb.Cgroup.KillAll(KillWait);
-        SweepRetired();
-        lock (_cleanups) pending = _cleanups.ToArray();
-        await Task.WhenAll(pending).ConfigureAwait(false);
-        // The layer removals started by the cleanups above.
-        lock (_cleanups) pending = _cleanups.Where(t => !t.IsCompleted).ToArray();
-        await Task.WhenAll(pending).ConfigureAwait(false);
-        // Wait out a zygote start in progress (a template warming in the background).
-        await _zygoteStart.WaitAsync().ConfigureAwait(false);
-        foreach (var z in _zygotes.Values)
-            await z.DisposeAsync().ConfigureAwait(false);
+        await _background.DrainAsync().ConfigureAwait(false);
+        await _factory.DisposeAsync().ConfigureAwait(false);
     }
 
     [LoggerMessage(EventId = 3001, Level = LogLevel.Information, Message = "sandbox {SandboxId} created from {Template}, pid {Pid}, pool hit {PoolHit}, in {Ms:F2} ms")]
@@ -862,15 +390,6 @@ public sealed partial class SandboxManager : IAsyncDisposable
     [LoggerMessage(EventId = 3002, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: discarded from the pool: {Error}")]
     private partial void LogPoolDiscard(string sandboxId, string error);
 
-    [LoggerMessage(EventId = 3003, Level = LogLevel.Warning, Message = "sandbox {SandboxId} from {Template} could not be created: {Error}")]
-    private partial void LogCreateFailed(string sandboxId, string template, string error);
-
     [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed: {Why}")]
     private partial void LogDestroyed(string sandboxId, string why);
-
-    [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "sandbox {SandboxId} died: {Reason}")]
-    private partial void LogDied(string sandboxId, string reason);
-
-    [LoggerMessage(EventId = 3006, Level = LogLevel.Error, Message = "sandbox {SandboxId}: cleanup failed")]
-    private partial void LogCleanupFailed(string sandboxId, Exception error);
 }

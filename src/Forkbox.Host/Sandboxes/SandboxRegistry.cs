@@ -20,6 +20,15 @@ public sealed class SandboxRegistry
     private readonly ConcurrentDictionary<string, string> _names = new(StringComparer.Ordinal);
     private readonly Lock _merge = new();
 
+    /// <summary>What every lookup of an unknown id answers.</summary>
+    public static NotFoundException NotFound(string id) => new($"sandbox '{id}' not found (it may have been closed or have expired)");
+
+    /// <summary>A live sandbox (paused ones included); a frozen one is a 409 that says to resume it.</summary>
+    public Sandbox Get(string id) =>
+        _live.TryGetValue(id, out var sb) ? sb
+        : _frozen.TryGetValue(id, out var r) ? throw new ConflictException($"sandbox '{id}' is {r.State}; resume it first (POST /v1/sandboxes/{id}/resume)", "wrong_state")
+        : throw NotFound(id);
+
     // ---- live ----------------------------------------------------------------------------------
 
     public IEnumerable<Sandbox> Live => _live.Values;

@@ -4,6 +4,7 @@ using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Core.Wire;
 using Forkbox.Host.Agents;
+using Forkbox.Host.Networking;
 using Forkbox.Host.Zygotes;
 using Forkbox.Linux;
 using Forkbox.Linux.Cgroups;
@@ -13,63 +14,48 @@ using Microsoft.Extensions.Logging;
 namespace Forkbox.Host.Sandboxes;
 
 /// <summary>
-/// fork(n), merge_into and the retirement of closed sandboxes whose forks live on.
+/// fork(n), merge_into and diff.
 ///
 /// A fork is made in three steps: the parent's agent forks itself (each fork ends up PID 1 of
 /// fresh namespaces, waiting); hostd gives each fork a cgroup of its own, charged with the
 /// parent's limits; the template's zygote snapshots the parent's writable layers and gives each
 /// fork its root and its control socket (forkbox_agent/graft.py). The parent's call lock is held
-/// throughout, so the parent changes nothing while its state is copied.
-///
-/// A fork's PID namespace nests in its parent's, and the kernel kills every nested namespace when
-/// a PID 1 exits. So closing a sandbox whose forks still run kills everything in it but its PID 1,
-/// the agent, which replaces itself with a reaper that holds none of the sandbox's memory (pid1.py,
-/// retire), and keeps its cgroup, layers and uid range until that reaper has exited, which it does
-/// when its last fork is gone: the sandbox is "retired".
+/// throughout, so the parent changes nothing while its state is copied. The forks are listed only
+/// once every one of them has said hello and has its network: a fork fails or succeeds whole.
+/// Closing a sandbox whose forks live on retires it (see <see cref="RetiredSandboxes"/>).
 /// </summary>
-public sealed partial class SandboxManager
+public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry registry, SandboxRecords records, SandboxFactory factory,
+    SandboxCalls calls, SandboxEgress egress, HostMetrics metrics, ILogger<SandboxForks> log)
 {
     public const int MaxForks = 32;
 
-    private readonly List<Sandbox> _retired = new();
-    private readonly Dictionary<int, int> _slotRefs = new();
-
-    /// <summary>Closed sandboxes waiting for their last fork to end.</summary>
-    public int Retired
-    {
-        get
-        {
-            lock (_retired) return _retired.Count;
-        }
-    }
+    private readonly ILogger _log = log;
 
     public async Task<IReadOnlyList<Sandbox>> ForkAsync(string parentId, int? count, CancellationToken ct)
     {
         var n = count ?? 1;
         if (n is < 1 or > MaxForks)
             throw new BadRequestException($"'n' must be between 1 and {MaxForks} (got {n})");
-        var parent = Get(parentId);
-        EnsureUsable(parent);
-        if (Interlocked.Add(ref _count, n) > _options.MaxSandboxes)
-        {
-            Interlocked.Add(ref _count, -n);
-            throw new AtCapacityException($"this host has no room for {n} more sandbox(es) (maximum {_options.MaxSandboxes}); close some or fork fewer");
-        }
+        var parent = registry.Get(parentId);
+        calls.EnsureUsable(parent);
+        if (!factory.TryReserve(n))
+            throw new AtCapacityException($"this host has no room for {n} more sandbox(es) (maximum {options.MaxSandboxes}); close some or fork fewer");
 
         var total = Stopwatch.StartNew();
         var step = Stopwatch.StartNew();
         var timings = new Dictionary<string, double>();
         var made = new List<Forkling>(n);
         var held = new List<PidFd>(n);
+        var parts = factory.Parts;
         var locked = false;
         try
         {
-            locked = await parent.Agent.CallLock.WaitAsync(_options.ForkWait, ct).ConfigureAwait(false);
+            locked = await parent.Agent.CallLock.WaitAsync(options.ForkWait, ct).ConfigureAwait(false);
             if (!locked)
                 throw new ConflictException(
-                    $"sandbox '{parentId}' is still running a call after {_options.ForkWait.TotalSeconds:g} s; fork waits that long for the call to end, then gives up. Retry when it is done",
+                    $"sandbox '{parentId}' is still running a call after {options.ForkWait.TotalSeconds:g} s; fork waits that long for the call to end, then gives up. Retry when it is done",
                     "sandbox_busy");
-            EnsureUsable(parent);
+            calls.EnsureUsable(parent);
             timings["wait_idle"] = Lap(step);
 
             var childPids = await AgentForkAsync(parent, n).ConfigureAwait(false);
@@ -80,10 +66,10 @@ public sealed partial class SandboxManager
 
             foreach (var fork in held)
             {
-                var id = SandboxId.New(_options.HostId);
+                var id = SandboxId.New(options.HostId);
                 var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
-                var cgroup = _cgroups.Create(id, parent.Limits);
-                var forkling = new Forkling(id, token, fork.Pid, cgroup, _layers.CreateFork(id, parent.Template), _listener.Expect(id, token));
+                var cgroup = parts.Cgroups.Create(id, parent.Limits);
+                var forkling = new Forkling(id, token, fork.Pid, cgroup, parts.Layers.CreateFork(id, parent.Template), parts.Listener.Expect(id, token));
                 made.Add(forkling);
                 cgroup.Attach(fork.Pid);
                 // Written by pid: had the fork exited since it was checked, that pid could be another
@@ -92,9 +78,9 @@ public sealed partial class SandboxManager
             }
             timings["cgroups"] = Lap(step);
 
-            var zygote = await GetZygoteAsync(parent.Template, ct).ConfigureAwait(false);
-            var graft = await zygote.GraftAsync(new GraftSpec("graft-" + made[0].Id, _layers.Strategy, _listener.Path,
-                parent.Template, parent.Dirs, _options.TmpSizeMb, parent.Slot.Path,
+            var zygote = await factory.GetZygoteAsync(parent.Template, ct).ConfigureAwait(false);
+            var graft = await zygote.GraftAsync(new GraftSpec("graft-" + made[0].Id, parts.Layers.Strategy, parts.Listener.Path,
+                parent.Template, parent.Dirs, options.TmpSizeMb, parent.Slot.Path,
                 made.Select(f => new GraftChild(f.Id, f.Token, f.Pid, f.Dirs)).ToList()), ct).ConfigureAwait(false);
             if (!graft.Ok)
                 throw new ExecutorException($"fork failed while giving the forks their own root: {graft.Error}");
@@ -104,8 +90,8 @@ public sealed partial class SandboxManager
         catch (Exception e)
         {
             foreach (var fork in held) fork.Kill();
-            foreach (var f in made) Abandon(f.Id, f.Cgroup, f.Dirs);
-            Interlocked.Add(ref _count, -n);
+            foreach (var f in made) factory.Abandon(f.Id, f.Cgroup, f.Dirs);
+            factory.Unreserve(n);
             LogForkFailed(parentId, e.Message);
             if (e is ForkboxException or OperationCanceledException) throw;
             throw new ExecutorException($"fork failed: {e.Message}", e);
@@ -127,33 +113,39 @@ public sealed partial class SandboxManager
         }
         catch (Exception e)
         {
-            foreach (var f in made.Skip(children.Count)) Abandon(f.Id, f.Cgroup, f.Dirs);
-            Interlocked.Add(ref _count, -(n - children.Count));
-            foreach (var child in children) _ = DeleteAsync(child.Id, "a sibling fork failed");
+            foreach (var f in made.Skip(children.Count)) factory.Abandon(f.Id, f.Cgroup, f.Dirs);
+            factory.Unreserve(n - children.Count);
+            foreach (var child in children) _ = factory.DestroyAsync(child);
             LogForkFailed(parentId, e.Message);
             throw new ExecutorException($"fork failed: a fork did not connect back: {e.Message}", e);
         }
         timings["hello"] = Lap(step);
         try
         {
-            await AttachForksAsync(parent, children, ct).ConfigureAwait(false);
+            await egress.AttachForksAsync(parent, children, ct).ConfigureAwait(false);
         }
         catch (Exception e)
         {
-            foreach (var child in children) _ = DeleteAsync(child.Id, "its network could not be set up");
+            foreach (var child in children) _ = factory.DestroyAsync(child);
             LogForkFailed(parentId, e.Message);
             if (e is ForkboxException) throw;
             throw new ExecutorException($"fork failed: the forks' network could not be set up: {e.Message}", e);
         }
         if (parent.NetworkMode == NetworkModes.Egress) timings["network"] = Lap(step);
+        foreach (var child in children)
+        {
+            records.Save(child);
+            registry.AddLive(child);
+        }
         timings["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
-        _metrics.ForkSeconds.Observe(total.Elapsed.TotalSeconds);
+        metrics.ForkSeconds.Observe(total.Elapsed.TotalSeconds);
         LogForked(parentId, n, total.Elapsed.TotalMilliseconds);
         return children;
     }
 
     private sealed record Forkling(string Id, string Token, int Pid, ICgroup Cgroup, SandboxLayerDirs Dirs, Task<AgentConnection> Hello);
 
+    /// <summary>A fork as a sandbox of its parent's family (its uid range, its children list); not yet listed.</summary>
     private Sandbox NewFork(Sandbox parent, Forkling f, AgentConnection agent, Dictionary<string, double> timings)
     {
         var now = DateTimeOffset.UtcNow;
@@ -161,22 +153,20 @@ public sealed partial class SandboxManager
         {
             Id = f.Id, Template = parent.Template, Limits = parent.Limits, CreatedAt = now,
             // A fork of a persistent sandbox is not persistent: it gets the default timeout.
-            ExpiresAt = parent.Persistent ? now.AddSeconds(_options.DefaultTimeoutS) : now + (parent.ExpiresAt - parent.CreatedAt),
+            ExpiresAt = parent.Persistent ? now.AddSeconds(options.DefaultTimeoutS) : now + (parent.ExpiresAt - parent.CreatedAt),
             Metadata = new(parent.Metadata),
             Pid = f.Pid, Agent = agent, Cgroup = f.Cgroup, Slot = parent.Slot, Dirs = f.Dirs,
             TimingsMs = timings, Parent = parent, ForkedFrom = parent.Id, Owner = parent.Owner, DiskMb = parent.DiskMb,
         };
         child.Touch();
-        Save(child);
-        lock (_slotRefs) _slotRefs[parent.Slot.Index] = _slotRefs.GetValueOrDefault(parent.Slot.Index, 1) + 1;
+        factory.ShareSlot(parent.Slot);
         lock (parent.Children) parent.Children.Add(child);
-        _registry.AddLive(child);
         return child;
     }
 
     /// <summary>
     /// Asks the parent's agent to fork; returns the forks' pids as the parent's PID namespace sees
-    /// them. Not cancelled by the client (see <see cref="RoundTripAsync"/>).
+    /// them. Not cancelled by the client (see <see cref="SandboxCalls.RoundTripAsync"/>).
     /// </summary>
     private async Task<List<int>> AgentForkAsync(Sandbox parent, int n)
     {
@@ -187,7 +177,7 @@ public sealed partial class SandboxManager
             w.WriteNumber("id", callId);
             w.WriteNumber("n", n);
         }, default);
-        using var answer = await RoundTripAsync(parent, frame, TimeSpan.FromSeconds(60), "a fork").ConfigureAwait(false);
+        using var answer = await calls.RoundTripAsync(parent, frame, TimeSpan.FromSeconds(60), "a fork").ConfigureAwait(false);
         if (answer.Event != "ok")
             throw new ExecutorException(answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "fork failed" : "fork failed");
         return ForkPids(parent.Id, answer.Header, n);
@@ -272,22 +262,21 @@ public sealed partial class SandboxManager
     {
         if (targetId == winnerId)
             throw new BadRequestException($"cannot merge sandbox '{targetId}' into itself; name one of its forks as the winner");
-        var target = Get(targetId);
-        var winner = Get(winnerId);
+        var target = registry.Get(targetId);
+        var winner = registry.Get(winnerId);
         if (!IsDescendant(winner, target))
             throw new BadRequestException($"sandbox '{winnerId}' is not a fork of '{targetId}' or of one of its forks; merge_into only takes a descendant of the target");
-        EnsureUsable(winner);
-        if (!_registry.TryMerge(target, winner, () =>
+        calls.EnsureUsable(winner);
+        if (!registry.TryMerge(target, winner, () =>
             {
                 winner.Id = targetId;
                 winner.Adopt(target.ToRecord());
             }))
             throw new NotFoundException($"sandbox '{winnerId}' or '{targetId}' was closed or merged meanwhile");
-        Forget(winnerId, winner.Owner, null);
-        Save(winner);
+        records.Forget(winnerId, winner.Owner, null);
+        records.Save(winner);
         LogMerged(winnerId, targetId);
-        LogDestroyed(targetId + " (former)", $"merged: {winnerId} took its place");
-        return DestroyAsync(target);
+        return factory.DestroyAsync(target);
     }
 
     private static bool IsDescendant(Sandbox sb, Sandbox ancestor)
@@ -306,8 +295,8 @@ public sealed partial class SandboxManager
     /// </summary>
     public DiffResponse Diff(string aId, string bId, string? paths)
     {
-        var a = Get(aId);
-        var b = Get(bId);
+        var a = registry.Get(aId);
+        var b = registry.Get(bId);
         var list = (string.IsNullOrWhiteSpace(paths) ? "/root,/tmp" : paths)
             .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
             .Select(p => Validate.SandboxPath(p, "paths")).ToList();
@@ -328,59 +317,7 @@ public sealed partial class SandboxManager
             changed.Order(StringComparer.Ordinal).ToList());
     }
 
-    // ---- retirement ---------------------------------------------------------------------------
-
-    private static bool HasLiveForks(Sandbox sb)
-    {
-        lock (sb.Children) return sb.Children.Count > 0;
-    }
-
-    /// <summary>Releases the retired sandboxes whose PID 1 has exited; called once a second.</summary>
-    public int SweepRetired()
-    {
-        List<Sandbox> done;
-        lock (_retired)
-        {
-            done = _retired.Where(sb => sb.Cgroup.Pids().Count == 0).ToList();
-            _retired.RemoveAll(done.Contains);
-        }
-        foreach (var sb in done)
-        {
-            try
-            {
-                sb.Cgroup.Delete();
-            }
-            catch (Exception e)
-            {
-                LogCleanupFailed(sb.Id, e);
-            }
-            Track(ReleaseAsync(sb));
-            LogRetiredGone(sb.Id);
-        }
-        return done.Count;
-    }
-
-    /// <summary>Gives back a sandbox's uid range (when its family no longer uses it) and layers.</summary>
-    private Task ReleaseAsync(Sandbox sb)
-    {
-        var last = true;
-        lock (_slotRefs)
-        {
-            if (_slotRefs.TryGetValue(sb.Slot.Index, out var refs) && refs > 1)
-            {
-                _slotRefs[sb.Slot.Index] = refs - 1;
-                last = false;
-            }
-            else
-            {
-                _slotRefs.Remove(sb.Slot.Index);
-            }
-        }
-        if (last) _slots.Release(sb.Slot);
-        if (sb.Parent is { } parent)
-            lock (parent.Children) parent.Children.Remove(sb);
-        return _layers.RemoveAsync(sb.Dirs);
-    }
+    private static double Lap(Stopwatch sw) => SandboxFactory.Lap(sw);
 
     [LoggerMessage(EventId = 3101, Level = LogLevel.Information, Message = "sandbox {SandboxId} forked {Count} way(s) in {Ms:F2} ms")]
     private partial void LogForked(string sandboxId, int count, double ms);
@@ -388,12 +325,6 @@ public sealed partial class SandboxManager
     [LoggerMessage(EventId = 3102, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: fork failed: {Error}")]
     private partial void LogForkFailed(string sandboxId, string error);
 
-    [LoggerMessage(EventId = 3103, Level = LogLevel.Information, Message = "sandbox {Winner} merged into {Target}: it answers to that id from now on")]
+    [LoggerMessage(EventId = 3103, Level = LogLevel.Information, Message = "sandbox {Winner} merged into {Target}: it answers to that id from now on; its former sandbox is closed")]
     private partial void LogMerged(string winner, string target);
-
-    [LoggerMessage(EventId = 3104, Level = LogLevel.Information, Message = "sandbox {SandboxId} retired: closed, but its PID 1 stays until its forks are gone")]
-    private partial void LogRetired(string sandboxId);
-
-    [LoggerMessage(EventId = 3105, Level = LogLevel.Information, Message = "retired sandbox {SandboxId}: its last fork is gone; resources released")]
-    private partial void LogRetiredGone(string sandboxId);
 }

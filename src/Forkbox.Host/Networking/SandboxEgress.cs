@@ -1,8 +1,8 @@
 using System.Text;
 using Forkbox.Core;
-using Forkbox.Host.Networking;
+using Forkbox.Host.Sandboxes;
 
-namespace Forkbox.Host.Sandboxes;
+namespace Forkbox.Host.Networking;
 
 /// <summary>
 /// Egress for sandboxes: a sandbox made with "network": "egress" gets a link (veth pair, address)
@@ -11,20 +11,19 @@ namespace Forkbox.Host.Sandboxes;
 /// /etc/hosts. Forks and resumed sandboxes get links of their own, with fresh addresses, and the
 /// same policy. The link and entry go when the sandbox's processes do (destroy, hibernate).
 /// </summary>
-public sealed partial class SandboxManager
+public sealed class SandboxEgress(SandboxNetworking network, SandboxCalls calls, SandboxRegistry registry)
 {
-    /// <summary>Egress, address pool, firewall and the sockets the ports proxy uses.</summary>
-    public SandboxNetworking Networking => _network;
+    private const int MaxHostsBytes = 1 << 20;
 
-    /// <summary>The host pid of a live sandbox's PID 1 (where the ports proxy connects from), or null.</summary>
-    public int? LivePid(string id) => _registry.TryGetLive(id, out var sb) && !sb.IsDead ? sb.Pid : null;
+    /// <summary>Egress, address pool, firewall and the sockets the ports proxy uses.</summary>
+    public SandboxNetworking Networking => network;
 
     /// <summary>Prometheus lines with each egress sandbox's byte counters.</summary>
-    public void RenderNetworkMetrics(StringBuilder text)
+    public void RenderMetrics(StringBuilder text)
     {
         text.Append("# HELP forkbox_sandbox_network_bytes_total Bytes through a sandbox's network link (egress sandboxes; loopback is not counted)\n")
             .Append("# TYPE forkbox_sandbox_network_bytes_total counter\n");
-        foreach (var sb in _registry.Live)
+        foreach (var sb in registry.Live)
         {
             if (sb.Network is not { } net) continue;
             text.Append("forkbox_sandbox_network_bytes_total{sandbox=\"").Append(sb.Id).Append("\",direction=\"sent\"} ").Append(net.Link.SentBytes).Append('\n')
@@ -33,26 +32,24 @@ public sealed partial class SandboxManager
     }
 
     /// <summary>Gives a just-spawned sandbox its link and writes its /etc/resolv.conf; traffic stays dropped until admitted.</summary>
-    private async Task AttachNetworkAsync(Sandbox sb, CancellationToken ct)
+    public async Task AttachAsync(Sandbox sb, CancellationToken ct)
     {
         sb.NetworkMode = NetworkModes.Egress;
-        sb.Network = await _network.AttachAsync(sb.Id, sb.Pid).ConfigureAwait(false);
-        if (_network.ResolvConf is { } conf)
+        sb.Network = await network.AttachAsync(sb.Id, sb.Pid).ConfigureAwait(false);
+        if (network.ResolvConf is { } conf)
             await WriteFileAsync(sb, "/etc/resolv.conf", conf, ct).ConfigureAwait(false);
     }
 
     /// <summary>Admits a pooled egress sandbox with no policy, so that taking it for plain egress changes nothing (see <see cref="SandboxNetworking.Admit"/>).</summary>
-    internal void PreAdmit(Sandbox sb) => _network.Admit(sb.Network!, ResolvedPolicy.Open);
-
-    private const int MaxHostsBytes = 1 << 20;
+    public void PreAdmit(Sandbox sb) => network.Admit(sb.Network!, ResolvedPolicy.Open);
 
     /// <summary>Lets the sandbox out under <paramref name="policy"/>, its policy's names pinned in /etc/hosts first.</summary>
-    private async Task AdmitAsync(Sandbox sb, ResolvedPolicy policy, CancellationToken ct)
+    public async Task AdmitAsync(Sandbox sb, ResolvedPolicy policy, CancellationToken ct)
     {
         if (policy.HostsLines.Count > 0)
         {
             string hosts;
-            using (var ok = await FileCallAsync(sb, w =>
+            using (var ok = await calls.FileCallAsync(sb, w =>
                    {
                        w.WriteString("op", "read");
                        w.WriteString("path", "/etc/hosts");
@@ -63,13 +60,13 @@ public sealed partial class SandboxManager
             await WriteFileAsync(sb, "/etc/hosts", hosts + "# pinned by forkbox for network_policy\n" + string.Join('\n', policy.HostsLines) + "\n", ct)
                 .ConfigureAwait(false);
         }
-        _network.Admit(sb.Network!, policy);
+        network.Admit(sb.Network!, policy);
         sb.NetworkPolicy = policy.Policy;
     }
 
     private async Task WriteFileAsync(Sandbox sb, string path, string text, CancellationToken ct)
     {
-        using var ok = await FileCallAsync(sb, w =>
+        using var ok = await calls.FileCallAsync(sb, w =>
         {
             w.WriteString("op", "write");
             w.WriteString("path", path);
@@ -77,25 +74,24 @@ public sealed partial class SandboxManager
     }
 
     /// <summary>Gives each fork of an egress sandbox a link and address of its own, under its parent's policy.</summary>
-    private async Task AttachForksAsync(Sandbox parent, IReadOnlyList<Sandbox> children, CancellationToken ct)
+    public async Task AttachForksAsync(Sandbox parent, IReadOnlyList<Sandbox> children, CancellationToken ct)
     {
         if (parent.NetworkMode != NetworkModes.Egress) return;
-        var policy = await _network.ResolveAsync(parent.NetworkPolicy, ct).ConfigureAwait(false);
+        var policy = await network.ResolveAsync(parent.NetworkPolicy, ct).ConfigureAwait(false);
         foreach (var child in children)
         {
             child.NetworkMode = NetworkModes.Egress;
-            child.Network = await _network.AttachAsync(child.Id, child.Pid).ConfigureAwait(false);
-            _network.Admit(child.Network, policy);
+            child.Network = await network.AttachAsync(child.Id, child.Pid).ConfigureAwait(false);
+            network.Admit(child.Network, policy);
             child.NetworkPolicy = policy.Policy;
-            Save(child);
         }
     }
 
     /// <summary>Takes the sandbox's link and firewall entry away (its processes are going).</summary>
-    private Task DetachNetworkAsync(Sandbox sb)
+    public Task DetachAsync(Sandbox sb)
     {
         var net = sb.Network;
         sb.Network = null;
-        return net is null ? Task.CompletedTask : _network.DetachAsync(sb.Id, net);
+        return net is null ? Task.CompletedTask : network.DetachAsync(sb.Id, net);
     }
 }

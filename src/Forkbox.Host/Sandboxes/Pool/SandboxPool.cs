@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using Forkbox.Core.Templates;
 using Forkbox.Core.Wire;
+using Forkbox.Hosting.Metrics;
 using Microsoft.Extensions.Logging;
 
 namespace Forkbox.Host.Sandboxes;
@@ -15,7 +16,8 @@ namespace Forkbox.Host.Sandboxes;
 public sealed partial class SandboxPool : IAsyncDisposable
 {
     private const int RecentRefills = 32;
-    private readonly SandboxManager _manager;
+    private readonly ISandboxFactory _factory;
+    private readonly Histogram _refillSeconds;
     private readonly TemplateDefinition _template;
     private readonly ILogger _log;
     private readonly ConcurrentQueue<Sandbox> _ready = new();
@@ -34,10 +36,11 @@ public sealed partial class SandboxPool : IAsyncDisposable
 
     private readonly bool _egress;
 
-    public SandboxPool(SandboxManager manager, TemplateDefinition template, int target, ILogger log, bool egress = false)
+    public SandboxPool(ISandboxFactory factory, TemplateDefinition template, int target, Histogram refillSeconds, ILogger log, bool egress = false)
     {
         _egress = egress;
-        _manager = manager;
+        _factory = factory;
+        _refillSeconds = refillSeconds;
         _template = template;
         _target = target;
         _log = log;
@@ -70,7 +73,7 @@ public sealed partial class SandboxPool : IAsyncDisposable
             Interlocked.Decrement(ref _readyCount);
             Volatile.Write(ref _lastTake, Environment.TickCount64);
             if (!sb.IsDead) return sb;
-            _ = _manager.DestroyAsync(sb);
+            _ = _factory.DestroyAsync(sb);
         }
         return null;
     }
@@ -117,31 +120,17 @@ public sealed partial class SandboxPool : IAsyncDisposable
             {
                 await _wake.WaitAsync(stop).ConfigureAwait(false);
                 while (Ready > Target && TryTake() is { } extra)
-                    await _manager.DestroyAsync(extra).ConfigureAwait(false);
-                while (Ready < Target && _manager.HasRoom && !stop.IsCancellationRequested)
+                    await _factory.DestroyAsync(extra).ConfigureAwait(false);
+                while (Ready < Target && _factory.HasRoom && !stop.IsCancellationRequested)
                 {
                     while (Ready >= Target / 2 && Environment.TickCount64 - Volatile.Read(ref _lastTake) < RefillDelayMs)
                         await Task.Delay(RefillDelayMs, stop).ConfigureAwait(false);
                     var started = Stopwatch.GetTimestamp();
-                    // Not cancelled by shutdown: a half-made sandbox is harder to clean than a whole one.
-                    var sb = await _manager.SpawnAsync(_template, _manager.DefaultLimits, null, CancellationToken.None, egress: _egress, foreground: false).ConfigureAwait(false);
-                    await _manager.WarmUpAsync(sb).ConfigureAwait(false);
-                    if (_egress)
-                    {
-                        try
-                        {
-                            _manager.PreAdmit(sb);
-                        }
-                        catch
-                        {
-                            await _manager.DestroyAsync(sb).ConfigureAwait(false);
-                            throw;
-                        }
-                    }
+                    var sb = await _factory.SpawnPooledAsync(_template, _egress).ConfigureAwait(false);
                     _ready.Enqueue(sb);
                     Interlocked.Increment(ref _readyCount);
                     var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
-                    _manager.Metrics.RefillSeconds.Observe(seconds);
+                    _refillSeconds.Observe(seconds);
                     lock (_recent) _recent[_recentCount++ % RecentRefills] = seconds * 1000;
                 }
             }
@@ -171,7 +160,7 @@ public sealed partial class SandboxPool : IAsyncDisposable
         await _stop.CancelAsync().ConfigureAwait(false);
         await _loop.ConfigureAwait(false);
         while (TryTake() is { } sb)
-            await _manager.DestroyAsync(sb).ConfigureAwait(false);
+            await _factory.DestroyAsync(sb).ConfigureAwait(false);
         _stop.Dispose();
         _wake.Dispose();
     }

@@ -1,0 +1,174 @@
+using System.Diagnostics;
+using System.Globalization;
+using Forkbox.Core;
+using Forkbox.Core.Errors;
+using Forkbox.Core.Wire;
+using Forkbox.Host.Agents;
+using Forkbox.Linux;
+using Forkbox.Linux.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace Forkbox.Host.Sandboxes;
+
+/// <summary>
+/// Hibernate: the agent pickles the REPL's globals into a file in the sandbox's writable layer, the
+/// processes are killed, the writable layers are renamed into DATA/sandboxes/.spaces/ID/gN and
+/// synced to disk, and only then is the record committed (durably) as hibernated: a crash before
+/// that leaves the previous record and image as they were.
+/// </summary>
+public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords records, SandboxFactory factory, SandboxCalls calls,
+    BackgroundWork background, HostMetrics metrics, ILogger<Hibernator> log)
+{
+    /// <summary>Where, inside the sandbox, the agent writes its pickled state on hibernate (it is removed on resume).</summary>
+    public const string StateDirInSandbox = "/.forkbox-hibernate";
+
+    public static readonly TimeSpan CallTimeout = TimeSpan.FromMinutes(10);
+
+    private readonly ILogger _log = log;
+    private readonly string? _fault = Environment.GetEnvironmentVariable("FORKBOX_FAULT");
+
+    /// <summary>
+    /// Hibernates a sandbox whose lifecycle lock and call lock the caller holds (the call lock is
+    /// released here). If the agent cannot save its state, the sandbox keeps running and the error
+    /// is returned; once its processes are killed there is no way back, so a failure after that
+    /// point leaves it lost, with its previous saved state, if it had one, still resumable.
+    /// </summary>
+    public async Task<LifecycleResponse> HibernateLockedAsync(Sandbox sb, string why)
+    {
+        var total = Stopwatch.StartNew();
+        var step = Stopwatch.StartNew();
+        var timings = new Dictionary<string, double>();
+        var id = sb.Id;
+        LifecycleResponse reply;
+        try
+        {
+            calls.EnsureUsable(sb); // thaws a paused one: the agent must run to save its state
+            var memory = sb.Cgroup.MemoryBytes();
+            var callId = sb.Agent.NextCallId();
+            using (var answer = await calls.RoundTripAsync(sb, AgentFrame.Encode(w =>
+                   {
+                       w.WriteString("op", "hibernate");
+                       w.WriteNumber("id", callId);
+                       w.WriteString("path", StateDirInSandbox);
+                   }, default), CallTimeout, "a hibernate").ConfigureAwait(false))
+            {
+                if (answer.Event != "ok")
+                {
+                    var message = answer.Header.TryGetProperty("message", out var m) ? m.GetString() : "unknown error";
+                    if (answer.Header.TryGetProperty("code", out var c) && c.GetString() == "no_space")
+                        throw new InsufficientStorageException($"cannot hibernate sandbox '{id}': its disk is full while saving its state ({message}); free some space in it");
+                    throw new ExecutorException($"cannot hibernate sandbox '{id}': its agent could not save its state: {message}");
+                }
+                var h = answer.Header;
+                var notSaved = ReadMap(h, "not_saved");
+                foreach (var t in h.GetProperty("threads").EnumerateArray())
+                    notSaved[$"thread {t.GetString()}"] = "threads do not survive hibernation";
+                foreach (var proc in h.GetProperty("processes").EnumerateArray())
+                    notSaved[$"process {proc.GetString()}"] = "background processes do not survive hibernation";
+                reply = new LifecycleResponse
+                {
+                    Id = id,
+                    State = SandboxState.Hibernated,
+                    Saved = h.GetProperty("saved").EnumerateArray().Select(e => e.GetString()!).ToList(),
+                    NotRestored = notSaved,
+                    Modules = h.GetProperty("modules").EnumerateArray().Select(e => e.GetString()!).ToList(),
+                    MemoryFreedBytes = memory,
+                };
+            }
+            timings["save_state"] = Lap(step);
+            Fault("hibernate.saved");
+        }
+        finally
+        {
+            sb.Agent.CallLock.Release();
+        }
+
+        // From here the sandbox stops. It stays listed (as hibernated) until its record is committed;
+        // a call that finds it meanwhile waits for its lifecycle lock, which this holds, then resumes it.
+        registry.ForgetPid(sb.Pid);
+        sb.MoveTo(SandboxState.Hibernated);
+        sb.Agent.Abort();
+        var previous = sb.Checkpoint;
+        var gen = "g" + ((previous?.Image is { } p && int.TryParse(p.AsSpan(1), CultureInfo.InvariantCulture, out var n) ? n : 0) + 1)
+            .ToString(CultureInfo.InvariantCulture);
+        var image = Path.Combine(records.SpacesDir(id), gen);
+        try
+        {
+            sb.Cgroup.KillAll(SandboxFactory.KillWait);
+            sb.Cgroup.Delete();
+            timings["stop"] = Lap(step);
+            LayerFiles.DeleteTree(image); // left by a hibernate cut short
+            Directory.CreateDirectory(image);
+            for (var i = 0; i < sb.Dirs.Layers.Count; i++)
+                Directory.Move(sb.Dirs.Layers[i].Upper, Path.Combine(image, $"upper{i}"));
+            var bytes = DiskUsage(image);
+            timings["move_layers"] = Lap(step);
+            Fault("hibernate.moved");
+            Durability.SyncFilesystem(image);
+            timings["sync"] = Lap(step);
+            var rec = sb.ToRecord(SandboxState.Hibernated) with
+            {
+                Image = gen,
+                ImageBytes = bytes,
+                ImageUidBase = sb.Slot.UidBase,
+                HibernatedAt = DateTimeOffset.UtcNow,
+                NotSaved = reply.NotRestored,
+            };
+            records.Store.Save(rec, durable: true);
+            timings["commit"] = Lap(step);
+            Fault("hibernate.committed");
+            registry.Freeze(sb, rec);
+            if (previous?.Image is { } old) background.Track(factory.Parts.Layers.RemoveAsync(new SandboxLayerDirs(Path.Combine(records.SpacesDir(id), old), "", [])));
+            reply = reply with { Bytes = bytes };
+        }
+        catch (Exception e)
+        {
+            var lost = records.MarkLost(sb, $"hibernate failed after its processes were stopped: {e.Message}");
+            registry.Freeze(sb, lost);
+            LogHibernateFailed(id, lost.LostReason!);
+            Release();
+            throw new ExecutorException($"cannot hibernate sandbox '{id}': {lost.LostReason}", e);
+        }
+        Release();
+        timings["total"] = Ms(total);
+        metrics.HibernateSeconds.Observe(total.Elapsed.TotalSeconds);
+        LogHibernated(id, why, reply.Bytes ?? 0, reply.MemoryFreedBytes ?? 0, total.Elapsed.TotalMilliseconds);
+        return reply with { TimingsMs = timings };
+
+        void Release() => factory.ReleaseStopped(sb);
+    }
+
+    internal static Dictionary<string, string> ReadMap(System.Text.Json.JsonElement h, string name) =>
+        h.TryGetProperty(name, out var map)
+            ? map.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "")
+            : new Dictionary<string, string>();
+
+    /// <summary>The bytes of a hibernated image's regular files, counted without following the links the sandbox left in its layers.</summary>
+    private static long DiskUsage(string dir)
+    {
+        using var image = new LayerFiles(dir);
+        return image.Entries().Where(e => e.Stat.Type == UnixFileType.RegularFile).Sum(e => e.Stat.Size);
+    }
+
+    /// <summary>Test hook: FORKBOX_FAULT=POINT makes the server kill itself (SIGKILL) at that point, to prove crash safety.</summary>
+    private void Fault(string point)
+    {
+        if (_fault != point) return;
+        LogFault(point);
+        Processes.Signal(Environment.ProcessId, Processes.SIGKILL);
+        Thread.Sleep(Timeout.Infinite);
+    }
+
+    private static double Lap(Stopwatch sw) => SandboxFactory.Lap(sw);
+
+    private static double Ms(Stopwatch sw) => Math.Round(sw.Elapsed.TotalMilliseconds, 3);
+
+    [LoggerMessage(EventId = 3203, Level = LogLevel.Information, Message = "sandbox {SandboxId} hibernated ({Why}): {Bytes} bytes on disk, {Memory} bytes of memory freed, in {Ms:F1} ms")]
+    private partial void LogHibernated(string sandboxId, string why, long bytes, long memory, double ms);
+
+    [LoggerMessage(EventId = 3204, Level = LogLevel.Error, Message = "sandbox {SandboxId}: {Reason}")]
+    private partial void LogHibernateFailed(string sandboxId, string reason);
+
+    [LoggerMessage(EventId = 3209, Level = LogLevel.Critical, Message = "FORKBOX_FAULT={Point}: killing this server now (crash test)")]
+    private partial void LogFault(string point);
+}
