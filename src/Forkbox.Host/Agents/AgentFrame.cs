@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 
 namespace Forkbox.Host.Agents;
 
@@ -17,6 +19,31 @@ public sealed class AgentFrame(JsonDocument header, byte[] payload) : IDisposabl
     public string Event => Header.TryGetProperty("ev", out var ev) ? ev.GetString() ?? "" : "";
 
     public void Dispose() => header.Dispose();
+
+    /// <summary>The header as one of the messages of <see cref="AgentJson"/>; a header of another shape is an <see cref="AgentProtocolException"/>.</summary>
+    public T Decode<T>(JsonTypeInfo<T> type) => AgentMessage.Decode(Header, type);
+
+    /// <summary>
+    /// Writes a frame's head (the two lengths and <paramref name="message"/>) into
+    /// <paramref name="buffer"/>, which the caller owns and reuses (it is cleared first), through
+    /// <paramref name="writer"/>, reset onto it: nothing is allocated once the buffer has grown to
+    /// the size of the usual frame.
+    /// </summary>
+    public static ReadOnlyMemory<byte> EncodeHead<T>(ArrayBufferWriter<byte> buffer, Utf8JsonWriter writer, T message, JsonTypeInfo<T> type,
+        int payloadLength)
+    {
+        buffer.ResetWrittenCount();
+        buffer.GetSpan(8);
+        buffer.Advance(8);
+        writer.Reset(buffer);
+        JsonSerializer.Serialize(writer, message, type);
+        writer.Flush();
+        var head = buffer.WrittenMemory;
+        var span = System.Runtime.InteropServices.MemoryMarshal.AsMemory(head).Span;
+        BinaryPrimitives.WriteUInt32BigEndian(span, (uint)(head.Length - 8));
+        BinaryPrimitives.WriteUInt32BigEndian(span[4..], (uint)payloadLength);
+        return head;
+    }
 
     /// <summary>Serialises a request frame; the header is written by <paramref name="writeHeader"/>.</summary>
     public static byte[] Encode(Action<Utf8JsonWriter> writeHeader, ReadOnlySpan<byte> payload)
@@ -74,6 +101,16 @@ public sealed class AgentFrame(JsonDocument header, byte[] payload) : IDisposabl
     /// </summary>
     public static async ValueTask<AgentFrame> ReadAsync(Stream stream, byte[] prefix, long maxPayload, CancellationToken ct)
     {
+        var (headerLength, payloadLength) = await ReadPrefixAsync(stream, prefix, maxPayload, ct).ConfigureAwait(false);
+        var headerBytes = new byte[headerLength];
+        await stream.ReadExactlyAsync(headerBytes, ct).ConfigureAwait(false);
+        var payload = payloadLength == 0 ? [] : await ReadPayloadAsync(stream, payloadLength, ct).ConfigureAwait(false);
+        return new AgentFrame(JsonDocument.Parse(headerBytes), payload);
+    }
+
+    /// <summary>A frame's two lengths, checked against <see cref="MaxHeaderBytes"/> and <paramref name="maxPayload"/> (see <see cref="ReadAsync"/>).</summary>
+    internal static async ValueTask<(int Header, int Payload)> ReadPrefixAsync(Stream stream, byte[] prefix, long maxPayload, CancellationToken ct)
+    {
         await stream.ReadExactlyAsync(prefix.AsMemory(0, 8), ct).ConfigureAwait(false);
         var headerLength = BinaryPrimitives.ReadUInt32BigEndian(prefix);
         var payloadLength = BinaryPrimitives.ReadUInt32BigEndian(prefix.AsSpan(4));
@@ -81,14 +118,11 @@ public sealed class AgentFrame(JsonDocument header, byte[] payload) : IDisposabl
             throw new AgentFrameTooLargeException("header", headerLength, MaxHeaderBytes);
         if (payloadLength > maxPayload)
             throw new AgentFrameTooLargeException("payload", payloadLength, maxPayload);
-        var headerBytes = new byte[headerLength];
-        await stream.ReadExactlyAsync(headerBytes, ct).ConfigureAwait(false);
-        var payload = payloadLength == 0 ? [] : await ReadPayloadAsync(stream, (int)payloadLength, ct).ConfigureAwait(false);
-        return new AgentFrame(JsonDocument.Parse(headerBytes), payload);
+        return ((int)headerLength, (int)payloadLength);
     }
 
     /// <summary>The payload, in a buffer that starts at 1 MiB and doubles as bytes arrive (never past their length).</summary>
-    private static async ValueTask<byte[]> ReadPayloadAsync(Stream stream, int length, CancellationToken ct)
+    internal static async ValueTask<byte[]> ReadPayloadAsync(Stream stream, int length, CancellationToken ct)
     {
         var buffer = new byte[Math.Min(length, 1 << 20)];
         var got = 0;

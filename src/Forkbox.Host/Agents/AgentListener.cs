@@ -71,15 +71,15 @@ public sealed partial class AgentListener : IAsyncDisposable
         {
             using var cts = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
             cts.CancelAfter(TimeSpan.FromSeconds(30));
-            using var hello = await conn.ReadAsync(0, cts.Token).ConfigureAwait(false);
-            var id = hello.Header.GetProperty("id").GetString() ?? "";
-            var token = hello.Header.GetProperty("token").GetString();
-            if (hello.Event == "hello" && _expected.TryRemove(id, out var expected) && expected.Token == token)
+            var message = await conn.ReadMessageAsync(0, cts.Token).ConfigureAwait(false);
+            var hello = message.Decode(AgentJson.Default.AgentHello);
+            var id = hello.Id ?? "";
+            if (message.Event == AgentEvents.Hello && _expected.TryRemove(id, out var expected) && expected.Token == hello.Token)
             {
                 // A fork that could not start says why instead of hello.
-                if (hello.Header.TryGetProperty("error", out var error))
+                if (hello.Error is { } error)
                 {
-                    expected.Tcs.TrySetException(new InvalidOperationException($"the sandbox failed to start: {error.GetString()}"));
+                    expected.Tcs.TrySetException(new InvalidOperationException($"the sandbox failed to start: {error}"));
                 }
                 else
                 {

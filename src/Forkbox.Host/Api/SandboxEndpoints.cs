@@ -3,6 +3,7 @@ using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Core.Wire;
 using Forkbox.Hosting.Auth;
+using Forkbox.Host.Agents;
 using Forkbox.Host.Sandboxes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -106,11 +107,8 @@ public static class SandboxEndpoints
             {
                 using var body = await UploadBuffer.ReadAsync(ctx, options.MaxUploadBytes).ConfigureAwait(false);
                 size = body.Length;
-                using var ok = await manager.FileCallAsync(sb, w =>
-                {
-                    w.WriteString("op", "write");
-                    w.WriteString("path", target);
-                }, body.Memory, ctx.RequestAborted).ConfigureAwait(false);
+                using var ok = await manager.FileCallAsync(sb, AgentHeaderFields.Of(new AgentWriteRequest(0, target), AgentJson.Default.AgentWriteRequest),
+                    body.Memory, ctx.RequestAborted).ConfigureAwait(false);
             }
             finally
             {
@@ -124,12 +122,9 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
-            using var ok = await manager.FileCallAsync(sb, w =>
-            {
-                w.WriteString("op", "read");
-                w.WriteString("path", target);
-                w.WriteNumber("max", options.MaxDownloadBytes);
-            }, default, ctx.RequestAborted, maxAnswerPayload: options.MaxDownloadBytes).ConfigureAwait(false);
+            using var ok = await manager.FileCallAsync(sb,
+                AgentHeaderFields.Of(new AgentReadRequest(0, target, options.MaxDownloadBytes), AgentJson.Default.AgentReadRequest),
+                default, ctx.RequestAborted, maxAnswerPayload: options.MaxDownloadBytes).ConfigureAwait(false);
             return Results.Bytes(ok.Payload, "application/octet-stream");
         });
 
@@ -137,12 +132,9 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
-            using var ok = await manager.FileCallAsync(sb, w =>
-            {
-                w.WriteString("op", "remove");
-                w.WriteString("path", target);
-                w.WriteBoolean("recursive", recursive == true);
-            }, default, ctx.RequestAborted).ConfigureAwait(false);
+            using var ok = await manager.FileCallAsync(sb,
+                AgentHeaderFields.Of(new AgentRemoveRequest(0, target, recursive == true), AgentJson.Default.AgentRemoveRequest),
+                default, ctx.RequestAborted).ConfigureAwait(false);
             return Results.NoContent();
         });
 
@@ -150,14 +142,10 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path ?? "/root", "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
-            using var ok = await manager.FileCallAsync(sb, w =>
-            {
-                w.WriteString("op", "list");
-                w.WriteString("path", target);
-            }, default, ctx.RequestAborted).ConfigureAwait(false);
-            var entries = ok.Header.GetProperty("entries").EnumerateArray()
-                .Select(e => new FileEntry(e.GetProperty("name").GetString()!, e.GetProperty("type").GetString()!,
-                    e.GetProperty("size").GetInt64(), e.GetProperty("mtime").GetDouble()))
+            using var ok = await manager.FileCallAsync(sb, AgentHeaderFields.Of(new AgentListRequest(0, target), AgentJson.Default.AgentListRequest),
+                default, ctx.RequestAborted).ConfigureAwait(false);
+            var entries = ok.Decode(AgentJson.Default.AgentListOk).Entries
+                .Select(e => new FileEntry(e.Name, e.Type, e.Size, e.Mtime))
                 .ToList();
             return ServerBuilder.Json(new FileList(entries), WireJson.Default.FileList);
         });

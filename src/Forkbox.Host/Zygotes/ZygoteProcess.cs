@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Forkbox.Agent;
 using Forkbox.Core.Templates;
 using Microsoft.Extensions.Logging;
@@ -11,7 +11,7 @@ namespace Forkbox.Host.Zygotes;
 /// <summary>
 /// One template's zygote: a long-lived Python process that has imported the template's modules
 /// and forks a sandbox for each spawn request. Requests and answers are JSON lines on its stdin
-/// and stdout (forkbox_agent/zygote.py). A zygote that died is started again on the next spawn;
+/// and stdout (forkbox_agent/zygote.py), one record of <see cref="ZygoteJson"/> each. A zygote that died is started again on the next spawn;
 /// the sandboxes it forked live on without it.
 /// </summary>
 public sealed partial class ZygoteProcess : IAsyncDisposable
@@ -34,7 +34,7 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
     private readonly ILogger _log;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     // Each request waits on the zygote process it was written to; a process that dies fails only its own.
-    private readonly ConcurrentDictionary<string, (TaskCompletionSource<JsonElement> Tcs, Process Process)> _pending = new();
+    private readonly ConcurrentDictionary<string, (TaskCompletionSource<string> Tcs, Process Process)> _pending = new();
     private Process? _process;
 
     /// <summary>The last zygote whose answers ended (its stdout closed): it answers nothing more, even before its exit is seen.</summary>
@@ -86,13 +86,9 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         };
         process.BeginErrorReadLine();
         _ = Task.Run(() => ReadLoopAsync(process, ready));
-        var config = JsonSerializer.Serialize(new Dictionary<string, object>
-        {
-            ["agent_dir"] = chrooted ? "/.forkbox-agent" : AgentFiles.PythonPath,
-            ["seccomp"] = _seccompPath,
-            ["preload"] = _template.Preload,
-            ["output_limit"] = _outputLimit,
-        });
+        var config = JsonSerializer.Serialize(
+            new ZygoteConfig(chrooted ? "/.forkbox-agent" : AgentFiles.PythonPath, _seccompPath, _template.Preload, _outputLimit),
+            ZygoteJson.Default.ZygoteConfig);
         await process.StandardInput.WriteLineAsync(config.AsMemory(), ct).ConfigureAwait(false);
         await ready.Task.WaitAsync(TimeSpan.FromSeconds(60), ct).ConfigureAwait(false);
         LogZygoteStarted(_template.Name, process.Id);
@@ -100,53 +96,56 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
 
     public async Task<SpawnResult> SpawnAsync(SpawnSpec spec, CancellationToken ct)
     {
-        var r = await RequestAsync(spec.Id, SerializeSpec(spec), ct).ConfigureAwait(false);
-        return r.GetProperty("ok").GetBoolean()
-            ? new SpawnResult(true, r.GetProperty("pid").GetInt32(), r.GetProperty("setup_ms").GetDouble(), Steps(r), null)
-            : new SpawnResult(false, 0, 0, null, r.GetProperty("error").GetString());
+        var line = await RequestAsync(spec.Id, JsonSerializer.Serialize(SpawnRequest(spec), ZygoteJson.Default.ZygoteSpawnRequest), ct)
+            .ConfigureAwait(false);
+        if (Failure(line) is { } failure) return new SpawnResult(false, 0, 0, null, failure.Error);
+        var r = Decode(line, ZygoteJson.Default.ZygoteSpawnReply);
+        return new SpawnResult(true, r.Pid, r.SetupMs, r.Steps ?? throw Malformed(line), null);
     }
 
     /// <summary>Finishes a fork: gives each child (already forked by its parent's agent) its root and control socket.</summary>
     public async Task<GraftResult> GraftAsync(GraftSpec spec, CancellationToken ct)
     {
-        var r = await RequestAsync(spec.Id, SerializeGraft(spec), ct).ConfigureAwait(false);
-        return r.GetProperty("ok").GetBoolean()
-            ? new GraftResult(true, Steps(r), null)
-            : new GraftResult(false, null, r.GetProperty("error").GetString());
+        var line = await RequestAsync(spec.Id, JsonSerializer.Serialize(GraftRequest(spec), ZygoteJson.Default.ZygoteGraftRequest), ct)
+            .ConfigureAwait(false);
+        return Failure(line) is { } failure
+            ? new GraftResult(false, null, failure.Error)
+            : new GraftResult(true, Decode(line, ZygoteJson.Default.ZygoteGraftReply).Steps, null);
     }
 
     /// <summary>Fills a resuming sandbox's writable layers from its saved state; returns the step timings.</summary>
     public async Task<IReadOnlyDictionary<string, double>> RestoreAsync(RestoreSpec spec, CancellationToken ct)
     {
-        var r = await RequestAsync(spec.Id, JsonLine(w =>
-        {
-            w.WriteString("op", "restore");
-            w.WriteString("id", spec.Id);
-            w.WriteString("strategy", spec.Strategy);
-            w.WriteNumber("uid_from", spec.UidFrom);
-            w.WriteNumber("uid_to", spec.UidTo);
-            w.WriteStartArray("layers");
-            for (var i = 0; i < spec.Sources.Count; i++)
-            {
-                w.WriteStartObject();
-                w.WriteString("src", spec.Sources[i]);
-                w.WriteString("dst", spec.Dirs.Layers[i].Upper);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-        }), ct).ConfigureAwait(false);
-        return r.GetProperty("ok").GetBoolean()
-            ? Steps(r)
-            : throw new IOException($"restoring the saved files failed: {r.GetProperty("error").GetString()}");
+        var layers = new ZygoteRestoreLayer[spec.Sources.Count];
+        for (var i = 0; i < layers.Length; i++) layers[i] = new ZygoteRestoreLayer(spec.Sources[i], spec.Dirs.Layers[i].Upper);
+        var request = new ZygoteRestoreRequest(spec.Id, spec.Strategy, spec.UidFrom, spec.UidTo, layers);
+        var line = await RequestAsync(spec.Id, JsonSerializer.Serialize(request, ZygoteJson.Default.ZygoteRestoreRequest), ct).ConfigureAwait(false);
+        return Failure(line) is { } failure
+            ? throw new IOException($"restoring the saved files failed: {failure.Error}")
+            : Decode(line, ZygoteJson.Default.ZygoteRestoreReply).Steps;
     }
 
-    private static Dictionary<string, double> Steps(JsonElement r) =>
-        r.GetProperty("steps").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble());
+    /// <summary>The answer as a failure when its "ok" is false, else null.</summary>
+    private static ZygoteFailure? Failure(string line) => Decode(line, ZygoteJson.Default.ZygoteFailure) is { Ok: false } f ? f : null;
+
+    private static T Decode<T>(string line, JsonTypeInfo<T> type)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(line, type) ?? throw Malformed(line);
+        }
+        catch (JsonException)
+        {
+            throw Malformed(line);
+        }
+    }
+
+    private static InvalidOperationException Malformed(string line) => new($"the zygote answered a line hostd does not understand: {line}");
 
     /// <summary>Writes one request line and waits for the answer line with the same id.</summary>
-    private async Task<JsonElement> RequestAsync(string id, string line, CancellationToken ct)
+    private async Task<string> RequestAsync(string id, string line, CancellationToken ct)
     {
-        var tcs = new TaskCompletionSource<JsonElement>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var tcs = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
         try
         {
             await _writeLock.WaitAsync(ct).ConfigureAwait(false);
@@ -195,16 +194,18 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
         {
             try
             {
-                using var doc = JsonDocument.Parse(line);
-                var root = doc.RootElement;
-                if (root.TryGetProperty("exited", out var exited))
-                    SandboxExited?.Invoke(exited.GetInt32(), root.GetProperty("status").GetInt32());
-                else if (root.TryGetProperty("ready", out _))
+                var kind = JsonSerializer.Deserialize(line, ZygoteJson.Default.ZygoteLine)!;
+                if (kind.Exited is not null)
+                {
+                    var exited = JsonSerializer.Deserialize(line, ZygoteJson.Default.ZygoteExited)!;
+                    SandboxExited?.Invoke(exited.Exited, exited.Status);
+                }
+                else if (kind.Ready is not null)
                     ready.TrySetResult();
-                else if (root.TryGetProperty("id", out var id) && _pending.TryGetValue(id.GetString() ?? "", out var pending))
-                    pending.Tcs.TrySetResult(root.Clone());
+                else if (kind.Id is { } id && _pending.TryGetValue(id, out var pending))
+                    pending.Tcs.TrySetResult(line);
             }
-            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+            catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException)
             {
                 LogBadLine(_template.Name, line);
             }
@@ -220,98 +221,43 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             ready.TrySetException(new InvalidOperationException(
                 $"zygote for template '{_template.Name}' exited during start-up" + (why is null ? "" : $": {why}")));
         }
-        using var gone = JsonDocument.Parse(JsonSerializer.Serialize(new Dictionary<string, object>
-        {
-            ["ok"] = false,
-            ["error"] = $"zygote for template '{_template.Name}' exited",
-        }));
+        var gone = JsonSerializer.Serialize(new ZygoteFailure(null, false, $"zygote for template '{_template.Name}' exited"),
+            ZygoteJson.Default.ZygoteFailure);
         foreach (var pending in _pending.Values)
             if (ReferenceEquals(pending.Process, process))
-                pending.Tcs.TrySetResult(gone.RootElement.Clone());
+                pending.Tcs.TrySetResult(gone);
     }
 
-    /// <summary>One request line: a JSON object the callback fills.</summary>
-    private static string JsonLine(Action<Utf8JsonWriter> write)
+    /// <summary>The spawn line for <paramref name="spec"/>: each template layer with the sandbox's own upper and work directories.</summary>
+    public static ZygoteSpawnRequest SpawnRequest(SpawnSpec spec)
     {
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(1024);
-        using (var w = new Utf8JsonWriter(buffer))
+        var layers = new ZygoteSpawnLayer[spec.Template.Layers.Count];
+        for (var i = 0; i < layers.Length; i++)
         {
-            w.WriteStartObject();
-            write(w);
-            w.WriteEndObject();
+            var layer = spec.Template.Layers[i];
+            var writable = new ZygoteWritableDir[layer.Writable.Count];
+            for (var j = 0; j < writable.Length; j++) writable[j] = new ZygoteWritableDir(layer.Writable[j].Path, layer.Writable[j].Mode);
+            layers[i] = new ZygoteSpawnLayer(layer.Target, layer.LowerDir, spec.Dirs.Layers[i].Upper, spec.Dirs.Layers[i].Work, writable);
         }
-        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+        return new ZygoteSpawnRequest(spec.Id, spec.Token, spec.AgentSocket, spec.Slot.Path, spec.Slot.UidBase, spec.CgroupProcs,
+            spec.Dirs.Root, spec.TmpSizeMb, spec.Foreground, layers, spec.Env is { Count: > 0 } ? spec.Env : null);
     }
 
-    private static string SerializeSpec(SpawnSpec spec) => JsonLine(w =>
+    /// <summary>The graft line for <paramref name="spec"/>: each child with its layers over the parent's uppers.</summary>
+    public static ZygoteGraftRequest GraftRequest(GraftSpec spec)
+    {
+        var children = new ZygoteGraftChild[spec.Children.Count];
+        for (var c = 0; c < children.Length; c++)
         {
-            w.WriteString("op", "spawn");
-            w.WriteString("id", spec.Id);
-            w.WriteString("token", spec.Token);
-            w.WriteString("agent_socket", spec.AgentSocket);
-            w.WriteString("userns", spec.Slot.Path);
-            w.WriteNumber("uid", spec.Slot.UidBase);
-            w.WriteStartArray("cgroup_procs");
-            foreach (var f in spec.CgroupProcs) w.WriteStringValue(f);
-            w.WriteEndArray();
-            w.WriteString("root", spec.Dirs.Root);
-            w.WriteNumber("tmp_size_mb", spec.TmpSizeMb);
-            w.WriteBoolean("foreground", spec.Foreground);
-            w.WriteStartArray("layers");
-            for (var i = 0; i < spec.Template.Layers.Count; i++)
-            {
-                var layer = spec.Template.Layers[i];
-                w.WriteStartObject();
-                w.WriteString("target", layer.Target);
-                w.WriteString("lower", layer.LowerDir);
-                w.WriteString("upper", spec.Dirs.Layers[i].Upper);
-                w.WriteString("work", spec.Dirs.Layers[i].Work);
-                w.WriteStartArray("writable");
-                foreach (var dir in layer.Writable)
-                {
-                    w.WriteStartArray();
-                    w.WriteStringValue(dir.Path);
-                    w.WriteNumberValue(dir.Mode);
-                    w.WriteEndArray();
-                }
-                w.WriteEndArray();
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            Agents.AgentFrame.WriteEnv(w, spec.Env);
-        });
-
-    private static string SerializeGraft(GraftSpec spec) => JsonLine(w =>
-        {
-            w.WriteString("op", "graft");
-            w.WriteString("id", spec.Id);
-            w.WriteString("strategy", spec.Strategy);
-            w.WriteStartArray("children");
-            foreach (var child in spec.Children)
-            {
-                w.WriteStartObject();
-                w.WriteString("id", child.Id);
-                w.WriteString("token", child.Token);
-                w.WriteNumber("pid", child.Pid);
-                w.WriteString("userns", spec.UserNamespace);
-                w.WriteString("agent_socket", spec.AgentSocket);
-                w.WriteNumber("tmp_size_mb", spec.TmpSizeMb);
-                w.WriteStartArray("layers");
-                for (var i = 0; i < spec.Template.Layers.Count; i++)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("target", spec.Template.Layers[i].Target);
-                    w.WriteString("lower", spec.Template.Layers[i].LowerDir);
-                    w.WriteString("src_upper", spec.ParentDirs.Layers[i].Upper);
-                    w.WriteString("upper", child.Dirs.Layers[i].Upper);
-                    w.WriteString("work", child.Dirs.Layers[i].Work);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-        });
+            var child = spec.Children[c];
+            var layers = new ZygoteGraftLayer[spec.Template.Layers.Count];
+            for (var i = 0; i < layers.Length; i++)
+                layers[i] = new ZygoteGraftLayer(spec.Template.Layers[i].Target, spec.Template.Layers[i].LowerDir,
+                    spec.ParentDirs.Layers[i].Upper, child.Dirs.Layers[i].Upper, child.Dirs.Layers[i].Work);
+            children[c] = new ZygoteGraftChild(child.Id, child.Token, child.Pid, spec.UserNamespace, spec.AgentSocket, spec.TmpSizeMb, layers);
+        }
+        return new ZygoteGraftRequest(spec.Id, spec.Strategy, children);
+    }
 
     public async ValueTask DisposeAsync()
     {

@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 
-from . import cells, files, forking, hibernate, output, pid1, shell
+from . import cells, files, forking, hibernate, output, pid1, protocol, shell
 from .channel import Channel
 
 
@@ -53,7 +53,7 @@ class Agent:
                 return
             stream, lines, size, self.truncated = output.cap_lines(self.call_bytes, stream, lines, self.output_limit)
             self.call_bytes += size
-            self.chan.send({"ev": "out", "id": self.call_id, "s": stream, "lines": lines})
+            self.chan.send(protocol.out(self.call_id, stream, lines))
 
     def start_pump(self):
         self.pump = output.FdPump(self.sinks)
@@ -86,10 +86,11 @@ class Agent:
         self.serve_calls()
 
     def serve_calls(self):
-        handlers = {"exec": self.exec, "write": self._answer(files.write), "read": self._answer(files.read),
-                    "list": self._answer(files.list_dir), "remove": self._answer(files.remove),
-                    "setenv": self.setenv, "fork": self.fork, "hibernate": self.save_state,
-                    "restore": self.restore_state}
+        handlers = {protocol.OP_EXEC: self.exec, protocol.OP_WRITE: self._answer(files.write),
+                    protocol.OP_READ: self._answer(files.read), protocol.OP_LIST: self._answer(files.list_dir),
+                    protocol.OP_REMOVE: self._answer(files.remove), protocol.OP_SETENV: self.setenv,
+                    protocol.OP_FORK: self.fork, protocol.OP_HIBERNATE: self.save_state,
+                    protocol.OP_RESTORE: self.restore_state}
         while True:
             try:
                 header, payload = self.chan.reader.read()
@@ -101,10 +102,9 @@ class Agent:
             try:
                 handlers[op](header, payload)
             except KeyboardInterrupt:
-                self.chan.send({"ev": "fail", "id": header.get("id"), "code": "interrupted", "message": "interrupted"})
+                self.chan.send(protocol.fail(header.get("id"), protocol.ERR_INTERRUPTED, "interrupted"))
             except Exception as e:  # a bug of ours must not kill PID 1
-                self.chan.send({"ev": "fail", "id": header.get("id"), "code": "agent_error",
-                                "message": f"{type(e).__name__}: {e}"})
+                self.chan.send(protocol.fail(header.get("id"), protocol.ERR_AGENT, f"{type(e).__name__}: {e}"))
             self.reaper.wake_if_children()
 
     def _answer(self, op):
@@ -129,16 +129,16 @@ class Agent:
 
     def exec(self, req, _payload):
         self._begin(req["id"])
-        if req.get("lang") == "bash":
+        if req.get("lang") == "bash":  # else "python"
             code, timed_out = shell.run(req, self.sinks, self.tracked)
         else:
             code, timed_out = cells.run(self, req)
-        self._end({"ev": "exit", "id": req["id"], "code": code, "timeout": timed_out})
+        self._end(protocol.exit_(req["id"], code, timed_out))
 
     def setenv(self, req, _payload):
         """Environment given at create, applied when a pooled sandbox is taken."""
         os.environ.update(req["env"])
-        self.chan.send({"ev": "ok", "id": req["id"]})
+        self.chan.send(protocol.ok(req["id"]))
 
     def fork(self, req, _payload):
         """Forks this agent req["n"] times (forking.py)."""
@@ -166,7 +166,7 @@ class Agent:
         finally:
             sys.stdout, sys.stderr = streams
             self._drop_output()
-        self.chan.send({"ev": "ok", "id": req["id"], **result})
+        self.chan.send(protocol.ok(req["id"], **result))
 
 
 def _start_thread(target, *args):

@@ -11,6 +11,8 @@ import sys
 import threading
 import traceback
 
+from . import protocol
+
 
 class CellTimeout(BaseException):
     """Raised inside a cell by the timer; BaseException so `except Exception` in user code does not eat it."""
@@ -74,7 +76,8 @@ def run(agent, req):
         finally:
             _disarm()
         if tail is not None and value is not None and req.get("rich"):
-            agent.chan.send({"ev": "result", "id": req["id"], **describe(value)})
+            described = describe(value)
+            agent.chan.send(protocol.result(req["id"], described["repr"], described["kind"], described["data"]))
     except CellTimeout:
         timed_out = True
         exit_code = 124
@@ -100,7 +103,7 @@ def _report_error(chan, req, name, value, tb):
     sys.stderr.write(text)
     sys.stderr.flush()
     if req.get("rich"):
-        chan.send({"ev": "error", "id": req["id"], "name": name, "value": value, "traceback": text})
+        chan.send(protocol.error(req["id"], name, value, text))
 
 
 def format_error(name, value, tb):

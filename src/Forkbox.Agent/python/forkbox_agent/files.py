@@ -1,27 +1,20 @@
 """Files in the sandbox, one function per op (write, read, list_dir, remove): each takes the
 request and its payload and returns the frame to answer, (header, payload). Paths are resolved
 here, inside the sandbox, as its own processes would resolve them. An OSError answers a fail
-frame whose code error_code maps from its errno."""
+frame whose code the error table maps from its errno (protocol.errno_code)."""
 
-import errno
 import os
 import shutil
 import stat
 
-# What hostd and clients are told, by errno; any other OSError is a "file_error".
-ERROR_CODES = {errno.ENOENT: "not_found", errno.ENOTDIR: "not_a_directory", errno.EISDIR: "is_a_directory",
-               errno.EACCES: "forbidden", errno.ENOSPC: "no_space", errno.EDQUOT: "no_space",
-               errno.EEXIST: "exists", errno.ENOTEMPTY: "not_empty"}
+from . import protocol
 
-
-def error_code(err):
-    return ERROR_CODES.get(getattr(err, "errno", None), "file_error")
+error_code = protocol.errno_code
 
 
 def failure(req, err):
     """The fail frame's header for an OSError on req's path."""
-    return {"ev": "fail", "id": req["id"], "code": error_code(err),
-            "message": f"{req.get('path')}: {getattr(err, 'strerror', None) or err}"}
+    return protocol.fail(req["id"], error_code(err), f"{req.get('path')}: {getattr(err, 'strerror', None) or err}")
 
 
 def write(req, payload):
@@ -40,7 +33,7 @@ def write(req, payload):
         except OSError:
             pass
         return failure(req, e), b""
-    return {"ev": "ok", "id": req["id"], "size": len(payload)}, b""
+    return protocol.ok(req["id"], size=len(payload)), b""
 
 
 def read(req, _payload):
@@ -50,12 +43,12 @@ def read(req, _payload):
                 raise IsADirectoryError(21, "not a regular file")
             size = os.fstat(f.fileno()).st_size
             if size > req.get("max", 1 << 62):
-                return {"ev": "fail", "id": req["id"], "code": "too_large",
-                        "message": f"{req['path']} is {size} bytes, over the limit of {req['max']}"}, b""
+                return protocol.fail(req["id"], protocol.ERR_TOO_LARGE,
+                                     f"{req['path']} is {size} bytes, over the limit of {req['max']}"), b""
             data = f.read()
     except OSError as e:
         return failure(req, e), b""
-    return {"ev": "ok", "id": req["id"], "size": len(data)}, data
+    return protocol.ok(req["id"], size=len(data)), data
 
 
 def list_dir(req, _payload):
@@ -69,11 +62,11 @@ def list_dir(req, _payload):
                     continue
                 kind = ("dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode)
                         else "symlink" if stat.S_ISLNK(st.st_mode) else "other")
-                entries.append({"name": e.name, "type": kind, "size": st.st_size, "mtime": st.st_mtime})
+                entries.append(protocol.file_entry(e.name, kind, st.st_size, st.st_mtime))
     except OSError as e:
         return failure(req, e), b""
     entries.sort(key=lambda x: x["name"])
-    return {"ev": "ok", "id": req["id"], "entries": entries}, b""
+    return protocol.ok(req["id"], entries=entries), b""
 
 
 def remove(req, _payload):
@@ -88,4 +81,4 @@ def remove(req, _payload):
             os.unlink(path)
     except OSError as e:
         return failure(req, e), b""
-    return {"ev": "ok", "id": req["id"]}, b""
+    return protocol.ok(req["id"]), b""

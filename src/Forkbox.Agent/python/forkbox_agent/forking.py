@@ -10,7 +10,7 @@ import signal
 import socket
 import stat
 
-from . import linux
+from . import linux, protocol
 from .channel import Channel
 from .protocol import encode
 
@@ -51,10 +51,9 @@ def fork(agent, req):
     if errors:
         for pid in pids:
             _kill_quietly(pid)
-        agent.chan.send({"ev": "fail", "id": req["id"], "code": "agent_error",
-                         "message": f"fork failed: {errors[0]}"})
+        agent.chan.send(protocol.fail(req["id"], protocol.ERR_AGENT, f"fork failed: {errors[0]}"))
         return
-    agent.chan.send({"ev": "ok", "id": req["id"], "pids": pids})
+    agent.chan.send(protocol.ok(req["id"], pids=pids))
 
 
 def _fork_intermediate(agent, report_fd):
@@ -101,8 +100,7 @@ def _forked(agent, listener, files, cwd):
     except BaseException as e:
         # Say why on the new control socket, in place of the hello hostd waits for.
         try:
-            sock.sendall(encode({"ev": "hello", "id": info["id"], "token": info["token"],
-                                 "error": f"{type(e).__name__}: {e}"}))
+            sock.sendall(encode(protocol.hello(info["id"], info["token"], f"{type(e).__name__}: {e}")))
         finally:
             os._exit(1)
 
@@ -119,7 +117,7 @@ def _resume_as_fork(agent, sock, info, files, cwd):
         os.chdir("/")
     agent.start_pump()
     agent.start_reaper()
-    agent.chan.send({"ev": "hello", "id": info["id"], "token": info["token"]})
+    agent.chan.send(protocol.hello(info["id"], info["token"]))
     agent.serve_calls()  # never returns
 
 

@@ -35,7 +35,7 @@ import sys
 import time
 import traceback
 
-from . import agent, graft, isolate, linux, storage
+from . import agent, graft, isolate, linux, protocol, storage
 from .protocol import encode
 
 
@@ -56,7 +56,7 @@ class Zygote:
         self.cpus = os.sched_getaffinity(0)
 
     def reply(self, obj):
-        self.out.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        self.out.write(protocol.encode_line(obj))
         self.out.flush()
 
     def spawn(self, spec):
@@ -100,14 +100,13 @@ class Zygote:
                 os.sched_setaffinity(0, self.cpus)
         # Success is a NUL and the set-up's step timings; anything else is the error.
         if report.startswith(b"\0"):
-            return {"id": spec["id"], "ok": True, "pid": pid, "steps": json.loads(report[1:]),
-                    "setup_ms": round((time.perf_counter() - started) * 1000, 3)}
+            return protocol.spawn_ok(spec["id"], pid, json.loads(report[1:]), round((time.perf_counter() - started) * 1000, 3))
         error = report.decode("utf-8", "replace") or "the sandbox exited during set-up"
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        return {"id": spec["id"], "ok": False, "error": error.strip()}
+        return protocol.zygote_failure(spec["id"], error.strip())
 
     def _child(self, spec, err_w, started):
         code = 1
@@ -137,7 +136,7 @@ class Zygote:
             os.chdir("/root")
             sys.path[:] = [p for p in sys.path if p != self.agent_dir]
             linux.set_process_name("forkbox-agent")
-            sock.sendall(encode({"ev": "hello", "id": spec["id"], "token": spec["token"]}))
+            sock.sendall(encode(protocol.hello(spec["id"], spec["token"])))
             steps.update(fork=round((forked - started) * 1000, 3), prepare=round((prepared - forked) * 1000, 3),
                          agent_init=round((time.perf_counter() - isolated) * 1000, 3))
             os.write(err_w, b"\0" + json.dumps(steps).encode())
@@ -169,11 +168,11 @@ class Zygote:
                 finally:
                     self._come_back()
         except Exception as e:
-            return {"id": req["id"], "ok": False, "error": f"{type(e).__name__}: {e}"}
+            return protocol.zygote_failure(req["id"], f"{type(e).__name__}: {e}")
         finally:
             os.setpriority(os.PRIO_PROCESS, 0, 19)
         steps["total"] = round((time.perf_counter() - started) * 1000, 3)
-        return {"id": req["id"], "ok": True, "steps": steps}
+        return protocol.graft_ok(req["id"], steps)
 
     def restore(self, req):
         started = time.perf_counter()
@@ -191,7 +190,7 @@ class Zygote:
         finally:
             os.setpriority(os.PRIO_PROCESS, 0, 19)
         steps["total"] = round((time.perf_counter() - started) * 1000, 3)
-        return {"id": req["id"], "ok": True, "entries": entries, "steps": steps}
+        return protocol.restore_ok(req["id"], entries, steps)
 
     def _come_back(self):
         """Back to our own namespaces and root (a chroot, for a built template) after a graft."""
@@ -210,7 +209,7 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            self.reply({"exited": pid, "status": os.waitstatus_to_exitcode(status)})
+            self.reply(protocol.zygote_exited(pid, os.waitstatus_to_exitcode(status)))
 
     def serve(self):
         sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -218,7 +217,7 @@ class Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         stdin = sys.stdin.buffer.raw
         buf = b""
-        self.reply({"ready": True, "pid": os.getpid()})
+        self.reply(protocol.zygote_ready(os.getpid()))
         while True:
             ready, _, _ = select.select([stdin, sig_r], [], [])
             if sig_r in ready:
@@ -242,12 +241,12 @@ class Zygote:
         except ValueError as e:
             _log(f"bad request line: {e}")
             return
-        ops = {"spawn": self.spawn, "graft": self.graft, "restore": self.restore}
+        ops = {protocol.ZYGOTE_SPAWN: self.spawn, protocol.ZYGOTE_GRAFT: self.graft, protocol.ZYGOTE_RESTORE: self.restore}
         if req.get("op") in ops:
             try:
                 self.reply(ops[req["op"]](req))
             except Exception as e:
-                self.reply({"id": req.get("id"), "ok": False, "error": f"{type(e).__name__}: {e}"})
+                self.reply(protocol.zygote_failure(req.get("id"), f"{type(e).__name__}: {e}"))
             self.reap()
         else:
             _log(f"unknown op {req.get('op')!r}")
