@@ -107,8 +107,8 @@ public static class SandboxEndpoints
             {
                 using var body = await UploadBuffer.ReadAsync(ctx, options.MaxUploadBytes).ConfigureAwait(false);
                 size = body.Length;
-                using var ok = await manager.FileCallAsync(sb, AgentHeaderFields.Of(new AgentWriteRequest(0, target), AgentJson.Default.AgentWriteRequest),
-                    body.Memory, ctx.RequestAborted).ConfigureAwait(false);
+                var memory = body.Memory;
+                await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.WriteAsync(target, memory, ct), ctx.RequestAborted).ConfigureAwait(false);
             }
             finally
             {
@@ -122,9 +122,8 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
-            using var ok = await manager.FileCallAsync(sb,
-                AgentHeaderFields.Of(new AgentReadRequest(0, target, options.MaxDownloadBytes), AgentJson.Default.AgentReadRequest),
-                default, ctx.RequestAborted, maxAnswerPayload: options.MaxDownloadBytes).ConfigureAwait(false);
+            var ok = await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ReadAsync(target, options.MaxDownloadBytes, ct), ctx.RequestAborted)
+                .ConfigureAwait(false);
             return Results.Bytes(ok.Payload, "application/octet-stream");
         });
 
@@ -132,9 +131,7 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
-            using var ok = await manager.FileCallAsync(sb,
-                AgentHeaderFields.Of(new AgentRemoveRequest(0, target, recursive == true), AgentJson.Default.AgentRemoveRequest),
-                default, ctx.RequestAborted).ConfigureAwait(false);
+            await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.RemoveAsync(target, recursive == true, ct), ctx.RequestAborted).ConfigureAwait(false);
             return Results.NoContent();
         });
 
@@ -142,9 +139,8 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path ?? "/root", "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
-            using var ok = await manager.FileCallAsync(sb, AgentHeaderFields.Of(new AgentListRequest(0, target), AgentJson.Default.AgentListRequest),
-                default, ctx.RequestAborted).ConfigureAwait(false);
-            var entries = ok.Decode(AgentJson.Default.AgentListOk).Entries
+            var ok = await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ListAsync(target, ct), ctx.RequestAborted).ConfigureAwait(false);
+            var entries = ok.Ok!.Entries
                 .Select(e => new FileEntry(e.Name, e.Type, e.Size, e.Mtime))
                 .ToList();
             return ServerBuilder.Json(new FileList(entries), WireJson.Default.FileList);

@@ -48,14 +48,8 @@ public sealed class SandboxEgress(SandboxNetworking network, SandboxCalls calls,
     {
         if (policy.HostsLines.Count > 0)
         {
-            string hosts;
-            using (var ok = await calls.FileCallAsync(sb, w =>
-                   {
-                       w.WriteString("op", "read");
-                       w.WriteString("path", "/etc/hosts");
-                       w.WriteNumber("max", MaxHostsBytes);
-                   }, default, ct, maxAnswerPayload: MaxHostsBytes).ConfigureAwait(false))
-                hosts = Encoding.UTF8.GetString(ok.Payload);
+            var read = await calls.FileCallAsync(sb, (agent, t) => agent.ReadAsync("/etc/hosts", MaxHostsBytes, t), ct).ConfigureAwait(false);
+            var hosts = Encoding.UTF8.GetString(read.Payload);
             if (hosts.Length > 0 && !hosts.EndsWith('\n')) hosts += "\n";
             await WriteFileAsync(sb, "/etc/hosts", hosts + "# pinned by forkbox for network_policy\n" + string.Join('\n', policy.HostsLines) + "\n", ct)
                 .ConfigureAwait(false);
@@ -66,11 +60,8 @@ public sealed class SandboxEgress(SandboxNetworking network, SandboxCalls calls,
 
     private async Task WriteFileAsync(Sandbox sb, string path, string text, CancellationToken ct)
     {
-        using var ok = await calls.FileCallAsync(sb, w =>
-        {
-            w.WriteString("op", "write");
-            w.WriteString("path", path);
-        }, Encoding.UTF8.GetBytes(text), ct).ConfigureAwait(false);
+        var bytes = Encoding.UTF8.GetBytes(text);
+        await calls.FileCallAsync(sb, (agent, t) => agent.WriteAsync(path, bytes, t), ct).ConfigureAwait(false);
     }
 
     /// <summary>Gives each fork of an egress sandbox a link and address of its own, under its parent's policy.</summary>

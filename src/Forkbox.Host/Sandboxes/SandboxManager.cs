@@ -203,11 +203,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         }
         if (env is { Count: > 0 })
         {
-            using var ok = await _calls.FileCallAsync(sb, w =>
-            {
-                w.WriteString("op", "setenv");
-                AgentFrame.WriteEnv(w, env);
-            }, default, ct).ConfigureAwait(false);
+            await _calls.FileCallAsync(sb, (agent, t) => agent.SetEnvAsync(env, t), ct).ConfigureAwait(false);
         }
         sb.TimingsMs["pool_take"] = SandboxFactory.Lap(step);
         if (policy is not null)
@@ -351,8 +347,6 @@ public sealed partial class SandboxManager : IAsyncDisposable
     public const string ResumedHeader = SpacesService.ResumedHeader;
     public const int MaxForks = SandboxForks.MaxForks;
     public Task ExecAsync(Sandbox sb, ExecRequest req, IExecSink sink, CancellationToken clientGone) => _calls.ExecAsync(sb, req, sink, clientGone);
-    public Task<AgentFrame> FileCallAsync(Sandbox sb, Action<Utf8JsonWriter> header, ReadOnlyMemory<byte> payload, CancellationToken ct,
-        long maxAnswerPayload = 0) => _calls.FileCallAsync(sb, header, payload, ct, maxAnswerPayload);
     public Task<IReadOnlyList<Sandbox>> ForkAsync(string parentId, int? count, CancellationToken ct) => _forks.ForkAsync(parentId, count, ct);
     public Task MergeIntoAsync(string targetId, string winnerId) => _forks.MergeIntoAsync(targetId, winnerId);
     public DiffResponse Diff(string aId, string bId, string? paths) => _forks.Diff(aId, bId, paths);

@@ -69,19 +69,7 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
         {
             EnsureUsable(sb);
             sb.MoveTo(SandboxState.Running);
-            var callId = sb.Agent.NextCallId();
             var rich = req.Rich == true;
-            var frame = AgentFrame.Encode(w =>
-            {
-                w.WriteString("op", "exec");
-                w.WriteNumber("id", callId);
-                w.WriteString("lang", language);
-                w.WriteString("code", req.Code);
-                w.WriteNumber("timeout", timeout);
-                w.WriteBoolean("rich", rich);
-                if (req.Cwd is not null) w.WriteString("cwd", req.Cwd);
-                AgentFrame.WriteEnv(w, env);
-            }, default);
             using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(timeout) + AgentGrace);
             var clientOk = true;
             // The agent truncates output at the limit, but user code can change the agent: hostd counts too.
@@ -99,13 +87,14 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
                     clientOk = false;
                 }
             }
-            await sb.Agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
+            var agent = sb.Agent.Client;
+            await agent.SendExecAsync(language, req.Code, timeout, rich, req.Cwd, env, hard.Token).ConfigureAwait(false);
             while (true)
             {
-                AgentFrame f;
+                AgentExecEvent ev;
                 try
                 {
-                    f = await sb.Agent.ReadAsync(0, hard.Token).ConfigureAwait(false);
+                    ev = await agent.ReadExecEventAsync(hard.Token).ConfigureAwait(false);
                 }
                 catch (AgentFrameTooLargeException e)
                 {
@@ -127,11 +116,9 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
                     WriteFatal(sink, rich, "SandboxDied", sb.DeadReason ?? reason, 137, timeout: false);
                     break;
                 }
-                bool done;
-                using (f)
-                    done = Forward(f, sink, ref outputLeft);
+                Forward(ev, sink, ref outputLeft);
                 await FlushToClient().ConfigureAwait(false);
-                if (done) break;
+                if (ev.IsLast) break;
             }
             await FlushToClient().ConfigureAwait(false); // the events of a fatal end
         }
@@ -152,39 +139,35 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
     }
 
     /// <summary>
-    /// Passes one agent frame on; returns true at the call's last frame. Output lines (a character
-    /// each and a newline, as the agent counts) and results are charged to <paramref name="left"/>,
-    /// the call's output allowance: the first that does not fit is replaced by the agent's
-    /// truncation marker, and everything after it is dropped.
+    /// Passes one agent event on. Output lines (a character each and a newline, as the agent
+    /// counts) and results are charged to <paramref name="left"/>, the call's output allowance: the
+    /// first that does not fit is replaced by the agent's truncation marker, and everything after
+    /// it is dropped.
     /// </summary>
-    private static bool Forward(AgentFrame f, IExecSink sink, ref long left)
+    private static void Forward(in AgentExecEvent ev, IExecSink sink, ref long left)
     {
-        var h = f.Header;
-        switch (f.Event)
+        if (ev.Out is { } o)
         {
-            case "out":
-                var stderr = h.GetProperty("s").GetInt32() == 2;
-                foreach (var line in h.GetProperty("lines").EnumerateArray())
-                {
-                    var text = line.GetString() ?? "";
-                    if (Charge(ref left, text.Length + 1, sink)) sink.Output(stderr, text);
-                }
-                return false;
-            case "result":
-                var data = h.GetProperty("data");
-                if (Charge(ref left, data.GetRawText().Length, sink)) sink.Result(data);
-                return false;
-            case "error":
-                sink.Error(h.GetProperty("name").GetString() ?? "", h.GetProperty("value").GetString() ?? "",
-                    h.GetProperty("traceback").GetString() ?? "");
-                return false;
-            case "exit":
-                sink.Exit(h.GetProperty("code").GetInt32(), h.GetProperty("timeout").GetBoolean());
-                return true;
-            default: // "fail": the agent could not run the call at all
-                sink.Output(true, "forkbox: " + (h.TryGetProperty("message", out var m) ? m.GetString() : "agent error"));
-                sink.Exit(1, false);
-                return true;
+            var stderr = o.S == 2;
+            foreach (var line in o.Lines)
+                if (Charge(ref left, line.Length + 1, sink)) sink.Output(stderr, line);
+        }
+        else if (ev.Result is { } r)
+        {
+            if (Charge(ref left, r.Data.GetRawText().Length, sink)) sink.Result(r.Data);
+        }
+        else if (ev.Error is { } e)
+        {
+            sink.Error(e.Name ?? "", e.Value ?? "", e.Traceback ?? "");
+        }
+        else if (ev.Exit is { } x)
+        {
+            sink.Exit(x.Code, x.Timeout);
+        }
+        else // the agent could not run the call at all
+        {
+            sink.Output(true, "forkbox: " + (ev.Fail?.Message ?? "agent error"));
+            sink.Exit(1, false);
         }
     }
 
@@ -224,39 +207,23 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
     }
 
     /// <summary>
-    /// A file call: one request frame, one answer. Returns the "ok" frame (the caller disposes it);
-    /// a "fail" answer becomes the matching API error.
+    /// A file call (one request, one answer) under the sandbox's call lock: the answer when it is
+    /// "ok"; a "fail" becomes the API error of its code (<see cref="AgentErrorCodes"/>).
     /// </summary>
-    public async Task<AgentFrame> FileCallAsync(Sandbox sb, Action<Utf8JsonWriter> header, ReadOnlyMemory<byte> payload, CancellationToken ct,
-        long maxAnswerPayload = 0)
+    public async Task<AgentAnswer<T>> FileCallAsync<T>(Sandbox sb, Func<AgentClient, CancellationToken, ValueTask<AgentAnswer<T>>> call,
+        CancellationToken ct) where T : class
     {
         EnsureUsable(sb);
         await sb.Agent.CallLock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             EnsureUsable(sb);
-            var callId = sb.Agent.NextCallId();
-            var head = AgentFrame.EncodeHead(w =>
-            {
-                w.WriteNumber("id", callId);
-                header(w);
-            }, payload.Length);
-            var answer = await RoundTripAsync(sb, head, TimeSpan.FromSeconds(120), "a file call", payload, maxAnswerPayload).ConfigureAwait(false);
-            if (answer.Event == "ok") return answer;
-            using (answer)
-            {
-                var code = answer.Header.TryGetProperty("code", out var c) ? c.GetString() : null;
-                var message = answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "" : "";
-                throw code switch
-                {
-                    "not_found" => new NotFoundException(message, "file_not_found"),
-                    "too_large" => new PayloadTooLargeException(message),
-                    "no_space" => new InsufficientStorageException(!diskQuotaEnforced ? message
-                        : $"{message}: the sandbox has used its disk quota of {sb.DiskMb} MB (disk_mb at create sets it; files it deletes free room)"),
-                    "agent_error" => new ExecutorException(message),
-                    _ => new BadRequestException(message),
-                };
-            }
+            var answer = await RoundTripAsync(sb, call, TimeSpan.FromSeconds(120), "a file call").ConfigureAwait(false);
+            if (answer.IsOk) return answer;
+            throw answer.Code == AgentErrorCodes.NoSpace && diskQuotaEnforced
+                ? new InsufficientStorageException(
+                    $"{answer.Message}: the sandbox has used its disk quota of {sb.DiskMb} MB (disk_mb at create sets it; files it deletes free room)")
+                : AgentErrorCodes.Default.ToException(answer.Code, answer.Message);
         }
         finally
         {
@@ -266,20 +233,18 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
     }
 
     /// <summary>
-    /// One request and its one answer, under the call lock the caller holds. An agent that does not
-    /// answer within <paramref name="timeout"/>, or whose channel is lost, is killed: a request
-    /// without its answer read would leave the channel out of step. A <paramref name="payload"/>
-    /// goes after <paramref name="frame"/>, which is then only its head. An answer whose payload is
-    /// over <paramref name="maxAnswerPayload"/> is not read: the agent is killed, and the call is 413.
+    /// One typed call and its one answer, under the call lock the caller holds. An agent that does
+    /// not answer within <paramref name="timeout"/>, or whose channel is lost, is killed: a request
+    /// without its answer read would leave the channel out of step. An answer whose payload is over
+    /// the call's limit is not read: the agent is killed, and the call is 413.
     /// </summary>
-    public async Task<AgentFrame> RoundTripAsync(Sandbox sb, byte[] frame, TimeSpan timeout, string during, ReadOnlyMemory<byte> payload = default,
-        long maxAnswerPayload = 0)
+    public async Task<AgentAnswer<T>> RoundTripAsync<T>(Sandbox sb, Func<AgentClient, CancellationToken, ValueTask<AgentAnswer<T>>> call,
+        TimeSpan timeout, string during) where T : class
     {
         using var hard = new CancellationTokenSource(timeout);
         try
         {
-            await sb.Agent.SendAsync(frame, payload, hard.Token).ConfigureAwait(false);
-            return await sb.Agent.ReadAsync(maxAnswerPayload, hard.Token).ConfigureAwait(false);
+            return await call(sb.Agent.Client, hard.Token).ConfigureAwait(false);
         }
         catch (AgentFrameTooLargeException e)
         {

@@ -170,17 +170,10 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
     /// </summary>
     private async Task<List<int>> AgentForkAsync(Sandbox parent, int n)
     {
-        var callId = parent.Agent.NextCallId();
-        var frame = AgentFrame.Encode(w =>
-        {
-            w.WriteString("op", "fork");
-            w.WriteNumber("id", callId);
-            w.WriteNumber("n", n);
-        }, default);
-        using var answer = await calls.RoundTripAsync(parent, frame, TimeSpan.FromSeconds(60), "a fork").ConfigureAwait(false);
-        if (answer.Event != "ok")
-            throw new ExecutorException(answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "fork failed" : "fork failed");
-        return ForkPids(parent.Id, answer.Header, n);
+        var answer = await calls.RoundTripAsync(parent, (agent, t) => agent.ForkAsync(n, t), TimeSpan.FromSeconds(60), "a fork").ConfigureAwait(false);
+        if (!answer.IsOk)
+            throw new ExecutorException(answer.Fail?.Message ?? "fork failed");
+        return ForkPids(parent.Id, answer.Ok!.Pids, n);
     }
 
     /// <summary>
@@ -189,10 +182,10 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
     /// and the fork fails; the processes it made stay in the parent's cgroup, charged to it, and
     /// exit when no root is handed to them.
     /// </summary>
-    internal static List<int> ForkPids(string parentId, System.Text.Json.JsonElement answer, int n)
+    internal static List<int> ForkPids(string parentId, System.Text.Json.JsonElement list, int n)
     {
         var pids = new List<int>(n);
-        if (answer.TryGetProperty("pids", out var list) && list.ValueKind == System.Text.Json.JsonValueKind.Array)
+        if (list.ValueKind == System.Text.Json.JsonValueKind.Array)
             foreach (var p in list.EnumerateArray())
             {
                 if (p.ValueKind != System.Text.Json.JsonValueKind.Number || !p.TryGetInt32(out var pid) || pid <= 1 || pids.Contains(pid) || pids.Count == n)

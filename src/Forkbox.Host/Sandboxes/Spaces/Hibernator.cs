@@ -44,37 +44,27 @@ public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords 
         {
             calls.EnsureUsable(sb); // thaws a paused one: the agent must run to save its state
             var memory = sb.Cgroup.MemoryBytes();
-            var callId = sb.Agent.NextCallId();
-            using (var answer = await calls.RoundTripAsync(sb, AgentFrame.Encode(w =>
-                   {
-                       w.WriteString("op", "hibernate");
-                       w.WriteNumber("id", callId);
-                       w.WriteString("path", StateDirInSandbox);
-                   }, default), CallTimeout, "a hibernate").ConfigureAwait(false))
+            var answer = await calls.RoundTripAsync(sb, (agent, t) => agent.HibernateAsync(StateDirInSandbox, t), CallTimeout, "a hibernate")
+                .ConfigureAwait(false);
+            if (answer.Ok is not { } h)
             {
-                if (answer.Event != "ok")
-                {
-                    var message = answer.Header.TryGetProperty("message", out var m) ? m.GetString() : "unknown error";
-                    if (answer.Header.TryGetProperty("code", out var c) && c.GetString() == "no_space")
-                        throw new InsufficientStorageException($"cannot hibernate sandbox '{id}': its disk is full while saving its state ({message}); free some space in it");
-                    throw new ExecutorException($"cannot hibernate sandbox '{id}': its agent could not save its state: {message}");
-                }
-                var h = answer.Header;
-                var notSaved = ReadMap(h, "not_saved");
-                foreach (var t in h.GetProperty("threads").EnumerateArray())
-                    notSaved[$"thread {t.GetString()}"] = "threads do not survive hibernation";
-                foreach (var proc in h.GetProperty("processes").EnumerateArray())
-                    notSaved[$"process {proc.GetString()}"] = "background processes do not survive hibernation";
-                reply = new LifecycleResponse
-                {
-                    Id = id,
-                    State = SandboxState.Hibernated,
-                    Saved = h.GetProperty("saved").EnumerateArray().Select(e => e.GetString()!).ToList(),
-                    NotRestored = notSaved,
-                    Modules = h.GetProperty("modules").EnumerateArray().Select(e => e.GetString()!).ToList(),
-                    MemoryFreedBytes = memory,
-                };
+                var message = answer.Fail?.Message ?? "unknown error";
+                if (answer.Code == AgentErrorCodes.NoSpace)
+                    throw new InsufficientStorageException($"cannot hibernate sandbox '{id}': its disk is full while saving its state ({message}); free some space in it");
+                throw new ExecutorException($"cannot hibernate sandbox '{id}': its agent could not save its state: {message}");
             }
+            var notSaved = new Dictionary<string, string>(h.NotSaved ?? new Dictionary<string, string>());
+            foreach (var t in h.Threads) notSaved[$"thread {t}"] = "threads do not survive hibernation";
+            foreach (var proc in h.Processes) notSaved[$"process {proc}"] = "background processes do not survive hibernation";
+            reply = new LifecycleResponse
+            {
+                Id = id,
+                State = SandboxState.Hibernated,
+                Saved = h.Saved.ToList(),
+                NotRestored = notSaved,
+                Modules = h.Modules.ToList(),
+                MemoryFreedBytes = memory,
+            };
             timings["save_state"] = Lap(step);
             Fault("hibernate.saved");
         }
@@ -137,11 +127,6 @@ public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords 
 
         void Release() => factory.ReleaseStopped(sb);
     }
-
-    internal static Dictionary<string, string> ReadMap(System.Text.Json.JsonElement h, string name) =>
-        h.TryGetProperty(name, out var map)
-            ? map.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "")
-            : new Dictionary<string, string>();
 
     /// <summary>The bytes of a hibernated image's regular files, counted without following the links the sandbox left in its layers.</summary>
     private static long DiskUsage(string dir)

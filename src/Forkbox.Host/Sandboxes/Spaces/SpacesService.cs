@@ -180,23 +180,18 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
             List<string> restored = [], modules = [];
             try
             {
-                var callId = sb.Agent.NextCallId();
-                using var answer = await calls.RoundTripAsync(sb, AgentFrame.Encode(w =>
+                var answer = await calls.RoundTripAsync(sb, (agent, t) => agent.RestoreAsync(Hibernator.StateDirInSandbox, t), Hibernator.CallTimeout,
+                    "a resume").ConfigureAwait(false);
+                if (answer.Ok is { } ok)
                 {
-                    w.WriteString("op", "restore");
-                    w.WriteNumber("id", callId);
-                    w.WriteString("path", Hibernator.StateDirInSandbox);
-                }, default), Hibernator.CallTimeout, "a resume").ConfigureAwait(false);
-                if (answer.Event == "ok")
-                {
-                    restored = answer.Header.GetProperty("restored").EnumerateArray().Select(e => e.GetString()!).ToList();
-                    modules = answer.Header.GetProperty("modules").EnumerateArray().Select(e => e.GetString()!).ToList();
-                    foreach (var (k, v) in Hibernator.ReadMap(answer.Header, "not_restored")) notRestored[k] = v;
+                    restored = ok.Restored.ToList();
+                    modules = ok.Modules.ToList();
+                    foreach (var (k, v) in ok.NotRestored ?? new Dictionary<string, string>()) notRestored[k] = v;
                 }
                 else
                 {
                     // The files are back; the globals are not. Say so rather than refuse the files too.
-                    notRestored["(globals)"] = answer.Header.TryGetProperty("message", out var m) ? m.GetString() ?? "" : "the agent could not restore them";
+                    notRestored["(globals)"] = answer.Fail?.Message ?? "the agent could not restore them";
                 }
                 calls.EnsureUsable(sb);
                 // Its /etc/hosts pins came back with its files.
