@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Net;
 using Forkbox.Client;
 using Forkbox.Core.Wire;
-using Forkbox.Host;
 
 namespace Forkbox.IntegrationTests;
 
@@ -353,10 +352,8 @@ public sealed class ForkBusyTests
     [Fact]
     public async Task Forks_count_against_the_hosts_maximum()
     {
-        var options = ServerFixture.TestOptions("forkfull") with { MaxSandboxes = 3, PoolSize = 0 };
-        await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        var client = new ForkboxClient(server.Address.ToString());
-        await using var sb = await Sandbox.CreateAsync(client: client);
+        await using var server = await TestServer.StartAsync("forkfull", o => o with { MaxSandboxes = 3, PoolSize = 0 });
+        await using var sb = await Sandbox.CreateAsync(client: server.Client);
         var full = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.ForkAsync(3));
         Assert.Equal(503, full.Status);
         Assert.Contains("no room for 3", full.Message);
@@ -383,10 +380,8 @@ public sealed class ForkBusyTests
     [Fact]
     public async Task Fork_of_a_sandbox_busy_past_the_wait_answers_409_and_says_so()
     {
-        var options = ServerFixture.TestOptions("forkbusy") with { ForkWaitS = 0.3 };
-        await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        var client = new ForkboxClient(server.Address.ToString());
-        await using var sb = await Sandbox.CreateAsync(client: client);
+        await using var server = await TestServer.StartAsync("forkbusy", o => o with { ForkWaitS = 0.3 });
+        await using var sb = await Sandbox.CreateAsync(client: server.Client);
         var running = sb.RunCodeAsync("import time\ntime.sleep(3)");
         await Task.Delay(300);
         var e = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.ForkAsync());

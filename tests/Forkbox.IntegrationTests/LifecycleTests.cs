@@ -1,7 +1,6 @@
 using System.Net;
 using Forkbox.Client;
 using Forkbox.Host;
-using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests;
 
@@ -11,9 +10,9 @@ public sealed class LifecycleTests
     [Fact]
     public async Task Shutdown_leaves_no_process_mount_or_cgroup_behind()
     {
-        var options = ServerFixture.TestOptions("shutdown");
-        var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        var client = new ForkboxClient(server.Address.ToString());
+        await using var server = await TestServer.StartAsync("shutdown");
+        var options = server.Options;
+        var client = server.Client;
         var a = await Sandbox.CreateAsync(client: client);
         var b = await Sandbox.CreateAsync(client: client);
         // Background processes outlive the call that started it (the call returns at once) but not the server.
@@ -27,7 +26,7 @@ public sealed class LifecycleTests
         if (!File.Exists("/sys/fs/cgroup/cgroup.controllers"))
             Assert.Equal("FROZEN", File.ReadAllText(Path.Combine(freezerPin, "freezer.state")).Trim());
 
-        await server.DisposeAsync();
+        await server.StopAsync();
         Assert.False(Directory.Exists(freezerPin), "the frozen pin cgroup outlived the server");
 
         Assert.All(pids, pid => Assert.False(Directory.Exists($"/proc/{pid}"), $"pid {pid} survived shutdown"));
@@ -40,15 +39,13 @@ public sealed class LifecycleTests
             .Where(e => Path.GetFileName(e) != ".trash").ToList();
         Assert.True(layersLeft.Count == 0, "left behind: " + string.Join(", ", layersLeft.Take(5)));
         Assert.False(File.Exists(Path.Combine(options.RunDir, "agent.sock")));
-        Directory.Delete(options.DataDir, true);
     }
 
     [Fact]
     public async Task Sandboxes_past_their_timeout_are_reaped()
     {
-        var options = ServerFixture.TestOptions("expiry");
-        var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        var client = new ForkboxClient(server.Address.ToString());
+        await using var server = await TestServer.StartAsync("expiry");
+        var client = server.Client;
         var sb = await Sandbox.CreateAsync(new() { TimeoutS = 1 }, client);
         Assert.True(sb.Info.ExpiresAt - sb.Info.CreatedAt <= TimeSpan.FromSeconds(1.01));
         var deadline = DateTime.UtcNow.AddSeconds(10);
@@ -59,53 +56,42 @@ public sealed class LifecycleTests
             gone = await Record.ExceptionAsync(() => sb.RefreshAsync()) as ForkboxApiException;
         }
         Assert.Equal(404, gone?.Status);
-        await server.DisposeAsync();
-        Directory.Delete(options.DataDir, true);
     }
 
     [Fact]
     public async Task With_a_key_configured_requests_need_it()
     {
-        var options = ServerFixture.TestOptions("auth");
-        Directory.CreateDirectory(options.DataDir);
-        var key = new ApiKeyStore(options.KeysFile).Create("test");
-        Assert.DoesNotContain(key, File.ReadAllText(options.KeysFile));
-        await using (var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole))
-        {
-            using var http = new HttpClient { BaseAddress = server.Address };
-            Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/v1/healthz")).StatusCode);
-            var anonymous = await http.PostAsync("/v1/sandboxes", null);
-            Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
-            Assert.Contains("\"code\":\"unauthorized\"", await anonymous.Content.ReadAsStringAsync());
-            var wrong = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => Sandbox.CreateAsync(client: new ForkboxClient(server.Address.ToString(), "fbx_wrong")));
-            Assert.Equal(401, wrong.Status);
-            await using var sb = await Sandbox.CreateAsync(client: new ForkboxClient(server.Address.ToString(), key));
-            Assert.Equal("1", (await sb.RunCodeAsync("print(1)")).Stdout);
-        }
-        Directory.Delete(options.DataDir, true);
+        await using var server = new TestServer("auth");
+        var key = server.CreateKey("test");
+        Assert.DoesNotContain(key, File.ReadAllText(server.Options.KeysFile));
+        await server.StartAsync();
+        var http = server.Http;
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/v1/healthz")).StatusCode);
+        var anonymous = await http.PostAsync("/v1/sandboxes", null);
+        Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+        Assert.Contains("\"code\":\"unauthorized\"", await anonymous.Content.ReadAsStringAsync());
+        var wrong = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => Sandbox.CreateAsync(client: server.ClientWithKey("fbx_wrong")));
+        Assert.Equal(401, wrong.Status);
+        await using var sb = await Sandbox.CreateAsync(client: server.ClientWithKey(key));
+        Assert.Equal("1", (await sb.RunCodeAsync("print(1)")).Stdout);
     }
 
     [Fact]
     public async Task A_non_loopback_listener_without_keys_refuses_to_start()
     {
-        var options = ServerFixture.TestOptions("exposed") with { Listen = "0.0.0.0:0" };
-        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => HostServer.StartAsync(options, ServerFixture.LogToConsole));
+        await using var server = new TestServer("exposed", o => o with { Listen = "0.0.0.0:0" });
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(server.StartAsync);
         Assert.Contains("without API keys", e.Message);
-        Directory.Delete(options.DataDir, true);
     }
 
     [Fact]
     public async Task A_second_server_on_the_same_data_directory_refuses_to_start()
     {
-        var options = ServerFixture.TestOptions("twice");
-        await using (var first = await HostServer.StartAsync(options, ServerFixture.LogToConsole))
-        {
-            var client = new ForkboxClient(first.Address.ToString());
-            await using var sb = await Sandbox.CreateAsync(client: client);
-            var e = await Assert.ThrowsAsync<InvalidOperationException>(() => HostServer.StartAsync(options, ServerFixture.LogToConsole));
-            Assert.Contains("already using", e.Message);
-            Assert.Equal("still", (await sb.RunCodeAsync("print('still')")).Stdout);
-        }
-        Directory.Delete(options.DataDir, true);
+        await using var first = await TestServer.StartAsync("twice");
+        await using var sb = await Sandbox.CreateAsync(client: first.Client);
+        // The second start is the subject, on the first one's options: started raw, so that its failure removes nothing.
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => HostServer.StartAsync(first.Options, ServerFixture.LogToConsole));
+        Assert.Contains("already using", e.Message);
+        Assert.Equal("still", (await sb.RunCodeAsync("print('still')")).Stdout);
     }
 }

@@ -1,7 +1,5 @@
 using Forkbox.Client;
 using Forkbox.Core.Wire;
-using Forkbox.Host;
-using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests;
 
@@ -14,11 +12,10 @@ public sealed class SpacesRestartTests
     [Fact]
     public async Task A_clean_restart_hibernates_running_spaces_and_marks_the_others_lost()
     {
-        var options = ServerFixture.TestOptions("restart-clean") with { PoolSize = 1 };
+        await using var server = await TestServer.StartAsync("restart-clean", o => o with { PoolSize = 1 });
         string hibernated, running, ephemeral;
-        await using (var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole))
         {
-            var client = new ForkboxClient(server.Address.ToString());
+            var client = server.Client;
             var a = await client.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "a" });
             await a.RunCodeAsync("state = 'hibernated before the stop'");
             await a.HibernateAsync();
@@ -29,9 +26,10 @@ public sealed class SpacesRestartTests
             (hibernated, running, ephemeral) = (a.Id, b.Id, c.Id);
         }
 
-        await using (var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole))
+        await server.StopAsync();
+        await server.StartAsync();
         {
-            var client = new ForkboxClient(server.Address.ToString());
+            var client = server.Client;
             var all = (await client.ListSandboxesAsync()).Sandboxes.ToDictionary(s => s.Id);
             Assert.Equal("hibernated", all[hibernated].State);
             Assert.Equal("hibernated", all[running].State);
@@ -48,29 +46,23 @@ public sealed class SpacesRestartTests
             Assert.Equal(409, lost.Status);
             Assert.Equal("lost", lost.Code);
         }
-        Directory.Delete(options.DataDir, true);
     }
 
     [Fact]
     public async Task Names_are_unique_per_api_key()
     {
-        var options = ServerFixture.TestOptions("names") with { PoolSize = 1 };
-        Directory.CreateDirectory(options.DataDir);
-        var keys = new Forkbox.Hosting.Auth.ApiKeyStore(options.KeysFile);
-        var (alice, bob) = (keys.Create("alice"), keys.Create("bob"));
-        await using (var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole))
-        {
-            var a = new ForkboxClient(server.Address.ToString(), alice);
-            var b = new ForkboxClient(server.Address.ToString(), bob);
-            var mine = await a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" });
-            var theirs = await b.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" });
-            Assert.NotEqual(mine.Id, theirs.Id);
-            Assert.Equal(mine.Id, Assert.Single((await a.ListSandboxesAsync("project")).Sandboxes).Id);
-            Assert.Equal(theirs.Id, Assert.Single((await b.ListSandboxesAsync("project")).Sandboxes).Id);
-            var again = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" }));
-            Assert.Equal("name_taken", again.Code);
-        }
-        Directory.Delete(options.DataDir, true);
+        await using var server = new TestServer("names", o => o with { PoolSize = 1 });
+        var (alice, bob) = (server.CreateKey("alice"), server.CreateKey("bob"));
+        await server.StartAsync();
+        var a = server.ClientWithKey(alice);
+        var b = server.ClientWithKey(bob);
+        var mine = await a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" });
+        var theirs = await b.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" });
+        Assert.NotEqual(mine.Id, theirs.Id);
+        Assert.Equal(mine.Id, Assert.Single((await a.ListSandboxesAsync("project")).Sandboxes).Id);
+        Assert.Equal(theirs.Id, Assert.Single((await b.ListSandboxesAsync("project")).Sandboxes).Id);
+        var again = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true, Name = "project" }));
+        Assert.Equal("name_taken", again.Code);
     }
 
     [Fact]
