@@ -1,8 +1,9 @@
 using Forkbox.Linux;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Linux;
 
 /// <summary>The /proc parsers against fixture trees in a temporary directory: no root, no real /proc.</summary>
+[Trait("Root", "not needed")]
 public sealed class ProcFsTests_without_root : IDisposable
 {
     private readonly string _root = Directory.CreateTempSubdirectory("forkbox-procfs-").FullName;

@@ -2,9 +2,10 @@ using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Host.Sandboxes;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Host.Sandboxes;
 
 /// <summary>The registry's names and frozen records: no root, no sandbox process.</summary>
+[Trait("Root", "not needed")]
 public sealed class SandboxRegistryTests_without_root
 {
     private static SandboxRecord Record(string id, string owner, string? name = null) => new()

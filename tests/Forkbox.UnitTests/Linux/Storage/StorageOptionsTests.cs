@@ -2,8 +2,9 @@ using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Linux.Storage;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Linux.Storage;
 
+[Trait("Root", "not needed")]
 public sealed class StorageOptionsTests
 {
     [Theory]

@@ -1,9 +1,10 @@
 using Forkbox.Core;
 using Forkbox.Host.Sandboxes;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Host.Sandboxes;
 
 /// <summary>The table of a live sandbox's state moves, and the atomic move over it: no root, no sandbox.</summary>
+[Trait("Root", "not needed")]
 public sealed class SandboxLifecycleTests_without_root
 {
     private static readonly string[] Live = [SandboxState.Ready, SandboxState.Running, SandboxState.Paused, SandboxState.Hibernated, SandboxState.Dead];

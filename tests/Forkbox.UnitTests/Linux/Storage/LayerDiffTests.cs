@@ -1,12 +1,13 @@
 using System.Diagnostics;
 using Forkbox.Linux.Storage;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Linux.Storage;
 
 /// <summary>
 /// LayerDiff on real layer directories: a template lower and two sandboxes' uppers, with the
 /// whiteouts and opaque directories overlayfs would have written (made here as root).
 /// </summary>
+[Trait("Root", "needed")]
 public sealed class LayerDiffTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("forkbox-diff-").FullName;

@@ -2,9 +2,10 @@ using Forkbox.Core;
 using Forkbox.Host.Sandboxes;
 using Microsoft.Extensions.Time.Testing;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Host.Sandboxes;
 
 /// <summary>The idle policy's decisions on a fake clock: no root, no sandbox, no waiting.</summary>
+[Trait("Root", "not needed")]
 public sealed class IdlePolicyTests_without_root
 {
     private static readonly TimeSpan Pause = TimeSpan.FromSeconds(300), Hibernate = TimeSpan.FromSeconds(1800);

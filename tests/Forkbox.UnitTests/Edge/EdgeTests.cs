@@ -4,9 +4,10 @@ using Forkbox.Edge.Limits;
 using Forkbox.Edge.Registry;
 using Forkbox.Edge.Routing;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Edge;
 
 /// <summary>The edge's pure decisions: where a create goes, and what a tiers file means.</summary>
+[Trait("Root", "not needed")]
 public sealed class EdgeTests
 {
     private static HostEntry Host(string id, string region, string? continent, int running, int maximum) =>

@@ -1,12 +1,13 @@
 using Forkbox.Linux.Storage;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Linux.Storage;
 
 /// <summary>
 /// LayerFiles, the one way hostd reads and deletes what a sandbox wrote: nothing it does passes
 /// through a symlink, wherever in the path the symlink is, and a swap between two calls is seen
 /// as the entry it has become.
 /// </summary>
+[Trait("Root", "not needed")]
 public sealed class LayerFilesTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("forkbox-layerfiles-").FullName;

@@ -5,9 +5,10 @@ using Forkbox.Host.Ports;
 using Forkbox.Linux.Network;
 using Forkbox.Hosting;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Host.Networking;
 
 /// <summary>The parts of networking that need no kernel: addresses, port paths, signed URLs, options.</summary>
+[Trait("Root", "not needed")]
 public sealed class NetworkingTests
 {
     [Fact]

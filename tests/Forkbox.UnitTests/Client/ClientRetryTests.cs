@@ -2,12 +2,13 @@ using System.Net;
 using System.Net.Sockets;
 using Forkbox.Client;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Client;
 
 /// <summary>
 /// The C# SDK retries only where it is safe, against real sockets: a listener that takes each
 /// connection and closes it without answering, and a port where nothing listens.
 /// </summary>
+[Trait("Root", "not needed")]
 public sealed class ClientRetryTests
 {
     [Fact]

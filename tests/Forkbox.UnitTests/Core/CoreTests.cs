@@ -4,8 +4,9 @@ using Forkbox.Host.Agents;
 using Forkbox.Linux.Cgroups;
 using Forkbox.Linux.Seccomp;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Core;
 
+[Trait("Root", "not needed")]
 public sealed class CoreTests
 {
     [Fact]
