@@ -4,7 +4,7 @@ using System.Text.Json;
 using Forkbox.Client;
 using Forkbox.Core.Wire;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Spaces;
 
 /// <summary>Spaces against the shared server: pause, hibernate, resume, auto-resume, the idle policy, names.</summary>
 [Collection(ServerCollection.Name)]

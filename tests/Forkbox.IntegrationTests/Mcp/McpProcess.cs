@@ -5,7 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Xunit.Abstractions;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Mcp;
 
 /// <summary>
 /// `forkbox mcp` as a child process, driven the way a desktop client drives it: JSON-RPC messages,

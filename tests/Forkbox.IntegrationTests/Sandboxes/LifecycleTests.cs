@@ -2,7 +2,7 @@ using System.Net;
 using Forkbox.Client;
 using Forkbox.Host;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Sandboxes;
 
 /// <summary>Servers of their own: shutdown, expiry, authentication, refusing unsafe configurations.</summary>
 public sealed class LifecycleTests

@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Xunit.Abstractions;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Mcp;
 
 /// <summary>
 /// `forkbox mcp` against a real server, spoken to over stdio as a desktop client would: the

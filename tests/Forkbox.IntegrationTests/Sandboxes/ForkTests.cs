@@ -3,7 +3,7 @@ using System.Net;
 using Forkbox.Client;
 using Forkbox.Core.Wire;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Sandboxes;
 
 /// <summary>fork(n), merge_into and diff against the shared server: real forks in real namespaces.</summary>
 [Collection(ServerCollection.Name)]

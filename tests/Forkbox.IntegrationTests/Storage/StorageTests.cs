@@ -3,7 +3,7 @@ using Forkbox.Agent;
 using Forkbox.Core.Templates;
 using Forkbox.Linux.Storage;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Storage;
 
 /// <summary>
 /// Fork's storage: a sandbox's upper directory snapshotted by the agent's storage.snapshot for

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Forkbox.Core.Wire;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Sandboxes;
 
 /// <summary>The persistent Python REPL and shell commands, through POST /v1/sandboxes/{id}/exec.</summary>
 [Collection(ServerCollection.Name)]

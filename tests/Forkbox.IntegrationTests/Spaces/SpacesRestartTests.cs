@@ -1,7 +1,7 @@
 using Forkbox.Client;
 using Forkbox.Core.Wire;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Spaces;
 
 /// <summary>
 /// Spaces across restarts of the server: a clean stop, a kill -9, and a kill -9 injected in the

@@ -1,6 +1,6 @@
 using Forkbox.Examples;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Api;
 
 /// <summary>The README's C# example is examples/csharp/ReadmeExample.cs, shown verbatim, and it runs.</summary>
 [Collection(ServerCollection.Name)]

@@ -3,7 +3,7 @@ using Forkbox.Client;
 using Forkbox.Core.Wire;
 using Forkbox.Host.Templates;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Templates;
 
 /// <summary>Templates built into a directory: a root filesystem with a Python of its own.</summary>
 [Collection(ServerCollection.Name)]

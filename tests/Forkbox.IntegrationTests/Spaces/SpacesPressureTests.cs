@@ -1,7 +1,7 @@
 using Forkbox.Client;
 using Forkbox.Core.Wire;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Spaces;
 
 /// <summary>Memory pressure hibernates persistent sandboxes, the longest idle first.</summary>
 public sealed class SpacesPressureTests

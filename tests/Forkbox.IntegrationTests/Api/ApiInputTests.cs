@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Forkbox.Linux.Storage;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Api;
 
 /// <summary>Bad input gets the documented status and error body, and the server keeps serving.</summary>
 [Collection(ServerCollection.Name)]

@@ -2,7 +2,7 @@ using System.Text;
 using Forkbox.Client;
 using Forkbox.Linux.Storage;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Storage;
 
 /// <summary>
 /// --storage-image: servers whose sandbox layers live on a btrfs or xfs image they make and

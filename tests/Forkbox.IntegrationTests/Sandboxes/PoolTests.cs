@@ -4,7 +4,7 @@ using System.Text.Json;
 using Forkbox.Client;
 using Forkbox.Core.Wire;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Sandboxes;
 
 /// <summary>The warm pool: ready sandboxes handed out on create, refilled in the background.</summary>
 [Collection(ServerCollection.Name)]

@@ -1,4 +1,4 @@
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Sandboxes;
 
 /// <summary>cgroup limits: memory and processes are capped per sandbox and the server survives what hits them.</summary>
 [Collection(ServerCollection.Name)]

@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using Forkbox.Client;
 
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Sandboxes;
 
 /// <summary>The files API: uploads, downloads, listings and deletes resolved inside the sandbox.</summary>
 [Collection(ServerCollection.Name)]

@@ -1,4 +1,4 @@
-namespace Forkbox.IntegrationTests;
+namespace Forkbox.IntegrationTests.Security;
 
 /// <summary>What a sandbox can see and do: only its own processes, files and loopback; no host privileges.</summary>
 [Collection(ServerCollection.Name)]
