@@ -11,28 +11,12 @@ namespace Forkbox.IntegrationTests;
 /// </summary>
 public sealed class ServerFixture : IAsyncLifetime
 {
-    public HostServer Server { get; private set; } = null!;
-    public ForkboxClient Client { get; private set; } = null!;
-    public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(60) };
-    public ServerOptions Options { get; private set; } = null!;
+    private TestServer _server = null!;
 
-    public static ServerOptions TestOptions(string name) => new()
-    {
-        Listen = "127.0.0.1:0",
-        DataDir = Path.Combine(Path.GetTempPath(), $"forkbox-test-{name}-{Environment.ProcessId}"),
-        MaxSandboxes = 64,
-        PoolSize = 2,
-        // A distinct uid range per fixture, so parallel test runs never share host uids.
-        UidBase = 2_000_000_000 + (long)(Math.Abs(name.GetHashCode()) % 16) * 65_536 * 64,
-        // A distinct sandbox subnet per fixture and run, so parallel servers' links and routes never overlap.
-        NetworkSubnet = SubnetFor(name),
-    };
-
-    private static string SubnetFor(string name)
-    {
-        var h = (uint)HashCode.Combine(name, Environment.ProcessId);
-        return $"10.{200 + h % 40}.{h / 40 % 256}.0/24";
-    }
+    public HostServer Server => _server.Server;
+    public ForkboxClient Client => _server.Client;
+    public HttpClient Http => _server.Http;
+    public ServerOptions Options => _server.Options;
 
     public static void LogToConsole(ILoggingBuilder b) => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
 
@@ -40,18 +24,10 @@ public sealed class ServerFixture : IAsyncLifetime
     {
         if (!Forkbox.Linux.Privileges.IsRoot)
             throw new InvalidOperationException("the integration tests create namespaces and cgroups: run them as root (sudo scripts/test.sh)");
-        Options = TestOptions("shared") with { PoolSize = 4 };
-        Server = await HostServer.StartAsync(Options, LogToConsole);
-        Client = new ForkboxClient(Server.Address.ToString());
-        Http.BaseAddress = Server.Address;
+        _server = await TestServer.StartAsync("shared", o => o with { PoolSize = 4 });
     }
 
-    public async Task DisposeAsync()
-    {
-        await Server.DisposeAsync();
-        Http.Dispose();
-        Directory.Delete(Options.DataDir, recursive: true);
-    }
+    public async Task DisposeAsync() => await _server.DisposeAsync();
 
     /// <summary>Waits (bounded) until the default template's pool holds at least <paramref name="ready"/> sandboxes.</summary>
     public Task WaitForPool(int ready, string template = "default") =>

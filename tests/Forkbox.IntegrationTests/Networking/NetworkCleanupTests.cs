@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Forkbox.Client;
 using Forkbox.Core;
 using Forkbox.Core.Wire;
-using Forkbox.Host;
 
 namespace Forkbox.IntegrationTests.Networking;
 
@@ -12,35 +11,28 @@ public sealed class NetworkCleanupTests
     [Fact]
     public async Task Links_and_firewall_entries_go_with_their_sandboxes_and_the_table_with_the_server()
     {
-        var options = ServerFixture.TestOptions("netclean") with { PoolSize = 1, EgressPoolSize = 1 };
-        var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
+        await using var server = await TestServer.StartAsync("netclean", o => o with { PoolSize = 1, EgressPoolSize = 1 });
         var net = server.Sandboxes.Networking;
         var prefix = net.LinkPrefix;
-        try
+        var client = server.Client;
+        Assert.Equal(0, net.FirewallEntries);
+        var open = await Sandbox.CreateAsync(new CreateSandboxRequest { Network = NetworkModes.Egress }, client);
+        var withPolicy = await Sandbox.CreateAsync(new CreateSandboxRequest
         {
-            var client = new ForkboxClient(server.Address.ToString());
-            Assert.Equal(0, net.FirewallEntries);
-            var open = await Sandbox.CreateAsync(new CreateSandboxRequest { Network = NetworkModes.Egress }, client);
-            var withPolicy = await Sandbox.CreateAsync(new CreateSandboxRequest
-            {
-                Network = NetworkModes.Egress, NetworkPolicy = new NetworkPolicy { Deny = ["192.0.2.0/24"], Allow = ["198.51.100.0/24"] },
-            }, client);
-            var forks = await withPolicy.ForkAsync(2);
-            await ServerFixture.WaitUntil(() => server.Sandboxes.Pool("default", egress: true).Ready >= 1, "the egress pool refilling");
-            // The open sandbox and the pooled one: an element each; with a policy: an element and a chain each (parent and two forks);
-            // and each of the five links its own element (the address it may send from).
-            Assert.Equal(2 + 3 * 2 + 5, net.FirewallEntries);
-            Assert.Equal(4 + 1, net.Links);
+            Network = NetworkModes.Egress, NetworkPolicy = new NetworkPolicy { Deny = ["192.0.2.0/24"], Allow = ["198.51.100.0/24"] },
+        }, client);
+        var forks = await withPolicy.ForkAsync(2);
+        await ServerFixture.WaitUntil(() => server.Sandboxes.Pool("default", egress: true).Ready >= 1, "the egress pool refilling");
+        // The open sandbox and the pooled one: an element each; with a policy: an element and a chain each (parent and two forks);
+        // and each of the five links its own element (the address it may send from).
+        Assert.Equal(2 + 3 * 2 + 5, net.FirewallEntries);
+        Assert.Equal(4 + 1, net.Links);
 
-            foreach (var sb in forks.Append(withPolicy).Append(open)) await sb.CloseAsync();
-            await ServerFixture.WaitUntil(() => net.FirewallEntries == 2 && net.Links == 1 && server.Sandboxes.Pool("default", egress: true).Ready == 1,
-                "links and firewall entries of closed sandboxes removed");
-        }
-        finally
-        {
-            await server.DisposeAsync();
-            Directory.Delete(options.DataDir, recursive: true);
-        }
+        foreach (var sb in forks.Append(withPolicy).Append(open)) await sb.CloseAsync();
+        await ServerFixture.WaitUntil(() => net.FirewallEntries == 2 && net.Links == 1 && server.Sandboxes.Pool("default", egress: true).Ready == 1,
+            "links and firewall entries of closed sandboxes removed");
+
+        await server.StopAsync();
         Assert.Empty(Links(prefix));
         Assert.DoesNotContain(Nft("list tables").Split('\n'), t => t.Contains("forkbox_" + prefix[2..6], StringComparison.Ordinal));
     }

@@ -2,7 +2,6 @@ using Forkbox.Client;
 using Forkbox.Core;
 using Forkbox.Core.Wire;
 using Forkbox.Host;
-using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests.Networking;
 
@@ -16,51 +15,49 @@ public sealed class NetworkFixture : IAsyncLifetime
     public const string HostName = "testhost.forkbox.test";
     public const string OtherHostName = "otherhost.forkbox.test";
 
-    public HostServer Server { get; private set; } = null!;
+    private TestServer _server = null!;
+
+    public HostServer Server => _server.Server;
     public TestNetworkHost TestHost { get; private set; } = null!;
     public ForkboxClient Client { get; private set; } = null!;
-    public ServerOptions Options { get; private set; } = null!;
+    public ServerOptions Options => _server.Options;
     public string ApiKey { get; private set; } = null!;
 
     /// <summary>An HttpClient that sends no key.</summary>
-    public HttpClient Anonymous { get; } = new() { Timeout = TimeSpan.FromSeconds(30) };
+    public HttpClient Anonymous { get; private set; } = null!;
 
     /// <summary>An HttpClient that sends the key.</summary>
-    public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(30) };
+    public HttpClient Http { get; private set; } = null!;
 
     /// <summary>An HttpClient that sends an admin key, for the server-wide routes such as /metrics.</summary>
-    public HttpClient Admin { get; } = new() { Timeout = TimeSpan.FromSeconds(30) };
+    public HttpClient Admin { get; private set; } = null!;
 
     public async Task InitializeAsync()
     {
         TestHost = await TestNetworkHost.StartAsync();
-        Options = ServerFixture.TestOptions("network") with
+        _server = new TestServer("network", o => o with
         {
             PoolSize = 1,
             EgressPoolSize = 1,
             NetworkHosts = $"{HostName}={TestHost.Address},{OtherHostName}={TestHost.OtherAddress}",
-        };
-        Directory.CreateDirectory(Options.DataDir);
-        var keys = new ApiKeyStore(Options.KeysFile);
-        ApiKey = keys.Create("network-tests");
-        var adminKey = keys.Create("network-tests-admin", admin: true);
-        Server = await HostServer.StartAsync(Options, ServerFixture.LogToConsole);
-        Client = new ForkboxClient(Server.Address.ToString(), ApiKey);
-        Anonymous.BaseAddress = Server.Address;
-        Http.BaseAddress = Server.Address;
-        Http.DefaultRequestHeaders.Authorization = new("Bearer", ApiKey);
-        Admin.BaseAddress = Server.Address;
-        Admin.DefaultRequestHeaders.Authorization = new("Bearer", adminKey);
+        });
+        ApiKey = _server.CreateKey("network-tests");
+        var adminKey = _server.CreateKey("network-tests-admin", admin: true);
+        await _server.StartAsync();
+        Client = _server.ClientWithKey(ApiKey);
+        var timeout = TimeSpan.FromSeconds(30);
+        Anonymous = _server.HttpWithKey(null, timeout);
+        Http = _server.HttpWithKey(ApiKey, timeout);
+        Admin = _server.HttpWithKey(adminKey, timeout);
     }
 
     public async Task DisposeAsync()
     {
-        await Server.DisposeAsync();
+        await _server.DisposeAsync();
         await TestHost.DisposeAsync();
         Http.Dispose();
         Admin.Dispose();
         Anonymous.Dispose();
-        Directory.Delete(Options.DataDir, recursive: true);
     }
 
     public Task<Sandbox> NewSandbox(string network = NetworkModes.None, NetworkPolicy? policy = null, bool persistent = false) =>

@@ -10,26 +10,20 @@ namespace Forkbox.IntegrationTests.Security;
 /// </summary>
 public sealed class AgentFrameFixture : IAsyncLifetime
 {
-    public HostServer Server { get; private set; } = null!;
-    public ForkboxClient Client { get; private set; } = null!;
-    public ServerOptions Options { get; } = ServerFixture.TestOptions("frames") with
+    private TestServer _server = null!;
+
+    public HostServer Server => _server.Server;
+    public ForkboxClient Client => _server.Client;
+    public ServerOptions Options => _server.Options;
+
+    public async Task InitializeAsync() => _server = await TestServer.StartAsync("frames", o => o with
     {
         PoolSize = 1,
         MaxDownloadBytes = 1 << 20,
         OutputLimitBytes = 1 << 20,
-    };
+    });
 
-    public async Task InitializeAsync()
-    {
-        Server = await HostServer.StartAsync(Options, ServerFixture.LogToConsole);
-        Client = new ForkboxClient(Server.Address.ToString());
-    }
-
-    public async Task DisposeAsync()
-    {
-        await Server.DisposeAsync();
-        Directory.Delete(Options.DataDir, recursive: true);
-    }
+    public async Task DisposeAsync() => await _server.DisposeAsync();
 
     public Task<Sandbox> NewSandbox() => Sandbox.CreateAsync(null, Client);
 }

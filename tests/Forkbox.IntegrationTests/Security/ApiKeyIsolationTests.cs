@@ -1,7 +1,4 @@
-using Forkbox.Client;
 using Forkbox.Core.Wire;
-using Forkbox.Host;
-using Forkbox.Hosting.Auth;
 
 namespace Forkbox.IntegrationTests.Security;
 
@@ -14,64 +11,53 @@ public sealed class ApiKeyIsolationTests
     [Fact]
     public async Task Another_keys_sandboxes_are_neither_listed_nor_reachable_by_id()
     {
-        var options = ServerFixture.TestOptions("tenants") with { PoolSize = 1 };
-        Directory.CreateDirectory(options.DataDir);
-        var keys = new Forkbox.Hosting.Auth.ApiKeyStore(options.KeysFile);
-        var (alice, mallory) = (keys.Create("alice"), keys.Create("mallory"));
-        await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        try
+        await using var server = new TestServer("tenants", o => o with { PoolSize = 1 });
+        var (alice, mallory) = (server.CreateKey("alice"), server.CreateKey("mallory"));
+        await server.StartAsync();
+        var a = server.ClientWithKey(alice);
+        var m = server.ClientWithKey(mallory);
+        var victim = await a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true });
+        await victim.RunCodeAsync("secret = 'alice only'");
+        var hibernated = await a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true });
+        await hibernated.HibernateAsync();
+        var own = await m.CreateSandboxAsync();
+
+        Assert.Equal([own.Id], (await m.ListSandboxesAsync()).Sandboxes.Select(s => s.Id));
+        Assert.Equal(2, (await a.ListSandboxesAsync()).Sandboxes.Count);
+
+        using var http = server.HttpWithKey(mallory);
+        foreach (var id in new[] { victim.Id, hibernated.Id })
         {
-            var a = new ForkboxClient(server.Address.ToString(), alice);
-            var m = new ForkboxClient(server.Address.ToString(), mallory);
-            var victim = await a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true });
-            await victim.RunCodeAsync("secret = 'alice only'");
-            var hibernated = await a.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true });
-            await hibernated.HibernateAsync();
-            var own = await m.CreateSandboxAsync();
-
-            Assert.Equal([own.Id], (await m.ListSandboxesAsync()).Sandboxes.Select(s => s.Id));
-            Assert.Equal(2, (await a.ListSandboxesAsync()).Sandboxes.Count);
-
-            using var http = new HttpClient { BaseAddress = server.Address };
-            http.DefaultRequestHeaders.Authorization = new("Bearer", mallory);
-            foreach (var id in new[] { victim.Id, hibernated.Id })
+            foreach (var (method, path, body) in new (HttpMethod, string, string?)[]
+                     {
+                         (HttpMethod.Get, $"/v1/sandboxes/{id}", null),
+                         (HttpMethod.Post, $"/v1/sandboxes/{id}/exec", "{\"code\": \"secret\"}"),
+                         (HttpMethod.Get, $"/v1/sandboxes/{id}/files?path=/etc/hostname", null),
+                         (HttpMethod.Put, $"/v1/sandboxes/{id}/files?path=/root/planted", "x"),
+                         (HttpMethod.Get, $"/v1/sandboxes/{id}/files/list", null),
+                         (HttpMethod.Delete, $"/v1/sandboxes/{id}/files?path=/root", null),
+                         (HttpMethod.Post, $"/v1/sandboxes/{id}/fork", "{}"),
+                         (HttpMethod.Post, $"/v1/sandboxes/{id}/pause", null),
+                         (HttpMethod.Post, $"/v1/sandboxes/{id}/hibernate", null),
+                         (HttpMethod.Post, $"/v1/sandboxes/{id}/resume", null),
+                         (HttpMethod.Post, $"/v1/sandboxes/{own.Id}/merge_into/{id}", null),
+                         (HttpMethod.Get, $"/v1/sandboxes/{own.Id}/diff/{id}", null),
+                         (HttpMethod.Get, $"/v1/sandboxes/{id}/ports/8000/", null),
+                         (HttpMethod.Post, $"/v1/sandboxes/{id}/ports/8000/url", "{}"),
+                         (HttpMethod.Delete, $"/v1/sandboxes/{id}", null),
+                     })
             {
-                foreach (var (method, path, body) in new (HttpMethod, string, string?)[]
-                         {
-                             (HttpMethod.Get, $"/v1/sandboxes/{id}", null),
-                             (HttpMethod.Post, $"/v1/sandboxes/{id}/exec", "{\"code\": \"secret\"}"),
-                             (HttpMethod.Get, $"/v1/sandboxes/{id}/files?path=/etc/hostname", null),
-                             (HttpMethod.Put, $"/v1/sandboxes/{id}/files?path=/root/planted", "x"),
-                             (HttpMethod.Get, $"/v1/sandboxes/{id}/files/list", null),
-                             (HttpMethod.Delete, $"/v1/sandboxes/{id}/files?path=/root", null),
-                             (HttpMethod.Post, $"/v1/sandboxes/{id}/fork", "{}"),
-                             (HttpMethod.Post, $"/v1/sandboxes/{id}/pause", null),
-                             (HttpMethod.Post, $"/v1/sandboxes/{id}/hibernate", null),
-                             (HttpMethod.Post, $"/v1/sandboxes/{id}/resume", null),
-                             (HttpMethod.Post, $"/v1/sandboxes/{own.Id}/merge_into/{id}", null),
-                             (HttpMethod.Get, $"/v1/sandboxes/{own.Id}/diff/{id}", null),
-                             (HttpMethod.Get, $"/v1/sandboxes/{id}/ports/8000/", null),
-                             (HttpMethod.Post, $"/v1/sandboxes/{id}/ports/8000/url", "{}"),
-                             (HttpMethod.Delete, $"/v1/sandboxes/{id}", null),
-                         })
-                {
-                    using var req = new HttpRequestMessage(method, path);
-                    if (body is not null) req.Content = new StringContent(body);
-                    using var resp = await http.SendAsync(req);
-                    Assert.True((int)resp.StatusCode == 404, $"mallory's {method} {path} answered {(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync()}");
-                }
+                using var req = new HttpRequestMessage(method, path);
+                if (body is not null) req.Content = new StringContent(body);
+                using var resp = await http.SendAsync(req);
+                Assert.True((int)resp.StatusCode == 404, $"mallory's {method} {path} answered {(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync()}");
             }
+        }
 
-            // Alice's sandboxes are untouched: running, hibernated, no planted file.
-            Assert.Equal("alice only", (await victim.RunCodeAsync("secret")).Result!.Value.GetString());
-            Assert.Equal("ready", (await victim.RefreshAsync()).State);
-            Assert.DoesNotContain(await victim.ListAsync("/root"), e => e.Name == "planted");
-            Assert.Equal("hibernated", (await hibernated.RefreshAsync()).State);
-        }
-        finally
-        {
-            await server.DisposeAsync();
-            Directory.Delete(options.DataDir, recursive: true);
-        }
+        // Alice's sandboxes are untouched: running, hibernated, no planted file.
+        Assert.Equal("alice only", (await victim.RunCodeAsync("secret")).Result!.Value.GetString());
+        Assert.Equal("ready", (await victim.RefreshAsync()).State);
+        Assert.DoesNotContain(await victim.ListAsync("/root"), e => e.Name == "planted");
+        Assert.Equal("hibernated", (await hibernated.RefreshAsync()).State);
     }
 }

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Forkbox.Client;
 using Forkbox.Core.Wire;
 using Forkbox.Host.Templates;
+using Forkbox.IntegrationTests.Templates;
 using Forkbox.Linux.Storage;
 
 namespace Forkbox.IntegrationTests.Security;

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using Forkbox.Client;
 using Forkbox.Core.Wire;
-using Forkbox.Host;
 
 namespace Forkbox.IntegrationTests.Security;
 
@@ -257,46 +256,37 @@ public sealed class ExhaustionTests(ServerFixture fx)
     [Fact]
     public async Task Filling_the_disk_or_its_inodes_stops_at_the_sandboxs_quota_and_spares_its_neighbour()
     {
-        var options = ServerFixture.TestOptions("exhaust-disk") with { StorageImageBytes = 1L << 30, StorageImageFs = "btrfs", PoolSize = 1 };
-        await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        try
-        {
-            var client = new ForkboxClient(server.Address.ToString());
-            Assert.Equal("btrfs qgroups", (await client.CapacityAsync()).DiskQuota);
-            await using var attacker = await Sandbox.CreateAsync(new() { DiskMb = 64 }, client);
-            await using var neighbour = await Sandbox.CreateAsync(new() { DiskMb = 64 }, client);
-            await using var neighbourLoop = NeighbourLatency.Start(neighbour);
-            var layer = await attacker.ExecAsync("dd if=/dev/zero of=/root/fill bs=1M count=2000 status=none; echo rc=$?", timeoutS: 120);
-            var tmp = await attacker.ExecAsync("dd if=/dev/zero of=/tmp/fill bs=1M count=2000 status=none; echo rc=$?", timeoutS: 120);
-            await attacker.ExecAsync("rm -f /root/fill /tmp/fill; sync");
-            var inodes = await attacker.RunCodeAsync("""
-                import os
-                os.makedirs('/tmp/inodes', exist_ok=True)
-                n, err = 0, None
-                try:
-                    while n < 2_000_000:
-                        os.close(os.open(f'/tmp/inodes/{n}', os.O_CREAT | os.O_WRONLY, 0o600))
-                        n += 1
-                        if n % 20000 == 0:
-                            os.sync()
-                except OSError as e:
-                    err = e.strerror
-                [n, err]
-                """, timeoutS: 280);
-            (await neighbourLoop.StopAsync()).AssertServed("disk and inode fill");
-            Console.WriteLine($"disk fill: layer {layer.Stdout} {layer.Stderr}; /tmp {tmp.Stdout} {tmp.Stderr}; inodes {inodes.Result?.GetRawText()} {inodes.Stderr}");
-            Assert.Contains("Disk quota exceeded", layer.Stderr);
-            Assert.Contains("Disk quota exceeded", tmp.Stderr);
-            Assert.Equal("Disk quota exceeded", inodes.Result!.Value[1].GetString());
-            // The neighbour still has its whole quota.
-            var spared = await neighbour.ExecAsync("dd if=/dev/zero of=/root/mine bs=1M count=40 status=none && echo rc=0", timeoutS: 60);
-            Assert.Equal("rc=0", spared.Stdout);
-        }
-        finally
-        {
-            await server.DisposeAsync();
-            Directory.Delete(options.DataDir, recursive: true);
-        }
+        await using var server = await TestServer.StartAsync("exhaust-disk", o => o with { StorageImageBytes = 1L << 30, StorageImageFs = "btrfs", PoolSize = 1 });
+        var client = server.Client;
+        Assert.Equal("btrfs qgroups", (await client.CapacityAsync()).DiskQuota);
+        await using var attacker = await Sandbox.CreateAsync(new() { DiskMb = 64 }, client);
+        await using var neighbour = await Sandbox.CreateAsync(new() { DiskMb = 64 }, client);
+        await using var neighbourLoop = NeighbourLatency.Start(neighbour);
+        var layer = await attacker.ExecAsync("dd if=/dev/zero of=/root/fill bs=1M count=2000 status=none; echo rc=$?", timeoutS: 120);
+        var tmp = await attacker.ExecAsync("dd if=/dev/zero of=/tmp/fill bs=1M count=2000 status=none; echo rc=$?", timeoutS: 120);
+        await attacker.ExecAsync("rm -f /root/fill /tmp/fill; sync");
+        var inodes = await attacker.RunCodeAsync("""
+            import os
+            os.makedirs('/tmp/inodes', exist_ok=True)
+            n, err = 0, None
+            try:
+                while n < 2_000_000:
+                    os.close(os.open(f'/tmp/inodes/{n}', os.O_CREAT | os.O_WRONLY, 0o600))
+                    n += 1
+                    if n % 20000 == 0:
+                        os.sync()
+            except OSError as e:
+                err = e.strerror
+            [n, err]
+            """, timeoutS: 280);
+        (await neighbourLoop.StopAsync()).AssertServed("disk and inode fill");
+        Console.WriteLine($"disk fill: layer {layer.Stdout} {layer.Stderr}; /tmp {tmp.Stdout} {tmp.Stderr}; inodes {inodes.Result?.GetRawText()} {inodes.Stderr}");
+        Assert.Contains("Disk quota exceeded", layer.Stderr);
+        Assert.Contains("Disk quota exceeded", tmp.Stderr);
+        Assert.Equal("Disk quota exceeded", inodes.Result!.Value[1].GetString());
+        // The neighbour still has its whole quota.
+        var spared = await neighbour.ExecAsync("dd if=/dev/zero of=/root/mine bs=1M count=40 status=none && echo rc=0", timeoutS: 60);
+        Assert.Equal("rc=0", spared.Stdout);
     }
 
     private static long ServerRss()

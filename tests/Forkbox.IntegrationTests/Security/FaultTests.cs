@@ -16,50 +16,40 @@ public sealed class FaultTests
     [Fact]
     public async Task An_agent_killed_mid_call_ends_the_stream_with_an_error_event_and_its_sandbox_is_dead()
     {
-        var options = ServerFixture.TestOptions("fault-agent") with { PoolSize = 1 };
-        await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        try
+        await using var server = await TestServer.StartAsync("fault-agent", o => o with { PoolSize = 1 });
+        var client = server.Client;
+        var sb = await Sandbox.CreateAsync(null, client);
+        var victim = server.Sandboxes.Get(sb.Id);
+        var events = new List<ExecEvent>();
+        await foreach (var ev in sb.StreamAsync(new ExecRequest { Code = "import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.05)", Rich = true }))
         {
-            var client = new ForkboxClient(server.Address.ToString());
-            var sb = await Sandbox.CreateAsync(null, client);
-            var victim = server.Sandboxes.Get(sb.Id);
-            var events = new List<ExecEvent>();
-            await foreach (var ev in sb.StreamAsync(new ExecRequest { Code = "import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.05)", Rich = true }))
-            {
-                events.Add(ev);
-                if (events.Count == 1) Processes.Signal(victim.Pid, Processes.SIGKILL);
-            }
+            events.Add(ev);
+            if (events.Count == 1) Processes.Signal(victim.Pid, Processes.SIGKILL);
+        }
 
-            Assert.Contains(events, e => e.Type == "stderr" && e.Data.GetString()!.StartsWith("forkbox:", StringComparison.Ordinal));
-            Assert.Equal("SandboxDied", Assert.Single(events, e => e.Type == "error").Name);
-            Assert.Equal(137, events[^1].Data.GetInt32());
-            Assert.Equal("exit", events[^1].Type);
-            var info = await sb.RefreshAsync();
-            Assert.Equal("dead", info.State);
-            Assert.False(string.IsNullOrEmpty(info.DeadReason));
-            var again = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.RunCodeAsync("1"));
-            Assert.Equal((409, "sandbox_dead"), (again.Status, again.Code));
-            await sb.CloseAsync();
-            // A close answers at once and kills in the background (SandboxManager.DestroyAsync).
-            await ServerFixture.WaitUntil(() => victim.Cgroup.Pids().Count == 0, "the dead sandbox's cgroup emptying", 10);
-            await using var next = await Sandbox.CreateAsync(null, client);
-            Assert.Equal("fine", (await next.RunCodeAsync("print('fine')")).Stdout);
-        }
-        finally
-        {
-            await server.DisposeAsync();
-            Directory.Delete(options.DataDir, recursive: true);
-        }
+        Assert.Contains(events, e => e.Type == "stderr" && e.Data.GetString()!.StartsWith("forkbox:", StringComparison.Ordinal));
+        Assert.Equal("SandboxDied", Assert.Single(events, e => e.Type == "error").Name);
+        Assert.Equal(137, events[^1].Data.GetInt32());
+        Assert.Equal("exit", events[^1].Type);
+        var info = await sb.RefreshAsync();
+        Assert.Equal("dead", info.State);
+        Assert.False(string.IsNullOrEmpty(info.DeadReason));
+        var again = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.RunCodeAsync("1"));
+        Assert.Equal((409, "sandbox_dead"), (again.Status, again.Code));
+        await sb.CloseAsync();
+        // A close answers at once and kills in the background (SandboxManager.DestroyAsync).
+        await ServerFixture.WaitUntil(() => victim.Cgroup.Pids().Count == 0, "the dead sandbox's cgroup emptying", 10);
+        await using var next = await Sandbox.CreateAsync(null, client);
+        Assert.Equal("fine", (await next.RunCodeAsync("print('fine')")).Stdout);
     }
 
     [Fact]
     public async Task Killing_the_zygote_spares_its_sandboxes_and_the_next_create_starts_a_new_one()
     {
-        var options = ServerFixture.TestOptions("fault-zygote") with { PoolSize = 0 };
-        await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        try
+        await using var server = await TestServer.StartAsync("fault-zygote", o => o with { PoolSize = 0 });
+        var client = server.Client;
+        // A block of its own, so that its sandboxes close before the server stops and the leak check runs.
         {
-            var client = new ForkboxClient(server.Address.ToString());
             await using var survivor = await Sandbox.CreateAsync(null, client);
             await survivor.RunCodeAsync("kept = 'still here'");
             var zygote = server.Sandboxes.ZygotePid("default") ?? throw new InvalidOperationException("no zygote after a create");
@@ -87,12 +77,9 @@ public sealed class FaultTests
             Assert.Equal("ok", (await after.RunCodeAsync("print('ok')")).Stdout);
             Assert.NotEqual(zygote, server.Sandboxes.ZygotePid("default"));
         }
-        finally
-        {
-            await server.DisposeAsync();
-            Directory.Delete(options.DataDir, recursive: true);
-        }
-        AssertNothingLeft(options.DataDir);
+
+        await server.DisposeAsync();
+        AssertNothingLeft(server.Options.DataDir);
     }
 
     [Fact]
@@ -181,36 +168,28 @@ public sealed class FaultTests
     [Fact]
     public async Task A_disk_full_during_a_hibernate_answers_507_and_loses_nothing()
     {
-        var options = ServerFixture.TestOptions("fault-diskfull") with { StorageImageBytes = 640L << 20, StorageImageFs = "btrfs", PoolSize = 1 };
-        await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        try
-        {
-            var client = new ForkboxClient(server.Address.ToString());
-            await using var sb = await Sandbox.CreateAsync(new() { Persistent = true, DiskMb = options.MaxDiskMb }, client);
-            await sb.RunCodeAsync("keep = 'acknowledged'");
-            await sb.HibernateAsync();
-            await sb.ResumeAsync();
-            await sb.RunCodeAsync("big = bytes(range(256)) * (50 << 12)"); // 50 MiB of REPL state
-            var fill = await sb.ExecAsync("dd if=/dev/zero of=/root/fill bs=1M status=none; sync; echo rc=$?", timeoutS: 280);
-            Assert.Contains("No space left on device", fill.Stderr);
+        await using var server = await TestServer.StartAsync("fault-diskfull", o => o with { StorageImageBytes = 640L << 20, StorageImageFs = "btrfs", PoolSize = 1 });
+        var options = server.Options;
+        var client = server.Client;
+        await using var sb = await Sandbox.CreateAsync(new() { Persistent = true, DiskMb = options.MaxDiskMb }, client);
+        await sb.RunCodeAsync("keep = 'acknowledged'");
+        await sb.HibernateAsync();
+        await sb.ResumeAsync();
+        await sb.RunCodeAsync("big = bytes(range(256)) * (50 << 12)"); // 50 MiB of REPL state
+        var fill = await sb.ExecAsync("dd if=/dev/zero of=/root/fill bs=1M status=none; sync; echo rc=$?", timeoutS: 280);
+        Assert.Contains("No space left on device", fill.Stderr);
 
-            var full = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.HibernateAsync());
-            Console.WriteLine($"hibernate on a full disk: {full.Status} {full.Code}: {full.ServerMessage}");
-            Assert.Equal((507, "no_space"), (full.Status, full.Code));
-            // The sandbox runs on, with everything in memory and on disk.
-            Assert.Equal("ready", (await sb.RefreshAsync()).State);
-            Assert.Equal("""["acknowledged",52428800]""", (await sb.RunCodeAsync("[keep, len(big)]")).Result!.Value.GetRawText());
+        var full = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.HibernateAsync());
+        Console.WriteLine($"hibernate on a full disk: {full.Status} {full.Code}: {full.ServerMessage}");
+        Assert.Equal((507, "no_space"), (full.Status, full.Code));
+        // The sandbox runs on, with everything in memory and on disk.
+        Assert.Equal("ready", (await sb.RefreshAsync()).State);
+        Assert.Equal("""["acknowledged",52428800]""", (await sb.RunCodeAsync("[keep, len(big)]")).Result!.Value.GetRawText());
 
-            await sb.ExecAsync("rm -f /root/fill; sync");
-            await sb.HibernateAsync();
-            await sb.ResumeAsync();
-            Assert.Equal("""["acknowledged",52428800]""", (await sb.RunCodeAsync("[keep, len(big)]")).Result!.Value.GetRawText());
-        }
-        finally
-        {
-            await server.DisposeAsync();
-            Directory.Delete(options.DataDir, recursive: true);
-        }
+        await sb.ExecAsync("rm -f /root/fill; sync");
+        await sb.HibernateAsync();
+        await sb.ResumeAsync();
+        Assert.Equal("""["acknowledged",52428800]""", (await sb.RunCodeAsync("[keep, len(big)]")).Result!.Value.GetRawText());
     }
 
     private static async Task<bool> Succeeded(Task t)

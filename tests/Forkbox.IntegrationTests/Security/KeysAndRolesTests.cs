@@ -3,7 +3,6 @@ using System.Text;
 using System.Text.Json.Nodes;
 using Forkbox.Client;
 using Forkbox.Edge;
-using Forkbox.Host;
 using Forkbox.Hosting.Auth;
 using Forkbox.Host.Templates;
 using Forkbox.IntegrationTests.Cluster;
@@ -21,10 +20,10 @@ public sealed class KeysAndRolesTests
     [Fact]
     public async Task A_keys_file_emptied_removed_or_broken_while_running_keeps_the_last_good_keys()
     {
-        var options = ServerFixture.TestOptions("keys-fail-closed") with { PoolSize = 0 };
-        Directory.CreateDirectory(options.DataDir);
-        var file = options.KeysFile;
-        var alice = new ApiKeyStore(file).Create("alice");
+        var log = new CapturedLog();
+        await using var server = new TestServer("keys-fail-closed", o => o with { PoolSize = 0 }, log.Configure);
+        var file = server.Options.KeysFile;
+        var alice = server.CreateKey("alice");
         var good = await File.ReadAllTextAsync(file);
         string WithFirstKey(string field, JsonNode value)
         {
@@ -32,134 +31,113 @@ public sealed class KeysAndRolesTests
             keys[0]![field] = value;
             return keys.ToJsonString();
         }
-        var log = new CapturedLog();
-        await using var server = await HostServer.StartAsync(options, log.Configure);
-        try
+        await server.StartAsync();
+        var anonymous = server.Http;
+        using var http = server.HttpWithKey(alice);
+        int Errors() => log.Lines.Count(l => l.StartsWith("Error", StringComparison.Ordinal) && l.Contains(file, StringComparison.Ordinal));
+        var steps = new (string What, Action Change)[]
         {
-            using var anonymous = new HttpClient { BaseAddress = server.Address };
-            using var http = new HttpClient { BaseAddress = server.Address };
-            http.DefaultRequestHeaders.Authorization = new("Bearer", alice);
-            int Errors() => log.Lines.Count(l => l.StartsWith("Error", StringComparison.Ordinal) && l.Contains(file, StringComparison.Ordinal));
-            var steps = new (string What, Action Change)[]
+            ("an empty list", () => File.WriteAllText(file, "[]")),
+            ("emptied", () => File.WriteAllText(file, "")),
+            ("removed", () => File.Delete(file)),
+            ("malformed", () => File.WriteAllText(file, "[{\"name\": \"alice\", \"sha256\": ")),
+            // Variants the report did not try: a directory in the file's place, a wrongly typed
+            // field (which made every route a 500), and a role the server does not know.
+            ("replaced by a directory", () =>
             {
-                ("an empty list", () => File.WriteAllText(file, "[]")),
-                ("emptied", () => File.WriteAllText(file, "")),
-                ("removed", () => File.Delete(file)),
-                ("malformed", () => File.WriteAllText(file, "[{\"name\": \"alice\", \"sha256\": ")),
-                // Variants the report did not try: a directory in the file's place, a wrongly typed
-                // field (which made every route a 500), and a role the server does not know.
-                ("replaced by a directory", () =>
-                {
-                    File.Delete(file);
-                    Directory.CreateDirectory(file);
-                }),
-                ("a hash that is not a string", () =>
-                {
-                    Directory.Delete(file);
-                    File.WriteAllText(file, WithFirstKey("sha256", 5));
-                }),
-                ("a key of an unknown role", () => File.WriteAllText(file, WithFirstKey("role", "root"))),
-            };
-            var errors = 0;
-            foreach (var (what, change) in steps)
+                File.Delete(file);
+                Directory.CreateDirectory(file);
+            }),
+            ("a hash that is not a string", () =>
             {
-                change();
-                // Every answer to alice counts, the one to the request that found the change above all.
-                var answers = new List<string>();
-                await PokeUntil(() => Errors() > errors, async () =>
-                {
-                    using var resp = await http.GetAsync("/v1/sandboxes");
-                    if (resp.StatusCode != HttpStatusCode.OK) answers.Add($"{(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync()}");
-                    return false;
-                });
-                Assert.True(answers.Count == 0, $"keys file {what}: alice's GET /v1/sandboxes answered {string.Join("; ", answers)}");
-                using (var resp = await anonymous.GetAsync("/v1/sandboxes"))
-                    Assert.True(resp.StatusCode == HttpStatusCode.Unauthorized,
-                        $"keys file {what}: a request without a key answered {(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync()}");
-                foreach (var (method, path, body, status) in new (HttpMethod, string, string?, HttpStatusCode)[]
-                         {
-                             (HttpMethod.Get, "/v1/sandboxes", null, HttpStatusCode.OK),
-                             (HttpMethod.Get, "/v1/capacity", null, HttpStatusCode.OK),
-                             (HttpMethod.Post, "/v1/sandboxes/sbx_none/exec", "{\"code\": \"1\"}", HttpStatusCode.NotFound),
-                         })
-                {
-                    using var req = new HttpRequestMessage(method, path);
-                    if (body is not null) req.Content = new StringContent(body, Encoding.UTF8, "application/json");
-                    using var resp = await http.SendAsync(req);
-                    var text = await resp.Content.ReadAsStringAsync();
-                    Assert.True(resp.StatusCode == status && !text.Contains("not valid JSON", StringComparison.Ordinal),
-                        $"keys file {what}: alice's {method} {path} answered {(int)resp.StatusCode}: {text}");
-                }
-                Assert.True(Errors() == errors + 1,
-                    $"keys file {what}: expected one error line naming {file}, got:\n{string.Join("\n", log.Lines)}");
-                errors++;
-            }
-
-            // A good file after the bad ones is read: a key taken out of it stops working.
-            File.Delete(file);
-            var bob = new ApiKeyStore(file).Create("bob");
-            using var asBob = new HttpClient { BaseAddress = server.Address };
-            asBob.DefaultRequestHeaders.Authorization = new("Bearer", bob);
-            await PokeUntil(() => false, async () =>
+                Directory.Delete(file);
+                File.WriteAllText(file, WithFirstKey("sha256", 5));
+            }),
+            ("a key of an unknown role", () => File.WriteAllText(file, WithFirstKey("role", "root"))),
+        };
+        var errors = 0;
+        foreach (var (what, change) in steps)
+        {
+            change();
+            // Every answer to alice counts, the one to the request that found the change above all.
+            var answers = new List<string>();
+            await PokeUntil(() => Errors() > errors, async () =>
             {
-                using var resp = await asBob.GetAsync("/v1/sandboxes");
-                return resp.StatusCode == HttpStatusCode.OK;
+                using var resp = await http.GetAsync("/v1/sandboxes");
+                if (resp.StatusCode != HttpStatusCode.OK) answers.Add($"{(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync()}");
+                return false;
             });
-            using (var resp = await asBob.GetAsync("/v1/sandboxes")) Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
-            using (var resp = await http.GetAsync("/v1/sandboxes")) Assert.Equal(HttpStatusCode.Unauthorized, resp.StatusCode);
-            using (var resp = await anonymous.GetAsync("/v1/sandboxes")) Assert.Equal(HttpStatusCode.Unauthorized, resp.StatusCode);
-            Assert.Equal(steps.Length, Errors());
+            Assert.True(answers.Count == 0, $"keys file {what}: alice's GET /v1/sandboxes answered {string.Join("; ", answers)}");
+            using (var resp = await anonymous.GetAsync("/v1/sandboxes"))
+                Assert.True(resp.StatusCode == HttpStatusCode.Unauthorized,
+                    $"keys file {what}: a request without a key answered {(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync()}");
+            foreach (var (method, path, body, status) in new (HttpMethod, string, string?, HttpStatusCode)[]
+                     {
+                         (HttpMethod.Get, "/v1/sandboxes", null, HttpStatusCode.OK),
+                         (HttpMethod.Get, "/v1/capacity", null, HttpStatusCode.OK),
+                         (HttpMethod.Post, "/v1/sandboxes/sbx_none/exec", "{\"code\": \"1\"}", HttpStatusCode.NotFound),
+                     })
+            {
+                using var req = new HttpRequestMessage(method, path);
+                if (body is not null) req.Content = new StringContent(body, Encoding.UTF8, "application/json");
+                using var resp = await http.SendAsync(req);
+                var text = await resp.Content.ReadAsStringAsync();
+                Assert.True(resp.StatusCode == status && !text.Contains("not valid JSON", StringComparison.Ordinal),
+                    $"keys file {what}: alice's {method} {path} answered {(int)resp.StatusCode}: {text}");
+            }
+            Assert.True(Errors() == errors + 1,
+                $"keys file {what}: expected one error line naming {file}, got:\n{string.Join("\n", log.Lines)}");
+            errors++;
         }
-        finally
+
+        // A good file after the bad ones is read: a key taken out of it stops working.
+        File.Delete(file);
+        var bob = new ApiKeyStore(file).Create("bob");
+        using var asBob = server.HttpWithKey(bob);
+        await PokeUntil(() => false, async () =>
         {
-            await server.DisposeAsync();
-            if (Directory.Exists(file)) Directory.Delete(file);
-            Directory.Delete(options.DataDir, recursive: true);
-        }
+            using var resp = await asBob.GetAsync("/v1/sandboxes");
+            return resp.StatusCode == HttpStatusCode.OK;
+        });
+        using (var resp = await asBob.GetAsync("/v1/sandboxes")) Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+        using (var resp = await http.GetAsync("/v1/sandboxes")) Assert.Equal(HttpStatusCode.Unauthorized, resp.StatusCode);
+        using (var resp = await anonymous.GetAsync("/v1/sandboxes")) Assert.Equal(HttpStatusCode.Unauthorized, resp.StatusCode);
+        Assert.Equal(steps.Length, Errors());
     }
 
     [Fact]
     public async Task A_malformed_keys_file_at_start_is_an_error_that_names_it_on_a_host_and_an_edge()
     {
-        var options = ServerFixture.TestOptions("keys-malformed") with { PoolSize = 0 };
+        await using var server = new TestServer("keys-malformed", o => o with { PoolSize = 0 });
+        var options = server.Options;
         Directory.CreateDirectory(options.DataDir);
         await File.WriteAllTextAsync(options.KeysFile, "[{\"name\": \"alice\",");
-        try
-        {
-            var host = await Assert.ThrowsAnyAsync<Exception>(() => HostServer.StartAsync(options, ServerFixture.LogToConsole));
-            Assert.Contains(options.KeysFile, host.Message);
-            // The keys are read before Redis is reached: nothing listens on port 1.
-            var edge = await Assert.ThrowsAnyAsync<Exception>(() => EdgeServer.StartAsync(
-                new EdgeOptions { Listen = "127.0.0.1:0", Redis = "127.0.0.1:1", Keys = options.KeysFile }, ServerFixture.LogToConsole));
-            Assert.Contains(options.KeysFile, edge.Message);
-        }
-        finally
-        {
-            Directory.Delete(options.DataDir, recursive: true);
-        }
+        var host = await Assert.ThrowsAnyAsync<Exception>(server.StartAsync);
+        Assert.Contains(options.KeysFile, host.Message);
+        // The keys are read before Redis is reached: nothing listens on port 1.
+        var edge = await Assert.ThrowsAnyAsync<Exception>(() => EdgeServer.StartAsync(
+            new EdgeOptions { Listen = "127.0.0.1:0", Redis = "127.0.0.1:1", Keys = options.KeysFile }, ServerFixture.LogToConsole));
+        Assert.Contains(options.KeysFile, edge.Message);
     }
 
     [Fact]
     public async Task Server_wide_settings_need_an_admin_key_and_an_ordinary_key_keeps_its_own_sandboxes()
     {
-        var options = ServerFixture.TestOptions("roles") with { PoolSize = 1 };
-        Directory.CreateDirectory(options.DataDir);
-        var keys = new ApiKeyStore(options.KeysFile);
-        var (alice, root) = (keys.Create("alice"), keys.Create("root", admin: true));
+        await using var server = new TestServer("roles", o => o with { PoolSize = 1 });
+        var options = server.Options;
+        var (alice, root) = (server.CreateKey("alice"), server.CreateKey("root", admin: true));
         // A built template to delete: the catalog needs a root with a python3 in it, never started here.
         var source = Directory.CreateTempSubdirectory("forkbox-roles-").FullName;
         Directory.CreateDirectory(Path.Combine(source, "usr/bin"));
         await File.WriteAllTextAsync(Path.Combine(source, "usr/bin/python3"), "");
         await TemplateBuilder.BuildAsync(options, "built", source, [], [], _ => { }, default);
         var built = Path.Combine(options.TemplatesDir, "built");
-        await using var server = await HostServer.StartAsync(options, ServerFixture.LogToConsole);
         try
         {
-            using var asAlice = new HttpClient { BaseAddress = server.Address };
-            asAlice.DefaultRequestHeaders.Authorization = new("Bearer", alice);
-            using var asRoot = new HttpClient { BaseAddress = server.Address };
-            asRoot.DefaultRequestHeaders.Authorization = new("Bearer", root);
-            var own = await new ForkboxClient(server.Address.ToString(), alice).CreateSandboxAsync();
+            await server.StartAsync();
+            using var asAlice = server.HttpWithKey(alice);
+            using var asRoot = server.HttpWithKey(root);
+            var own = await server.ClientWithKey(alice).CreateSandboxAsync();
 
             var serverWide = new (HttpMethod, string, string?)[]
             {
@@ -185,7 +163,7 @@ public sealed class KeysAndRolesTests
             Assert.True(Directory.Exists(built));
             // The C# SDK names the refusal.
             var refused = await Assert.ThrowsAnyAsync<ForkboxApiException>(() =>
-                new ForkboxClient(server.Address.ToString(), alice).SetPoolSizeAsync("default", 3));
+                server.ClientWithKey(alice).SetPoolSizeAsync("default", 3));
             Assert.Equal((403, "admin_required"), (refused.Status, refused.Code));
 
             // What stays an ordinary key's: its own sandboxes, and reading what the server offers.
@@ -203,9 +181,7 @@ public sealed class KeysAndRolesTests
         }
         finally
         {
-            await server.DisposeAsync();
             Directory.Delete(source, recursive: true);
-            Directory.Delete(options.DataDir, recursive: true);
         }
     }
 

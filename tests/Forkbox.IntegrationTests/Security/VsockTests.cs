@@ -71,28 +71,19 @@ public sealed class VsockTests(ServerFixture fx, ITestOutputHelper output)
     [Fact]
     public async Task An_operator_can_allow_vsock()
     {
-        var options = ServerFixture.TestOptions("vsock") with { PoolSize = 0, AllowVsock = true };
-        var server = await Forkbox.Host.HostServer.StartAsync(options, ServerFixture.LogToConsole);
-        try
-        {
-            await using var sb = await Sandbox.CreateAsync(client: new ForkboxClient(server.Address.ToString()));
-            var r = await sb.RunCodeAsync("""
-                import errno, socket
-                try:
-                    socket.socket(40, socket.SOCK_STREAM).close()
-                    result = "ok"
-                except OSError as e:
-                    result = errno.errorcode.get(e.errno, str(e.errno))
-                result
-                """);
-            var got = r.Result!.Value.GetString();
-            if (got == "EAFNOSUPPORT") output.WriteLine("this kernel has no vsock: the filter let the call through to it");
-            Assert.True(got is "ok" or "EAFNOSUPPORT", $"socket(AF_VSOCK) with AllowVsock gave {got}");
-        }
-        finally
-        {
-            await server.DisposeAsync();
-            Directory.Delete(options.DataDir, true);
-        }
+        await using var server = await TestServer.StartAsync("vsock", o => o with { PoolSize = 0, AllowVsock = true });
+        await using var sb = await Sandbox.CreateAsync(client: server.Client);
+        var r = await sb.RunCodeAsync("""
+            import errno, socket
+            try:
+                socket.socket(40, socket.SOCK_STREAM).close()
+                result = "ok"
+            except OSError as e:
+                result = errno.errorcode.get(e.errno, str(e.errno))
+            result
+            """);
+        var got = r.Result!.Value.GetString();
+        if (got == "EAFNOSUPPORT") output.WriteLine("this kernel has no vsock: the filter let the call through to it");
+        Assert.True(got is "ok" or "EAFNOSUPPORT", $"socket(AF_VSOCK) with AllowVsock gave {got}");
     }
 }

@@ -1,0 +1,62 @@
+using System.Security.Cryptography;
+using Forkbox.Client;
+
+namespace Forkbox.IntegrationTests.Sandboxes;
+
+/// <summary>The files API: uploads, downloads, listings and deletes resolved inside the sandbox.</summary>
+[Collection(ServerCollection.Name)]
+public sealed class FileTests(ServerFixture fx)
+{
+    [Fact]
+    public async Task A_256KB_upload_downloads_byte_identical_and_is_listed()
+    {
+        await using var sb = await fx.NewSandbox();
+        var data = RandomNumberGenerator.GetBytes(256 * 1024);
+        await sb.UploadAsync("/root/data/blob.bin", data);
+        Assert.Equal(data, await sb.DownloadAsync("/root/data/blob.bin"));
+        var entry = Assert.Single(await sb.ListAsync("/root/data"));
+        Assert.Equal(("blob.bin", "file", 256L * 1024), (entry.Name, entry.Type, entry.Size));
+        var seen = await sb.RunCodeAsync("import hashlib; hashlib.sha256(open('/root/data/blob.bin','rb').read()).hexdigest()");
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(data)), seen.Result!.Value.GetString());
+    }
+
+    [Fact]
+    public async Task Relative_paths_are_taken_from_root_and_deletes_work()
+    {
+        await using var sb = await fx.NewSandbox();
+        await sb.UploadAsync("notes.txt", "hi"u8.ToArray());
+        Assert.Equal("hi", (await sb.ExecAsync("cat /root/notes.txt")).Stdout);
+        await sb.DeleteFileAsync("/root/notes.txt");
+        var gone = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.DownloadAsync("/root/notes.txt"));
+        Assert.Equal((404, "file_not_found"), (gone.Status, gone.Code));
+    }
+
+    [Fact]
+    public async Task Symlinks_resolve_inside_the_sandbox_not_on_the_host()
+    {
+        await using var sb = await fx.NewSandbox();
+        await sb.ExecAsync("ln -s / /root/hostroot; ln -s /etc/hostname /root/name");
+        Assert.Equal("sandbox\n", System.Text.Encoding.UTF8.GetString(await sb.DownloadAsync("/root/hostroot/etc/hostname")));
+        var listing = await sb.ListAsync("/root/hostroot");
+        Assert.DoesNotContain(listing, e => e.Name is "work" or "farm" or "old_root");
+        // Writing through a link lands in the sandbox's own layer.
+        await sb.UploadAsync("/root/hostroot/tmp/through-link", "x"u8.ToArray());
+        Assert.Equal("x", (await sb.ExecAsync("cat /tmp/through-link")).Stdout);
+        Assert.False(File.Exists("/tmp/through-link"));
+    }
+
+    [Fact]
+    public async Task File_errors_have_the_right_status()
+    {
+        await using var sb = await fx.NewSandbox();
+        var missing = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.DownloadAsync("/root/nope"));
+        Assert.Equal(404, missing.Status);
+        var dir = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.DownloadAsync("/root"));
+        Assert.Equal(400, dir.Status);
+        var listMissing = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.ListAsync("/nope"));
+        Assert.Equal(404, listMissing.Status);
+        var denied = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.UploadAsync("/usr/bin/python3", "x"u8.ToArray()));
+        Assert.Equal(400, denied.Status);
+        Assert.Equal(0, (await sb.ExecAsync("python3 -c 'print(1)'")).ExitCode);
+    }
+}
