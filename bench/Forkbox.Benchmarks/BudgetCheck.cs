@@ -52,7 +52,7 @@ internal static class BudgetCheck
 
             var failed = 0;
             var width = budgets.Keys.Concat(reports.Keys).Max(k => k.Length);
-            Console.WriteLine($"{"benchmark".PadRight(width)} {"allocated",12} {"budget",12}  {"mean",12}  verdict");
+            Console.WriteLine($"{"benchmark".PadRight(width)} {"allocated",12} {"budget",12}  {"mean (rough)",12}  verdict");
             foreach (var name in budgets.Keys.Union(reports.Keys).Order(StringComparer.Ordinal))
             {
                 long? allocated = null;

@@ -13,7 +13,8 @@ public static class Program
     {
         if (args.Length > 0 && args[0] == "--check-budgets")
             return BudgetCheck.Run(args.Length > 1 ? args[1] : AllocationBudgets.DefaultPath());
-        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args.Length == 0 ? ["--filter", "*"] : args);
-        return 0;
+        // No summary: the arguments were refused (BenchmarkDotNet has printed why) or matched no benchmark.
+        var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args.Length == 0 ? ["--filter", "*"] : args);
+        return summaries.Any() ? 0 : 1;
     }
 }
