@@ -6,8 +6,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh" || exit 1
 cd "$root"
 
-out="$(mktemp)" agent_out="$(mktemp)" sdk_out="$(mktemp)"
-trap 'rm -f "$out" "$agent_out" "$sdk_out"' EXIT
+out="$(mktemp)" agent_out="$(mktemp)" sdk_out="$(mktemp)" budgets_out="$(mktemp)"
+trap 'rm -f "$out" "$agent_out" "$sdk_out" "$budgets_out"' EXIT
 
 # The agent's own unit tests (hibernate's file format and pickling), with the sandboxes' interpreter.
 # unittest prints "Ran N tests" then "OK" or "FAILED (failures=F, errors=E)"; counted with the rest below.
@@ -47,14 +47,24 @@ else
 fi
 rm -rf "$pack_dir"
 
+# The exec path's allocations against bench/allocation-budgets.json: every benchmark of
+# bench/Forkbox.Benchmarks once, with a short job, in process (about 15 s after its build). One check,
+# counted. Release, because a Debug build's async methods allocate their state machines on the heap.
+if dotnet run -c Release --project bench/Forkbox.Benchmarks -v quiet -- --check-budgets bench/allocation-budgets.json 2>&1 | tee "$budgets_out"; then
+  budgets_failed=0
+else
+  echo "test.sh: allocations over their budgets in bench/allocation-budgets.json, or a benchmark did not run" >&2
+  budgets_failed=1
+fi
+
 # One closing line for the whole run, summed over the test projects.
 # Each test project ends with "Total tests: N" then indented "Passed: N", "Failed: N", "Skipped: N".
 read -r passed failed skipped < <(awk '/^Total tests:/ {t=1; next} t && /^ +(Passed|Failed|Skipped): +[0-9]+$/ {n[$1]+=$2; next} {t=0}
   END {print n["Passed:"]+0, n["Failed:"]+0, n["Skipped:"]+0}' "$out")
 passed=$((passed + ${agent_ran:-0} - agent_failed))
 failed=$((failed + agent_failed))
-passed=$((passed + sdk_passed + 1 - pack_failed))
-failed=$((failed + sdk_failed + pack_failed))
+passed=$((passed + sdk_passed + 1 - pack_failed + 1 - budgets_failed))
+failed=$((failed + sdk_failed + pack_failed + budgets_failed))
 skipped=$((skipped + sdk_skipped))
 if (( agent_status != 0 && agent_failed == 0 )); then failed=$((failed + 1)); fi
 # The failures again, by name, just above the closing line: CI shows a run's tail.
@@ -62,6 +72,7 @@ if (( agent_status != 0 && agent_failed == 0 )); then failed=$((failed + 1)); fi
   awk '/^ +Failed [A-Za-z_].* \[[^]]*\]$/ {name = $0; sub(/^ +Failed /, "", name); sub(/ \[[^]]*\]$/, "", name); next}
        name != "" && /^ +Error Message:/ {getline msg; sub(/^ +/, "", msg); print "failed: " name ": " substr(msg, 1, 300); name = ""}' "$out"
   grep -hE '^(FAIL|ERROR): ' "$sdk_out" "$agent_out" | sed -E 's/^(FAIL|ERROR): /failed: /'
+  awk '/^[A-Za-z]+Benchmarks\.[A-Za-z0-9_]+ / && $NF != "ok" {print "failed: allocation budget: " $0}' "$budgets_out"
 } | sort -u
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 if (( passed + failed == 0 )); then
