@@ -1,73 +1,56 @@
 using BenchmarkDotNet.Attributes;
-using Forkbox.Host.Agents;
+using Forkbox.Core.Wire;
 using Forkbox.Host.Api;
 
 namespace Forkbox.Benchmarks;
 
 /// <summary>
-/// One exec call from hostd's side of the control socket to a fake agent and back, as
-/// SandboxManager.ExecAsync makes it without its sandbox (state moves, metrics): take the call
-/// lock, encode the request, arm the call's hard timeout, send, then read each answer frame,
-/// forward it into a new NDJSON sink (one per call, as the endpoint makes) and flush, until "exit".
+/// Calls from hostd's side of the control socket to a fake agent and back, through the real
+/// SandboxCalls: an exec (call lock, request, deadline, each event forwarded into a new NDJSON
+/// sink, one per call as the endpoint makes, and flushed) and a download streamed to a response.
 /// </summary>
 [MemoryDiagnoser]
 public class ExecRoundTripBenchmarks
 {
-    private static readonly TimeSpan AgentGrace = TimeSpan.FromSeconds(5);
-    private const long OutputLimitBytes = 16L << 20;
-    private const double Timeout = 300;
     private readonly PipeResponse _response = new();
-    private AgentConnection _ten = null!, _one = null!;
-    private FakeAgent _tenAgent = null!, _oneAgent = null!;
+    private readonly ExecRequest _tenLines = new() { Code = SampleFrames.Code };
+    private readonly ExecRequest _print1 = new() { Code = "print(1)" };
+    private FakeSandbox _ten = null!, _one = null!, _file = null!;
 
     [GlobalSetup]
     public void Setup()
     {
-        (_ten, _tenAgent) = FakeAgent.Start([.. SampleFrames.Out(10), .. SampleFrames.Exit()]);
-        (_one, _oneAgent) = FakeAgent.Start([.. SampleFrames.Out(1), .. SampleFrames.Exit()]);
+        _ten = new FakeSandbox([.. SampleFrames.Out(10), .. SampleFrames.Exit()]);
+        _one = new FakeSandbox([.. SampleFrames.Out(1), .. SampleFrames.Exit()]);
+        _file = new FakeSandbox(SampleFrames.File(256 << 10));
     }
 
     [GlobalCleanup]
     public async Task Cleanup()
     {
-        foreach (var conn in new[] { _ten, _one }) conn.Abort();
-        await _tenAgent.DisposeAsync();
-        await _oneAgent.DisposeAsync();
         await _ten.DisposeAsync();
         await _one.DisposeAsync();
+        await _file.DisposeAsync();
     }
 
     [Benchmark(Description = "exec round trip, 10 lines of output")]
-    public Task<long> Exec_10_lines() => ExecAsync(_ten, SampleFrames.Code);
+    public Task<long> Exec_10_lines() => ExecAsync(_ten, _tenLines);
 
     [Benchmark(Description = "exec round trip, print(1)")]
-    public Task<long> Exec_print_1() => ExecAsync(_one, "print(1)");
+    public Task<long> Exec_print_1() => ExecAsync(_one, _print1);
 
-    private async Task<long> ExecAsync(AgentConnection agent, string code)
+    [Benchmark(Description = "download of 256 KB, streamed to the response")]
+    public async Task<long> Download_256KB()
     {
-        await agent.CallLock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-        try
-        {
-            var frame = SampleFrames.ExecRequest(agent.NextCallId(), code, Timeout);
-            using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(Timeout) + AgentGrace);
-            var sink = new NdjsonExecSink(_response.Response);
-            var outputLeft = OutputLimitBytes;
-            await agent.SendAsync(frame, hard.Token).ConfigureAwait(false);
-            long written = 0;
-            while (true)
-            {
-                bool done;
-                using (var f = await agent.ReadAsync(0, hard.Token).ConfigureAwait(false))
-                    done = HostSeams.Forward(f, sink, ref outputLeft);
-                await sink.FlushAsync(CancellationToken.None).ConfigureAwait(false);
-                _response.Drain();
-                written += _response.LastDrained;
-                if (done) return written;
-            }
-        }
-        finally
-        {
-            agent.CallLock.Release();
-        }
+        await _file.Calls.FileCallAsync(_file.Sandbox, (agent, ct) => agent.ReadToAsync("/root/f", 1 << 20, _ => Stream.Null, TimeSpan.FromSeconds(30), ct),
+            CancellationToken.None).ConfigureAwait(false);
+        return 256 << 10;
+    }
+
+    private async Task<long> ExecAsync(FakeSandbox sb, ExecRequest req)
+    {
+        await sb.Calls.ExecAsync(sb.Sandbox, req, new NdjsonExecSink(_response.Response), CancellationToken.None).ConfigureAwait(false);
+        _response.Drain();
+        return _response.LastDrained;
     }
 }

@@ -10,16 +10,16 @@ namespace Forkbox.Benchmarks;
 
 /// <summary>
 /// The private steps of hostd's exec path that the benchmarks call as they are, so that a change
-/// to them shows in the figures: SandboxManager's frame forwarding and the endpoints' request-body
-/// read. Bound once by name; when one moves (issue 17 splits SandboxManager), the benchmarks that
-/// use it fail with the message below and the budget check counts them as not run.
+/// to them shows in the figures: SandboxCalls' event forwarding and the endpoints' request-body
+/// read. Bound once by name; when one moves, the benchmarks that use it fail with the message
+/// below and the budget check counts them as not run.
 /// </summary>
 internal static class HostSeams
 {
-    /// <summary>SandboxManager.Forward: passes one agent frame to the sink; true at the call's last frame.</summary>
-    public delegate bool ForwardFrame(AgentFrame frame, IExecSink sink, ref long outputLeft);
+    /// <summary>SandboxCalls.Forward: passes one agent event to the sink, charged to the call's output allowance.</summary>
+    public delegate void ForwardEvent(in AgentExecEvent ev, IExecSink sink, ref long outputLeft);
 
-    public static readonly ForwardFrame Forward = Bind<ForwardFrame>(typeof(SandboxManager), "Forward");
+    public static readonly ForwardEvent Forward = Bind<ForwardEvent>(typeof(SandboxCalls), "Forward");
 
     /// <summary>SandboxEndpoints.ReadJsonAsync&lt;ExecRequest&gt;: the body of POST /v1/sandboxes/{id}/exec.</summary>
     public static readonly Func<HttpContext, JsonTypeInfo<ExecRequest>, Task<ExecRequest?>> ReadExecRequest =

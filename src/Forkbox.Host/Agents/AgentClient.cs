@@ -33,6 +33,30 @@ public sealed class AgentClient(AgentConnection connection)
     public ValueTask<AgentAnswer<AgentReadOk>> ReadAsync(string path, long max, CancellationToken ct) =>
         CallAsync(new AgentReadRequest(connection.NextCallId(), path, max), Json.AgentReadRequest, Json.AgentReadOk, default, max, ct);
 
+    /// <summary>
+    /// Reads a file of at most <paramref name="max"/> bytes into the stream
+    /// <paramref name="destination"/> gives once the file's size is known (a download's response
+    /// body), through a buffer of 64 KiB: the file is never held whole. Each piece must arrive
+    /// within <paramref name="pieceTimeout"/>. An answer declaring more than <paramref name="max"/>
+    /// is not read (<see cref="AgentFrameTooLargeException"/>).
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<AgentAnswer<AgentReadOk>> ReadToAsync(string path, long max, Func<long, Stream> destination, TimeSpan pieceTimeout,
+        CancellationToken ct)
+    {
+        await connection.SendAsync(new AgentReadRequest(connection.NextCallId(), path, max), Json.AgentReadRequest, default, ct).ConfigureAwait(false);
+        var (m, length) = await connection.ReadHeadAsync(max, ct).ConfigureAwait(false);
+        if (!ReferenceEquals(m.Event, AgentEvents.Ok))
+        {
+            var fail = m.Decode(Json.AgentFail);
+            await connection.CopyPayloadAsync(length, Stream.Null, pieceTimeout).ConfigureAwait(false); // a fail has none, unless the agent lies
+            return new AgentAnswer<AgentReadOk>(null, fail, []);
+        }
+        var ok = m.Decode(Json.AgentReadOk);
+        await connection.CopyPayloadAsync(length, destination(length), pieceTimeout).ConfigureAwait(false);
+        return new AgentAnswer<AgentReadOk>(ok, null, []);
+    }
+
     public ValueTask<AgentAnswer<AgentListOk>> ListAsync(string path, CancellationToken ct) =>
         CallAsync(new AgentListRequest(connection.NextCallId(), path), Json.AgentListRequest, Json.AgentListOk, default, 0, ct);
 

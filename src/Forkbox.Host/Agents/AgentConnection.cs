@@ -11,22 +11,48 @@ namespace Forkbox.Host.Agents;
 /// caller holds it from sending its request until it has read the call's last frame, so frames
 /// never interleave and a second call queues behind the first.
 /// </summary>
-public sealed class AgentConnection(Socket socket) : IAsyncDisposable
+public sealed class AgentConnection : IAsyncDisposable
 {
-    private readonly NetworkStream _stream = new(socket, ownsSocket: true);
-    private readonly byte[] _prefix = new byte[8];
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly AgentFrameReader _reader;
     private long _nextCallId;
 
     // The typed calls' buffers, reused from call to call (calls are serialised by CallLock): the
     // exec path then encodes a request and decodes its events without allocating a buffer each.
     private readonly ArrayBufferWriter<byte> _encoded = new(512);
     private readonly Utf8JsonWriter _writer = new(Stream.Null);
-    private byte[] _header = new byte[2048];
 
-    /// <summary>The largest encode or header buffer kept between calls; a larger frame's is let go after it.</summary>
-    private const int KeptHeaderBytes = 64 << 10;
+    public AgentConnection(Socket socket)
+    {
+        _socket = socket;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+        _reader = new AgentFrameReader(_stream);
+    }
 
     public SemaphoreSlim CallLock { get; } = new(1, 1);
+
+    // The call in progress's deadline: one source per connection, reset for each call.
+    private CancellationTokenSource _deadline = new();
+
+    /// <summary>
+    /// A token cancelled <paramref name="timeout"/> from now, for the call the caller is making
+    /// under <see cref="CallLock"/>; see <see cref="DeadlinePassed"/>. Each call re-arms it, so a
+    /// call allocates no source and no timer of its own.
+    /// </summary>
+    public CancellationToken ArmDeadline(TimeSpan timeout)
+    {
+        if (!_deadline.TryReset())
+        {
+            _deadline.Dispose();
+            _deadline = new CancellationTokenSource();
+        }
+        _deadline.CancelAfter(timeout);
+        return _deadline.Token;
+    }
+
+    /// <summary>Whether the deadline last armed has passed.</summary>
+    public bool DeadlinePassed => _deadline.IsCancellationRequested;
 
     /// <summary>The typed calls on this connection (one per op); made once, with the connection.</summary>
     public AgentClient Client => _client ??= new AgentClient(this);
@@ -35,15 +61,6 @@ public sealed class AgentConnection(Socket socket) : IAsyncDisposable
 
     public long NextCallId() => Interlocked.Increment(ref _nextCallId);
 
-    public ValueTask SendAsync(byte[] frame, CancellationToken ct) => _stream.WriteAsync(frame, ct);
-
-    /// <summary>Sends a frame's head (<see cref="AgentFrame.EncodeHead"/>) and then its payload, uncopied.</summary>
-    public async ValueTask SendAsync(byte[] head, ReadOnlyMemory<byte> payload, CancellationToken ct)
-    {
-        await _stream.WriteAsync(head, ct).ConfigureAwait(false);
-        if (!payload.IsEmpty) await _stream.WriteAsync(payload, ct).ConfigureAwait(false);
-    }
-
     /// <summary>
     /// Sends <paramref name="message"/> (a request of <see cref="AgentJson"/>) as a frame, then
     /// <paramref name="payload"/> uncopied. The caller holds <see cref="CallLock"/>.
@@ -51,7 +68,7 @@ public sealed class AgentConnection(Socket socket) : IAsyncDisposable
     public ValueTask SendAsync<T>(T message, JsonTypeInfo<T> type, ReadOnlyMemory<byte> payload, CancellationToken ct)
     {
         var head = AgentFrame.EncodeHead(_encoded, _writer, message, type, payload.Length);
-        if (payload.IsEmpty && _encoded.Capacity <= KeptHeaderBytes) return _stream.WriteAsync(head, ct);
+        if (payload.IsEmpty && _encoded.Capacity <= AgentFrame.KeptBufferBytes) return _stream.WriteAsync(head, ct);
         return SendHeadAndPayloadAsync(head, payload, ct);
     }
 
@@ -65,29 +82,54 @@ public sealed class AgentConnection(Socket socket) : IAsyncDisposable
         finally
         {
             // A 16 MiB exec's code is not kept for the life of the sandbox.
-            if (_encoded.Capacity > KeptHeaderBytes) _encoded.Clear();
+            if (_encoded.Capacity > AgentFrame.KeptBufferBytes) _encoded.Clear();
         }
     }
 
+    /// <summary>The next frame (see <see cref="AgentFrameReader.ReadMessageAsync"/>); the caller holds <see cref="CallLock"/>.</summary>
+    public ValueTask<AgentMessage> ReadMessageAsync(long maxPayload, CancellationToken ct) => _reader.ReadMessageAsync(maxPayload, ct);
+
     /// <summary>
-    /// Reads the next frame into this connection's header buffer, refusing unread one whose
-    /// payload is over <paramref name="maxPayload"/> (see <see cref="AgentFrame.ReadAsync"/>).
-    /// The message's header is valid until the next read: decode it first. The caller holds
-    /// <see cref="CallLock"/>.
+    /// The next frame's header, its payload left unread (see <see cref="AgentFrameReader.ReadHeadAsync"/>):
+    /// the caller reads it next, with <see cref="CopyPayloadAsync"/>.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<AgentMessage> ReadMessageAsync(long maxPayload, CancellationToken ct)
+    public ValueTask<(AgentMessage Message, int PayloadLength)> ReadHeadAsync(long maxPayload, CancellationToken ct) =>
+        _reader.ReadHeadAsync(maxPayload, ct);
+
+    /// <summary>
+    /// Copies the unread payload of the frame just read (<see cref="ReadHeadAsync"/>) to
+    /// <paramref name="destination"/> in pieces, each of which the agent must deliver within
+    /// <paramref name="pieceTimeout"/> (see <see cref="ArmDeadline"/>): a file streams through a
+    /// buffer of 64 KiB, never whole. If <paramref name="destination"/> fails (the client went
+    /// away) the rest is read and dropped, which keeps the channel in step; false then.
+    /// </summary>
+    public async ValueTask<bool> CopyPayloadAsync(int length, Stream destination, TimeSpan pieceTimeout)
     {
-        var (headerLength, payloadLength) = await AgentFrame.ReadPrefixAsync(_stream, _prefix, maxPayload, ct).ConfigureAwait(false);
-        // The buffer grows to the usual header (a sandbox that prints much sends frames of up to
-        // a few 64 KiB lines); a header over the kept size gets a buffer of its own, not kept.
-        if (headerLength > _header.Length && headerLength <= KeptHeaderBytes)
-            _header = new byte[Math.Min(KeptHeaderBytes, Math.Max(headerLength, 2 * _header.Length))];
-        var header = headerLength <= _header.Length ? _header : new byte[headerLength];
-        var memory = header.AsMemory(0, headerLength);
-        await _stream.ReadExactlyAsync(memory, ct).ConfigureAwait(false);
-        var payload = payloadLength == 0 ? [] : await AgentFrame.ReadPayloadAsync(_stream, payloadLength, ct).ConfigureAwait(false);
-        return new AgentMessage(AgentMessage.EventOf(memory.Span), memory, payload);
+        var buffer = ArrayPool<byte>.Shared.Rent(Math.Min(length, 64 << 10));
+        var delivered = true;
+        try
+        {
+            while (length > 0)
+            {
+                var n = await _stream.ReadAsync(buffer.AsMemory(0, Math.Min(length, buffer.Length)), ArmDeadline(pieceTimeout)).ConfigureAwait(false);
+                if (n == 0) throw new EndOfStreamException("the agent closed its control channel in the middle of a file");
+                length -= n;
+                if (!delivered) continue;
+                try
+                {
+                    await destination.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
+                {
+                    delivered = false;
+                }
+            }
+            return delivered;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     /// <summary>
@@ -96,11 +138,8 @@ public sealed class AgentConnection(Socket socket) : IAsyncDisposable
     /// </summary>
     public SemaphoreSlim UploadGate { get; } = new(1, 1);
 
-    /// <summary>Reads the next frame, refusing unread one whose payload is over <paramref name="maxPayload"/> (see <see cref="AgentFrame.ReadAsync"/>).</summary>
-    public ValueTask<AgentFrame> ReadAsync(long maxPayload, CancellationToken ct) => AgentFrame.ReadAsync(_stream, _prefix, maxPayload, ct);
-
     /// <summary>Closes the socket: a read in progress ends with an exception.</summary>
-    public void Abort() => socket.Dispose();
+    public void Abort() => _socket.Dispose();
 
     public async ValueTask DisposeAsync()
     {
@@ -108,5 +147,6 @@ public sealed class AgentConnection(Socket socket) : IAsyncDisposable
         await _writer.DisposeAsync().ConfigureAwait(false);
         CallLock.Dispose();
         UploadGate.Dispose();
+        _deadline.Dispose();
     }
 }

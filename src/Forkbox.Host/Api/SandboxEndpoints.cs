@@ -17,6 +17,9 @@ public static class SandboxEndpoints
 {
     private const int MaxJsonBody = 16 << 20;
 
+    /// <summary>How long a download waits for each 64 KiB of its file from the agent before the agent counts as stuck.</summary>
+    private static readonly TimeSpan DownloadPieceTimeout = TimeSpan.FromSeconds(30);
+
     /// <summary>HttpContext.Items key of the request's owner: its API key's name, set by the auth middleware.</summary>
     public const string OwnerItem = "forkbox.owner";
 
@@ -122,9 +125,14 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
-            var ok = await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ReadAsync(target, options.MaxDownloadBytes, ct), ctx.RequestAborted)
-                .ConfigureAwait(false);
-            return Results.Bytes(ok.Payload, "application/octet-stream");
+            // Streamed from the agent's socket to the response: hostd holds 64 KiB of a download, never the file.
+            await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ReadToAsync(target, options.MaxDownloadBytes, size =>
+            {
+                ctx.Response.ContentType = "application/octet-stream";
+                ctx.Response.ContentLength = size;
+                return ctx.Response.Body;
+            }, DownloadPieceTimeout, ct), ctx.RequestAborted).ConfigureAwait(false);
+            return Results.Empty;
         });
 
         sandboxes.MapDelete("/files", async (HttpContext ctx, string id, string? path, bool? recursive) =>
@@ -213,32 +221,16 @@ public static class SandboxEndpoints
     /// <summary>Reads a JSON body; null for an empty one. Malformed JSON or wrong types become a 400 naming the problem.</summary>
     private static async Task<T?> ReadJsonAsync<T>(HttpContext ctx, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) where T : class
     {
-        var body = await ReadBodyAsync(ctx, MaxJsonBody, "JSON body").ConfigureAwait(false);
+        using var body = await UploadBuffer.ReadAsync(ctx, MaxJsonBody, "JSON body").ConfigureAwait(false);
         if (body.Length == 0) return null;
         try
         {
-            return JsonSerializer.Deserialize(body, type);
+            return JsonSerializer.Deserialize(body.Memory.Span, type);
         }
         catch (JsonException e)
         {
             throw new BadRequestException($"request body is not valid JSON for this call: {e.Message}");
         }
-    }
-
-    private static async Task<byte[]> ReadBodyAsync(HttpContext ctx, long limit, string what)
-    {
-        if (ctx.Request.ContentLength > limit)
-            throw new PayloadTooLargeException($"{what} of {ctx.Request.ContentLength} bytes is over this server's limit of {limit} bytes");
-        using var ms = new MemoryStream(ctx.Request.ContentLength is { } n ? (int)n : 4096);
-        var buffer = new byte[81920];
-        int read;
-        while ((read = await ctx.Request.Body.ReadAsync(buffer, ctx.RequestAborted).ConfigureAwait(false)) > 0)
-        {
-            if (ms.Length + read > limit)
-                throw new PayloadTooLargeException($"{what} is over this server's limit of {limit} bytes");
-            ms.Write(buffer, 0, read);
-        }
-        return ms.Length == ms.Capacity ? ms.GetBuffer() : ms.ToArray();
     }
 }
 

@@ -5,9 +5,10 @@ using Microsoft.AspNetCore.Http;
 namespace Forkbox.Host.Api;
 
 /// <summary>
-/// An upload's body, read into an array rented from a pool and returned on dispose: uploads of tens
-/// of megabytes one after the other reuse one buffer instead of leaving each its own on the large
-/// object heap until the next full collection.
+/// A request's body (an upload, or a call's JSON), read into an array rented from a pool and
+/// returned on dispose: uploads of tens of megabytes one after the other reuse one buffer instead
+/// of leaving each its own on the large object heap until the next full collection, and calls
+/// reuse theirs instead of allocating one each.
 /// </summary>
 public sealed class UploadBuffer : IDisposable
 {
@@ -32,11 +33,14 @@ public sealed class UploadBuffer : IDisposable
 
     public ReadOnlyMemory<byte> Memory => _array.AsMemory(0, Length);
 
-    /// <summary>Reads the request body; over <paramref name="limit"/> bytes is a 413, before or while reading.</summary>
-    public static async Task<UploadBuffer> ReadAsync(HttpContext ctx, long limit)
+    /// <summary>
+    /// Reads the request body; over <paramref name="limit"/> bytes is a 413, before or while
+    /// reading, whose message calls the body <paramref name="what"/>.
+    /// </summary>
+    public static async Task<UploadBuffer> ReadAsync(HttpContext ctx, long limit, string what = "upload")
     {
         if (ctx.Request.ContentLength > limit)
-            throw new PayloadTooLargeException($"upload of {ctx.Request.ContentLength} bytes is over this server's limit of {limit} bytes");
+            throw new PayloadTooLargeException($"{what} of {ctx.Request.ContentLength} bytes is over this server's limit of {limit} bytes");
         var pool = Pool;
         var array = pool.Rent((int)Math.Min(ctx.Request.ContentLength ?? 64 << 10, limit) + 1);
         var length = 0;
@@ -55,7 +59,7 @@ public sealed class UploadBuffer : IDisposable
                 if (read == 0) break;
                 length += read;
                 if (length > limit)
-                    throw new PayloadTooLargeException($"upload is over this server's limit of {limit} bytes");
+                    throw new PayloadTooLargeException($"{what} is over this server's limit of {limit} bytes");
             }
             return new UploadBuffer(array, length);
         }

@@ -21,6 +21,29 @@ public sealed class FileTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task A_download_streams_with_its_length_and_one_the_client_drops_halfway_leaves_the_sandbox_answering()
+    {
+        await using var sb = await fx.NewSandbox();
+        const int size = 48 << 20;
+        Assert.Equal(0, (await sb.ExecAsync($"head -c {size} /dev/urandom > /root/big")).ExitCode);
+        using (var response = await fx.Http.GetAsync($"/v1/sandboxes/{sb.Id}/files?path=/root/big", HttpCompletionOption.ResponseHeadersRead))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(size, response.Content.Headers.ContentLength);
+            await using var body = await response.Content.ReadAsStreamAsync();
+            var first = new byte[1 << 20];
+            await body.ReadExactlyAsync(first);
+        } // dropped with 47 MiB unread: hostd must still read them all from the agent, or the channel is out of step
+
+        var after = await sb.RunCodeAsync("import os; os.path.getsize('/root/big')");
+        Assert.True(after.ExitCode == 0, after.Stderr);
+        Assert.Equal(size, after.Result!.Value.GetInt32());
+        var whole = await sb.DownloadAsync("/root/big");
+        var sum = await sb.RunCodeAsync("import hashlib; hashlib.sha256(open('/root/big','rb').read()).hexdigest()");
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(whole)), sum.Result!.Value.GetString());
+    }
+
+    [Fact]
     public async Task Relative_paths_are_taken_from_root_and_deletes_work()
     {
         await using var sb = await fx.NewSandbox();

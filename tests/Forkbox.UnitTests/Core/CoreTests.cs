@@ -106,27 +106,34 @@ public sealed class CoreTests
         Assert.Equal("5000 100000", CgroupV2Driver.FormatCpuMax(0.05)); // a 10 ms period would need a quota under the kernel's 1 ms
     }
 
+    /// <summary>A frame as the agent sends a file: an "ok" header and the file's bytes after it.</summary>
+    private static byte[] FileFrame(byte[] payload)
+    {
+        var head = AgentFrame.EncodeHead(new System.Buffers.ArrayBufferWriter<byte>(), new System.Text.Json.Utf8JsonWriter(Stream.Null),
+            new AgentReadOk(1, payload.Length), AgentJson.Default.AgentReadOk, payload.Length);
+        return [.. head.Span, .. payload];
+    }
+
     [Fact]
     public async Task Agent_frames_round_trip_header_and_payload()
     {
         var payload = new byte[] { 0, 1, 2, 255 };
-        var bytes = AgentFrame.Encode(w => w.WriteString("ev", "ok"), payload);
-        using var frame = await AgentFrame.ReadAsync(new MemoryStream(bytes), new byte[8], payload.Length, default);
+        var frame = await new AgentFrameReader(new MemoryStream(FileFrame(payload))).ReadMessageAsync(payload.Length, default);
         Assert.Equal("ok", frame.Event);
+        Assert.Equal(new AgentReadOk(1, 4), frame.Decode(AgentJson.Default.AgentReadOk));
         Assert.Equal(payload, frame.Payload);
     }
 
     [Fact]
     public async Task An_agent_frame_over_the_callers_limit_is_refused_before_its_header_is_read()
     {
-        var bytes = AgentFrame.Encode(w => w.WriteString("ev", "out"), new byte[10]);
-        var stream = new MemoryStream(bytes);
-        var e = await Assert.ThrowsAsync<AgentFrameTooLargeException>(async () => await AgentFrame.ReadAsync(stream, new byte[8], 9, default));
+        var stream = new MemoryStream(FileFrame(new byte[10]));
+        var e = await Assert.ThrowsAsync<AgentFrameTooLargeException>(async () => await new AgentFrameReader(stream).ReadMessageAsync(9, default));
         Assert.Contains("10 bytes, over the 9", e.Message);
         Assert.Equal(8, stream.Position); // the lengths only
         var huge = new byte[8];
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(huge, AgentFrame.MaxHeaderBytes + 1);
-        await Assert.ThrowsAsync<AgentFrameTooLargeException>(async () => await AgentFrame.ReadAsync(new MemoryStream(huge), new byte[8], 0, default));
+        await Assert.ThrowsAsync<AgentFrameTooLargeException>(async () => await new AgentFrameReader(new MemoryStream(huge)).ReadMessageAsync(0, default));
     }
 
     [Fact]
@@ -134,8 +141,7 @@ public sealed class CoreTests
     {
         var payload = new byte[(3 << 20) + 12345];
         new Random(7).NextBytes(payload);
-        var bytes = AgentFrame.Encode(w => w.WriteString("ev", "ok"), payload);
-        using var frame = await AgentFrame.ReadAsync(new MemoryStream(bytes), new byte[8], payload.Length, default);
+        var frame = await new AgentFrameReader(new MemoryStream(FileFrame(payload))).ReadMessageAsync(payload.Length, default);
         Assert.Equal(payload, frame.Payload);
     }
 

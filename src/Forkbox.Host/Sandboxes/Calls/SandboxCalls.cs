@@ -70,7 +70,7 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
             EnsureUsable(sb);
             sb.MoveTo(SandboxState.Running);
             var rich = req.Rich == true;
-            using var hard = new CancellationTokenSource(TimeSpan.FromSeconds(timeout) + AgentGrace);
+            var deadline = sb.Agent.ArmDeadline(TimeSpan.FromSeconds(timeout) + AgentGrace);
             var clientOk = true;
             // The agent truncates output at the limit, but user code can change the agent: hostd counts too.
             var outputLeft = options.OutputLimitBytes;
@@ -88,13 +88,13 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
                 }
             }
             var agent = sb.Agent.Client;
-            await agent.SendExecAsync(language, req.Code, timeout, rich, req.Cwd, env, hard.Token).ConfigureAwait(false);
+            await agent.SendExecAsync(language, req.Code, timeout, rich, req.Cwd, env, deadline).ConfigureAwait(false);
             while (true)
             {
                 AgentExecEvent ev;
                 try
                 {
-                    ev = await agent.ReadExecEventAsync(hard.Token).ConfigureAwait(false);
+                    ev = await agent.ReadExecEventAsync(deadline).ConfigureAwait(false);
                 }
                 catch (AgentFrameTooLargeException e)
                 {
@@ -102,7 +102,7 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
                     WriteFatal(sink, rich, "SandboxDied", e.Message, 137, timeout: false);
                     break;
                 }
-                catch (OperationCanceledException) when (hard.IsCancellationRequested)
+                catch (OperationCanceledException) when (sb.Agent.DeadlinePassed)
                 {
                     var reason = $"the sandbox did not stop at the end of the {timeout:g} s timeout and was killed";
                     Kill(sb, reason);
@@ -241,10 +241,9 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
     public async Task<AgentAnswer<T>> RoundTripAsync<T>(Sandbox sb, Func<AgentClient, CancellationToken, ValueTask<AgentAnswer<T>>> call,
         TimeSpan timeout, string during) where T : class
     {
-        using var hard = new CancellationTokenSource(timeout);
         try
         {
-            return await call(sb.Agent.Client, hard.Token).ConfigureAwait(false);
+            return await call(sb.Agent.Client, sb.Agent.ArmDeadline(timeout)).ConfigureAwait(false);
         }
         catch (AgentFrameTooLargeException e)
         {

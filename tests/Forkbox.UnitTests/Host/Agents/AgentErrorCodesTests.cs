@@ -2,9 +2,10 @@ using Forkbox.Agent;
 using Forkbox.Core.Errors;
 using Forkbox.Host.Agents;
 
-namespace Forkbox.UnitTests.Agents;
+namespace Forkbox.UnitTests.Host.Agents;
 
 /// <summary>The one error table (forkbox_agent/error_codes.json): what the agent answers and what hostd makes of it.</summary>
+[Trait("Root", "not needed")]
 public sealed class AgentErrorCodesTests_without_root
 {
     private static readonly AgentErrorCodes Table = AgentErrorCodes.Default;

@@ -9,9 +9,10 @@ using Forkbox.Linux.Cgroups;
 using Forkbox.Linux.Namespaces;
 using Forkbox.Linux.Storage;
 
-namespace Forkbox.UnitTests;
+namespace Forkbox.UnitTests.Host.Sandboxes;
 
 /// <summary>The warm pool against a factory that makes sandbox objects without processes: no root, no kernel.</summary>
+[Trait("Root", "not needed")]
 public sealed class SandboxPoolTests_without_root
 {
     private static readonly TemplateDefinition Template = new("default", [], [], "/usr/bin/python3");

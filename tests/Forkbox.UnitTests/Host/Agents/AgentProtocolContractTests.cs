@@ -6,7 +6,7 @@ using Forkbox.Agent;
 using Forkbox.Host.Agents;
 using Forkbox.Host.Zygotes;
 
-namespace Forkbox.UnitTests.Agents;
+namespace Forkbox.UnitTests.Host.Agents;
 
 /// <summary>
 /// The control channel's and the zygote's messages as the two sides write them: the agent's
@@ -14,6 +14,7 @@ namespace Forkbox.UnitTests.Agents;
 /// request and protocol.py decodes and checks it. Runs the system Python (which the zygote runs
 /// too), as any user.
 /// </summary>
+[Trait("Root", "not needed")]
 public sealed class AgentProtocolContractTests_without_root
 {
     private const string Python = "/usr/bin/python3";
@@ -239,8 +240,8 @@ public sealed class AgentProtocolContractTests_without_root
         Assert.Equal(AgentOps.All.Order(), lines[3].Split(' '));
     }
 
-    private static AgentFrame Frame(byte[] bytes) =>
-        AgentFrame.ReadAsync(new MemoryStream(bytes), new byte[8], 1 << 20, default).AsTask().GetAwaiter().GetResult();
+    private static AgentMessage Frame(byte[] bytes) =>
+        new AgentFrameReader(new MemoryStream(bytes)).ReadMessageAsync(1 << 20, default).AsTask().GetAwaiter().GetResult();
 
     private static T Line<T>(byte[] line, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type)
     {
