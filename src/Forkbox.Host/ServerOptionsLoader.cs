@@ -1,3 +1,4 @@
+using System.Reflection;
 using Forkbox.Core;
 using Microsoft.Extensions.Configuration;
 
@@ -5,30 +6,118 @@ namespace Forkbox.Host;
 
 /// <summary>
 /// Builds <see cref="ServerOptions"/> from, lowest precedence first: defaults, a JSON file
-/// (--config, else DATA_DIR/config.json if present), FORKBOX_* environment variables
-/// (e.g. FORKBOX_MAXSANDBOXES=100) and command-line flags. Keys match property names without
-/// regard to case: {"MaxSandboxes": 100} or {"maxsandboxes": 100}.
+/// (--config, else DATA_DIR/config.json if present), FORKBOX_* environment variables and
+/// command-line flags. Keys are property paths, without regard to case: a section per feature in
+/// the file ({"Spaces": {"PauseAfterS": 300}}), a double underscore between the parts in the
+/// environment (FORKBOX_SPACES__PAUSEAFTERS=300). The flat names of the first releases
+/// ({"PauseAfterS": 300}, FORKBOX_POOLSIZE=2) are still read, as their new paths.
 /// </summary>
 public static class ServerOptionsLoader
 {
+    /// <summary>Every setting's path (Section:Name, or Name at the top), in declaration order.</summary>
+    public static IReadOnlyList<string> KnownKeys { get; } = Leaves(typeof(ServerOptions), "").ToList();
+
+    /// <summary>The flat keys of the first releases and the path each now has.</summary>
+    public static IReadOnlyDictionary<string, string> FlatKeys { get; } = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["MaxSandboxes"] = "Limits:MaxSandboxes",
+        ["DefaultTimeoutS"] = "Limits:DefaultTimeoutS",
+        ["MaxTimeoutS"] = "Limits:MaxTimeoutS",
+        ["DefaultMemoryMb"] = "Limits:DefaultMemoryMb",
+        ["MaxMemoryMb"] = "Limits:MaxMemoryMb",
+        ["DefaultCpus"] = "Limits:DefaultCpus",
+        ["MaxCpus"] = "Limits:MaxCpus",
+        ["PidsLimit"] = "Limits:PidsLimit",
+        ["TmpSizeMb"] = "Limits:TmpSizeMb",
+        ["DefaultDiskMb"] = "Limits:DefaultDiskMb",
+        ["MaxDiskMb"] = "Limits:MaxDiskMb",
+        ["MaxUploadBytes"] = "Limits:MaxUploadBytes",
+        ["MaxDownloadBytes"] = "Limits:MaxDownloadBytes",
+        ["OutputLimitBytes"] = "Limits:OutputLimitBytes",
+        ["DefaultExecTimeoutS"] = "Limits:DefaultExecTimeoutS",
+        ["PoolSize"] = "Pool:Size",
+        ["EgressPoolSize"] = "Pool:EgressSize",
+        ["ForkWaitS"] = "Forks:WaitS",
+        ["PauseAfterS"] = "Spaces:PauseAfterS",
+        ["HibernateAfterS"] = "Spaces:HibernateAfterS",
+        ["MemoryPressurePercent"] = "Spaces:MemoryPressurePercent",
+        ["HibernateOnShutdown"] = "Spaces:HibernateOnShutdown",
+        ["Storage"] = "Storage:Strategy",
+        ["StorageImageBytes"] = "Storage:ImageBytes",
+        ["StorageImageFs"] = "Storage:ImageFs",
+        ["UidBase"] = "Isolation:UidBase",
+        ["AllowVsock"] = "Isolation:AllowVsock",
+        ["NetworkSubnet"] = "Network:Subnet",
+        ["NetworkDns"] = "Network:Dns",
+        ["NetworkOperatorAllow"] = "Network:OperatorAllow",
+        ["NetworkHosts"] = "Network:Hosts",
+        ["NetworkRateMbit"] = "Network:RateMbit",
+        ["NetworkMaxConnections"] = "Network:MaxConnections",
+        ["PortUrlMaxTtlS"] = "Ports:UrlMaxTtlS",
+        ["Region"] = "Cluster:Region",
+        ["Continent"] = "Cluster:Continent",
+        ["Join"] = "Cluster:Join",
+        ["HostId"] = "Cluster:HostId",
+        ["Advertise"] = "Cluster:Advertise",
+        ["HeartbeatS"] = "Cluster:HeartbeatS",
+    };
+
+    private static readonly HashSet<string> Known = new(KnownKeys, StringComparer.OrdinalIgnoreCase);
+
+    /// <param name="flags">Command-line values by key path (e.g. "Storage:Strategy"); null values are not given.</param>
     public static ServerOptions Load(string? configFile, IReadOnlyDictionary<string, string?> flags)
     {
+        // Flag keys are written in code, not by users: a wrong one is a bug to catch on the first run.
+        foreach (var key in flags.Keys)
+            if (!Known.Contains(key)) throw new ArgumentException($"'{key}' is not an option key (known: {string.Join(", ", KnownKeys)})", nameof(flags));
+
         var builder = new ConfigurationBuilder();
         if (configFile is not null)
         {
             if (!File.Exists(configFile)) throw new FileNotFoundException($"config file {configFile} does not exist");
-            builder.AddJsonFile(Path.GetFullPath(configFile), optional: false);
+            builder.AddInMemoryCollection(ReadFile(Path.GetFullPath(configFile)));
         }
         else
         {
             var dataDir = flags.GetValueOrDefault(nameof(ServerOptions.DataDir))
                           ?? Environment.GetEnvironmentVariable("FORKBOX_DATADIR") ?? new ServerOptions().DataDir;
-            builder.AddJsonFile(Path.Combine(dataDir, "config.json"), optional: true);
+            var file = Path.Combine(dataDir, "config.json");
+            if (File.Exists(file)) builder.AddInMemoryCollection(ReadFile(file));
         }
-        builder.AddEnvironmentVariables("FORKBOX_");
+        builder.AddInMemoryCollection(Unflatten(new ConfigurationBuilder().AddEnvironmentVariables("FORKBOX_").Build().AsEnumerable()));
         builder.AddInMemoryCollection(flags.Where(kv => kv.Value is not null));
         var options = builder.Build().Get<ServerOptions>(o => o.ErrorOnUnknownConfiguration = false) ?? new ServerOptions();
         options.Validate();
         return options;
+    }
+
+    /// <summary>The file's settings by path, flat keys moved to their sections.</summary>
+    private static Dictionary<string, string?> ReadFile(string file) =>
+        Unflatten(new ConfigurationBuilder().AddJsonFile(file, optional: false).Build().AsEnumerable());
+
+    /// <summary>Flat keys first, then paths, so that a file or environment naming both keeps the path's value.</summary>
+    private static Dictionary<string, string?> Unflatten(IEnumerable<KeyValuePair<string, string?>> entries)
+    {
+        var result = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        var list = entries.Where(e => e.Value is not null).ToList();
+        foreach (var (key, value) in list)
+            if (FlatKeys.TryGetValue(key, out var path)) result[path] = value;
+        foreach (var (key, value) in list)
+            if (!FlatKeys.ContainsKey(key)) result[key] = value;
+        return result;
+    }
+
+    /// <summary>The settable properties of an options type; a property of a record type is a section, one level deep.</summary>
+    private static IEnumerable<string> Leaves(Type type, string prefix)
+    {
+        foreach (var p in type.GetProperties(BindingFlags.Public | BindingFlags.Instance))
+        {
+            if (p.SetMethod is not { IsPublic: true }) continue;
+            var t = p.PropertyType;
+            if (t.IsClass && t != typeof(string))
+                foreach (var leaf in Leaves(t, prefix + p.Name + ":")) yield return leaf;
+            else
+                yield return prefix + p.Name;
+        }
     }
 }
