@@ -12,6 +12,11 @@ namespace Forkbox.Host;
 /// environment (FORKBOX_SPACES__PAUSEAFTERS=300). The flat names of the first releases
 /// ({"PauseAfterS": 300}, FORKBOX_POOLSIZE=2) are still read, as their new paths.
 /// </summary>
+/// <remarks>
+/// A key the file has but no option has is refused, with the nearest known key: a mistyped
+/// setting would otherwise be dropped without a word. Unknown environment variables are not:
+/// FORKBOX_HOST, FORKBOX_API_KEY and others belong to the client and the tests.
+/// </remarks>
 public static class ServerOptionsLoader
 {
     /// <summary>Every setting's path (Section:Name, or Name at the top), in declaration order.</summary>
@@ -63,6 +68,8 @@ public static class ServerOptionsLoader
     };
 
     private static readonly HashSet<string> Known = new(KnownKeys, StringComparer.OrdinalIgnoreCase);
+    private static readonly HashSet<string> Sections = new(
+        KnownKeys.Where(k => k.Contains(':')).Select(k => k[..k.IndexOf(':')]), StringComparer.OrdinalIgnoreCase);
 
     /// <param name="flags">Command-line values by key path (e.g. "Storage:Strategy"); null values are not given.</param>
     public static ServerOptions Load(string? configFile, IReadOnlyDictionary<string, string?> flags)
@@ -91,9 +98,28 @@ public static class ServerOptionsLoader
         return options;
     }
 
-    /// <summary>The file's settings by path, flat keys moved to their sections.</summary>
-    private static Dictionary<string, string?> ReadFile(string file) =>
-        Unflatten(new ConfigurationBuilder().AddJsonFile(file, optional: false).Build().AsEnumerable());
+    /// <summary>The file's settings by path, flat keys moved to their sections; refuses a key that names no setting.</summary>
+    private static Dictionary<string, string?> ReadFile(string file)
+    {
+        var entries = new ConfigurationBuilder().AddJsonFile(file, optional: false).Build().AsEnumerable().ToList();
+        var unknown = new List<string>();
+        foreach (var (key, value) in entries)
+        {
+            if (Known.Contains(key)) continue;
+            if (value is null)
+            {
+                // An object: a section, or something whose children are reported ({"Spaces": {"Bogus": 1}} names Spaces.Bogus).
+                if (Sections.Contains(key) || entries.Any(e => IsUnder(e.Key, key))) continue;
+            }
+            else if (FlatKeys.ContainsKey(key)) continue;
+            unknown.Add(Describe(key, value));
+        }
+        if (unknown.Count > 0)
+            throw new InvalidDataException($"config file {file}: {string.Join("; ", unknown.Order(StringComparer.OrdinalIgnoreCase))}");
+        return Unflatten(entries);
+    }
+
+    private static bool IsUnder(string key, string section) => key.StartsWith(section + ":", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Flat keys first, then paths, so that a file or environment naming both keeps the path's value.</summary>
     private static Dictionary<string, string?> Unflatten(IEnumerable<KeyValuePair<string, string?>> entries)
@@ -105,6 +131,60 @@ public static class ServerOptionsLoader
         foreach (var (key, value) in list)
             if (!FlatKeys.ContainsKey(key)) result[key] = value;
         return result;
+    }
+
+    /// <summary>What is wrong with one key, in the file's dotted form, with the nearest known key when there is one.</summary>
+    private static string Describe(string key, string? value)
+    {
+        var dotted = key.Replace(':', '.');
+        if (value is not null && Sections.Contains(key))
+            return $"'{dotted}' is a section, not a setting: its keys are " +
+                   string.Join(", ", KnownKeys.Where(k => IsUnder(k, key)).Select(k => k[(key.Length + 1)..]));
+        return Nearest(key) is { } near
+            ? $"unknown key '{dotted}' (did you mean '{near.Replace(':', '.')}'?)"
+            : $"unknown key '{dotted}' (settings are {string.Join(", ", KnownKeys.Where(k => !k.Contains(':')))} and the sections " +
+              $"{string.Join(", ", KnownKeys.Where(k => k.Contains(':')).Select(k => k[..k.IndexOf(':')]).Distinct())}; see the README's Configuration)";
+    }
+
+    /// <summary>
+    /// The known key closest to a mistyped one: by edit distance against each setting's path, its
+    /// name alone (a setting in the wrong section) and its old flat name; none if all are far.
+    /// </summary>
+    private static string? Nearest(string key)
+    {
+        var name = key[(key.LastIndexOf(':') + 1)..];
+        string? best = null;
+        var bestDistance = int.MaxValue;
+        void Consider(string candidate, string text, string typed)
+        {
+            var d = Distance(typed, text);
+            if (d < bestDistance && d <= Math.Max(2, text.Length / 4)) (best, bestDistance) = (candidate, d);
+        }
+        foreach (var path in KnownKeys)
+        {
+            Consider(path, path, key);
+            Consider(path, path[(path.LastIndexOf(':') + 1)..], name);
+        }
+        foreach (var (flat, path) in FlatKeys) Consider(path, flat, name);
+        return best;
+    }
+
+    /// <summary>Levenshtein distance, ignoring case.</summary>
+    private static int Distance(string a, string b)
+    {
+        a = a.ToLowerInvariant();
+        b = b.ToLowerInvariant();
+        var previous = new int[b.Length + 1];
+        var current = new int[b.Length + 1];
+        for (var j = 0; j <= b.Length; j++) previous[j] = j;
+        for (var i = 1; i <= a.Length; i++)
+        {
+            current[0] = i;
+            for (var j = 1; j <= b.Length; j++)
+                current[j] = Math.Min(Math.Min(current[j - 1], previous[j]) + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            (previous, current) = (current, previous);
+        }
+        return previous[b.Length];
     }
 
     /// <summary>The settable properties of an options type; a property of a record type is a section, one level deep.</summary>
