@@ -49,21 +49,22 @@ internal static class ServeCommand
             }
             try
             {
+                // Keys are option paths (ServerOptionsLoader.KnownKeys); the loader refuses any other.
                 options = ServerOptionsLoader.Load(parse.GetValue(config), new Dictionary<string, string?>
                 {
                     [nameof(ServerOptions.Listen)] = parse.GetValue(listen),
                     [nameof(ServerOptions.DataDir)] = parse.GetValue(dataDir),
-                    [nameof(ServerOptions.Storage)] = parse.GetValue(storage),
-                    [nameof(ServerOptions.StorageImageBytes)] = imageBytes?.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                    [nameof(ServerOptions.StorageImageFs)] = parse.GetValue(storageImageFs),
-                    [nameof(ServerOptions.Region)] = parse.GetValue(region),
-                    [nameof(ServerOptions.Continent)] = parse.GetValue(continent),
-                    [nameof(ServerOptions.Join)] = parse.GetValue(join),
-                    [nameof(ServerOptions.HostId)] = parse.GetValue(hostId) ?? (parse.GetValue(join) is null ? null : MachineHostId()),
-                    [nameof(ServerOptions.Advertise)] = parse.GetValue(advertise),
+                    ["Storage:Strategy"] = parse.GetValue(storage),
+                    ["Storage:ImageBytes"] = imageBytes?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    ["Storage:ImageFs"] = parse.GetValue(storageImageFs),
+                    ["Cluster:Region"] = parse.GetValue(region),
+                    ["Cluster:Continent"] = parse.GetValue(continent),
+                    ["Cluster:Join"] = parse.GetValue(join),
+                    ["Cluster:HostId"] = parse.GetValue(hostId) ?? (parse.GetValue(join) is null ? null : MachineHostId()),
+                    ["Cluster:Advertise"] = parse.GetValue(advertise),
                     [nameof(ServerOptions.Keys)] = parse.GetValue(keys) is { } k ? Path.GetFullPath(k) : null,
-                    [nameof(ServerOptions.NetworkSubnet)] = parse.GetValue(networkSubnet),
-                    [nameof(ServerOptions.NetworkDns)] = parse.GetValue(networkDns),
+                    ["Network:Subnet"] = parse.GetValue(networkSubnet),
+                    ["Network:Dns"] = parse.GetValue(networkDns),
                 });
             }
             catch (Exception e) when (e is Forkbox.Core.Errors.ForkboxException or FileNotFoundException or InvalidDataException)

@@ -102,8 +102,8 @@ public sealed partial class HostServer : IAsyncDisposable
         try
         {
             // Before anything uses the sandboxes directory: the image is mounted on it.
-            if (options.StorageImageBytes is { } size)
-                image = StorageImage.Attach(options.StorageImageFile, options.SandboxesDir, size, options.StorageImageFs);
+            if (options.Storage.ImageBytes is { } size)
+                image = StorageImage.Attach(options.StorageImageFile, options.SandboxesDir, size, options.Storage.ImageFs);
             return await StartLockedAsync(options, dataLock, image, logging, ct).ConfigureAwait(false);
         }
         catch
@@ -133,7 +133,7 @@ public sealed partial class HostServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Listen(endpoint);
-            k.Limits.MaxRequestBodySize = Math.Max(options.MaxUploadBytes, 16L << 20) + 1;
+            k.Limits.MaxRequestBodySize = Math.Max(options.Limits.MaxUploadBytes, 16L << 20) + 1;
             k.AddServerHeader = false;
         });
         builder.Services.AddSingleton(TimeProvider.System);
@@ -142,7 +142,7 @@ public sealed partial class HostServer : IAsyncDisposable
         var log = loggers.CreateLogger<HostServer>();
         var cgroups = CgroupDriver.Detect(CgroupDriver.ParentName(options.DataDir));
         var stale = cgroups.RemoveStale();
-        var storage = StorageProbe.Choose(options.SandboxesDir, options.Storage);
+        var storage = StorageProbe.Choose(options.SandboxesDir, options.Storage.Strategy);
         var filesystem = StorageProbe.FilesystemType(options.SandboxesDir);
         if (image is not null) LogStorageImage(log, image.ImagePath, image.Filesystem, image.MountPoint, image.Reused ? "reused" : image.Formatted ? "formatted" : "mounted");
         LogStorage(log, storage.Name(), filesystem, options.SandboxesDir);
@@ -151,8 +151,8 @@ public sealed partial class HostServer : IAsyncDisposable
         stale = Math.Max(stale, layers.RemoveStale());
         if (stale > 0) LogStaleRemoved(log, stale);
         var seccompPath = Path.Combine(options.RunDir, "seccomp.bpf");
-        SeccompProfile.Compile(seccompPath, options.AllowVsock);
-        var slots = new UserNamespaceSlots(Path.Combine(options.RunDir, "userns"), options.UidBase, options.MaxSandboxes);
+        SeccompProfile.Compile(seccompPath, options.Isolation.AllowVsock);
+        var slots = new UserNamespaceSlots(Path.Combine(options.RunDir, "userns"), options.Isolation.UidBase, options.Limits.MaxSandboxes);
         var templates = new TemplateCatalog(options);
         var listener = new AgentListener(Path.Combine(options.RunDir, "agent.sock"), loggers.CreateLogger<AgentListener>());
         var metrics = new HostMetrics();
@@ -213,7 +213,7 @@ public sealed partial class HostServer : IAsyncDisposable
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             server.Address = new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "[::1]"));
             LogListening(log, server.Address, cgroups.Version, layers.Strategy, keys.Enabled);
-            if (options.Join is not null)
+            if (options.Cluster.Join is not null)
                 server._registration = await HostRegistration.StartAsync(options, manager, server.Address, loggers.CreateLogger<HostRegistration>()).ConfigureAwait(false);
             return server;
         }

@@ -24,7 +24,7 @@ public sealed class ServerFixture : IAsyncLifetime
     {
         if (!Forkbox.Linux.Privileges.IsRoot)
             throw new InvalidOperationException("the integration tests create namespaces and cgroups: run them as root (sudo scripts/test.sh)");
-        _server = await TestServer.StartAsync("shared", o => o with { PoolSize = 4 });
+        _server = await TestServer.StartAsync("shared", o => o with { Pool = o.Pool with { Size = 4 } });
     }
 
     public async Task DisposeAsync() => await _server.DisposeAsync();

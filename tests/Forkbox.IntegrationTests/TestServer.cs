@@ -51,12 +51,12 @@ public sealed class TestServer : IAsyncDisposable
     {
         Listen = "127.0.0.1:0",
         DataDir = Path.Combine(Path.GetTempPath(), $"forkbox-test-{name}-{Environment.ProcessId}"),
-        MaxSandboxes = 64,
-        PoolSize = 2,
+        Limits = new() { MaxSandboxes = 64 },
+        Pool = new() { Size = 2 },
         // A distinct uid range per server, so parallel test runs never share host uids.
-        UidBase = 2_000_000_000 + (long)(Math.Abs(name.GetHashCode()) % 16) * 65_536 * 64,
+        Isolation = new() { UidBase = 2_000_000_000 + (long)(Math.Abs(name.GetHashCode()) % 16) * 65_536 * 64 },
         // A distinct sandbox subnet per server and run, so parallel servers' links and routes never overlap.
-        NetworkSubnet = SubnetFor(name),
+        Network = new() { Subnet = SubnetFor(name) },
     };
 
     private static string SubnetFor(string name)

@@ -99,8 +99,8 @@ public static class SandboxEndpoints
         sandboxes.MapPut("/files", async (HttpContext ctx, string id, string? path) =>
         {
             var target = Validate.SandboxPath(path, "path");
-            if (ctx.Request.ContentLength > options.MaxUploadBytes)
-                throw new PayloadTooLargeException($"upload of {ctx.Request.ContentLength} bytes is over this server's limit of {options.MaxUploadBytes} bytes");
+            if (ctx.Request.ContentLength > options.Limits.MaxUploadBytes)
+                throw new PayloadTooLargeException($"upload of {ctx.Request.ContentLength} bytes is over this server's limit of {options.Limits.MaxUploadBytes} bytes");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             // One upload per sandbox is read into memory at a time: sixteen concurrent 64 MiB
             // uploads to one sandbox would otherwise hold a gigabyte of hostd's memory.
@@ -108,7 +108,7 @@ public static class SandboxEndpoints
             long size;
             try
             {
-                using var body = await UploadBuffer.ReadAsync(ctx, options.MaxUploadBytes).ConfigureAwait(false);
+                using var body = await UploadBuffer.ReadAsync(ctx, options.Limits.MaxUploadBytes).ConfigureAwait(false);
                 size = body.Length;
                 var memory = body.Memory;
                 await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.WriteAsync(target, memory, ct), ctx.RequestAborted).ConfigureAwait(false);
@@ -126,7 +126,7 @@ public static class SandboxEndpoints
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             // Streamed from the agent's socket to the response: hostd holds 64 KiB of a download, never the file.
-            await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ReadToAsync(target, options.MaxDownloadBytes, size =>
+            await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ReadToAsync(target, options.Limits.MaxDownloadBytes, size =>
             {
                 ctx.Response.ContentType = "application/octet-stream";
                 ctx.Response.ContentLength = size;
@@ -156,9 +156,9 @@ public static class SandboxEndpoints
 
         app.MapGet("/v1/capacity", () => ServerBuilder.Json(new CapacityInfo
         {
-            Region = options.Region,
+            Region = options.Cluster.Region,
             Running = manager.Running,
-            Maximum = options.MaxSandboxes,
+            Maximum = options.Limits.MaxSandboxes,
             IsolationBackend = "namespaces",
             CgroupVersion = host.CgroupVersion,
             StorageStrategy = host.StorageStrategy,
@@ -193,14 +193,14 @@ public static class SandboxEndpoints
             var req = await ReadJsonAsync(ctx, WireJson.Default.PoolSizeRequest).ConfigureAwait(false);
             if (req?.Size is not { } size)
                 throw new BadRequestException("send {\"size\": N}: the number of ready sandboxes to keep for this template");
-            pool.Target = Validate.Range(size, 0, options.MaxSandboxes, "size");
+            pool.Target = Validate.Range(size, 0, options.Limits.MaxSandboxes, "size");
             return ServerBuilder.Json(pool.ToInfo(), WireJson.Default.PoolInfo);
         }).WithMetadata(AdminOnly.Route);
 
         app.MapGet("/metrics", () => Results.Text(metrics.Render(
         [
             ("forkbox_sandboxes_running", "Sandboxes alive on this host", manager.Running),
-            ("forkbox_sandboxes_maximum", "Sandboxes this host may run", options.MaxSandboxes),
+            ("forkbox_sandboxes_maximum", "Sandboxes this host may run", options.Limits.MaxSandboxes),
             ("forkbox_sandboxes_retired", "Closed sandboxes whose PID 1 waits for their forks to end", manager.Retired),
             ("forkbox_sandboxes_paused", "Persistent sandboxes stopped by the cgroup freezer", manager.Paused),
             ("forkbox_sandboxes_hibernated", "Persistent sandboxes saved to disk", manager.Hibernated),

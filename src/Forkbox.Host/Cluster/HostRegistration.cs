@@ -10,7 +10,7 @@ using Forkbox.Hosting.Cluster;
 namespace Forkbox.Host.Cluster;
 
 /// <summary>
-/// A host's membership of a cluster: every <see cref="ServerOptions.HeartbeatS"/> it writes its
+/// A host's membership of a cluster: every <see cref="Forkbox.Core.Options.ClusterOptions.HeartbeatS"/> it writes its
 /// <see cref="HostAnnouncement"/> to Redis with a TTL of three beats. Edges read the announcements;
 /// a host that stops beating (killed, cut off) leaves rotation when its key expires, and a clean
 /// stop removes it at once. Redis being away does not stop the host: it keeps serving and beats
@@ -39,27 +39,27 @@ public sealed partial class HostRegistration : IAsyncDisposable
 
     public static async Task<HostRegistration> StartAsync(ServerOptions options, SandboxManager manager, Uri address, ILogger log)
     {
-        var redis = await ClusterRedis.ConnectAsync(options.Join!).ConfigureAwait(false);
-        var url = (options.Advertise ?? address.ToString()).TrimEnd('/');
-        LogJoining(log, options.HostId!, options.Region, url, options.Join!);
+        var redis = await ClusterRedis.ConnectAsync(options.Cluster.Join!).ConfigureAwait(false);
+        var url = (options.Cluster.Advertise ?? address.ToString()).TrimEnd('/');
+        LogJoining(log, options.Cluster.HostId!, options.Cluster.Region, url, options.Cluster.Join!);
         return new HostRegistration(options, manager, url, redis, log);
     }
 
     private async Task BeatAsync()
     {
-        var period = TimeSpan.FromSeconds(_options.HeartbeatS);
+        var period = TimeSpan.FromSeconds(_options.Cluster.HeartbeatS);
         using var timer = new PeriodicTimer(period);
         do
         {
             try
             {
                 await BeatOnceAsync().ConfigureAwait(false);
-                if (_failing) LogBeating(_log, _options.Join!);
+                if (_failing) LogBeating(_log, _options.Cluster.Join!);
                 _failing = false;
             }
             catch (Exception e) when (e is RedisException or TimeoutException)
             {
-                if (!_failing) LogBeatFailed(_log, _options.Join!, e.Message);
+                if (!_failing) LogBeatFailed(_log, _options.Cluster.Join!, e.Message);
                 _failing = true;
             }
         } while (await timer.WaitForNextTickAsync(_stop.Token).ConfigureAwait(false));
@@ -72,21 +72,21 @@ public sealed partial class HostRegistration : IAsyncDisposable
         var now = await ClusterRedis.NowAsync(_redis).ConfigureAwait(false);
         var announcement = new HostAnnouncement
         {
-            HostId = _options.HostId!,
-            Region = _options.Region,
-            Continent = _options.Continent,
+            HostId = _options.Cluster.HostId!,
+            Region = _options.Cluster.Region,
+            Continent = _options.Cluster.Continent,
             Url = _url,
             Templates = _manager.Templates.Names.ToList(),
             Running = _manager.Running,
-            Maximum = _options.MaxSandboxes,
+            Maximum = _options.Limits.MaxSandboxes,
             AtMs = now.ToUnixTimeMilliseconds(),
             Sandboxes = _manager.IdsByOwner(),
         };
         var json = JsonSerializer.Serialize(announcement, WireJson.Default.HostAnnouncement);
-        var ttl = TimeSpan.FromSeconds(_options.HeartbeatS * 3);
+        var ttl = TimeSpan.FromSeconds(_options.Cluster.HeartbeatS * 3);
         var batch = db.CreateBatch();
-        var set = batch.StringSetAsync(ClusterKeys.Host(_options.HostId!), json, ttl);
-        var add = batch.SetAddAsync(ClusterKeys.Hosts, _options.HostId!);
+        var set = batch.StringSetAsync(ClusterKeys.Host(_options.Cluster.HostId!), json, ttl);
+        var add = batch.SetAddAsync(ClusterKeys.Hosts, _options.Cluster.HostId!);
         batch.Execute();
         await Task.WhenAll(set, add).ConfigureAwait(false);
     }
@@ -105,8 +105,8 @@ public sealed partial class HostRegistration : IAsyncDisposable
         }
         try
         {
-            await _redis.GetDatabase().KeyDeleteAsync(ClusterKeys.Host(_options.HostId!)).WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
-            LogLeft(_log, _options.HostId!);
+            await _redis.GetDatabase().KeyDeleteAsync(ClusterKeys.Host(_options.Cluster.HostId!)).WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+            LogLeft(_log, _options.Cluster.HostId!);
         }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {

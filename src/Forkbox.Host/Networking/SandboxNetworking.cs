@@ -34,8 +34,8 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         _firewall = firewall;
         LinkPrefix = linkPrefix;
         Unavailable = unavailable;
-        _addresses = new AddressPool(Ipv4Cidr.Parse(options.NetworkSubnet));
-        foreach (var pair in ServerOptions.List(options.NetworkHosts))
+        _addresses = new AddressPool(Ipv4Cidr.Parse(options.Network.Subnet));
+        foreach (var pair in ServerOptions.List(options.Network.Hosts))
         {
             var (name, ip) = (pair.Split('=')[0], pair.Split('=')[1]);
             _pinned[name] = IPAddress.Parse(ip);
@@ -72,9 +72,9 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
             LogNoEgress(log, why!);
             return new SandboxNetworking(options, log, null, null, prefix, why);
         }
-        var firewall = new EgressFirewall(nft, "forkbox_" + hash, prefix, Ipv4Cidr.Parse(options.NetworkSubnet),
-            ServerOptions.List(options.NetworkOperatorAllow).Select(Ipv4Cidr.Parse).ToList(),
-            ServerOptions.List(options.NetworkDns).Select(IPAddress.Parse).ToList(), options.NetworkMaxConnections, options.NetworkRateMbit);
+        var firewall = new EgressFirewall(nft, "forkbox_" + hash, prefix, Ipv4Cidr.Parse(options.Network.Subnet),
+            ServerOptions.List(options.Network.OperatorAllow).Select(Ipv4Cidr.Parse).ToList(),
+            ServerOptions.List(options.Network.Dns).Select(IPAddress.Parse).ToList(), options.Network.MaxConnections, options.Network.RateMbit);
         try
         {
             firewall.Install();
@@ -86,7 +86,7 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
             LogNoEgress(log, e.Message);
             return new SandboxNetworking(options, log, null, null, prefix, e.Message);
         }
-        LogEgress(log, "forkbox_" + hash, options.NetworkSubnet, prefix);
+        LogEgress(log, "forkbox_" + hash, options.Network.Subnet, prefix);
         return new SandboxNetworking(options, log, nft, firewall, prefix, null);
     }
 
@@ -156,12 +156,12 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
     /// </summary>
     public async Task<SandboxNetwork> AttachAsync(string sandboxId, int pid)
     {
-        var address = _addresses.Take() ?? throw new AtCapacityException($"no free address left in network_subnet {_options.NetworkSubnet}");
+        var address = _addresses.Take() ?? throw new AtCapacityException($"no free address left in network_subnet {_options.Network.Subnet}");
         var offset = Ipv4Cidr.ToUInt32(address) - _addresses.Subnet.Network;
         SandboxLink? link = null;
         try
         {
-            link = await SandboxLink.AttachAsync(pid, LinkPrefix + offset, address, _addresses.Gateway, new LinkLimits(_options.NetworkRateMbit))
+            link = await SandboxLink.AttachAsync(pid, LinkPrefix + offset, address, _addresses.Gateway, new LinkLimits(_options.Network.RateMbit))
                 .ConfigureAwait(false);
             _firewall!.AddLink(link.HostName, address);
             LogAttached(_log, sandboxId, address, link.HostName);

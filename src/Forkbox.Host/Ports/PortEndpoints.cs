@@ -35,7 +35,7 @@ public static class PortEndpoints
                     throw new BadRequestException($"request body is not valid JSON for this call: {e.Message}");
                 }
             }
-            var ttl = Validate.Range(req?.ExpiresInS ?? 3600, 1, options.PortUrlMaxTtlS, "expires_in_s");
+            var ttl = Validate.Range(req?.ExpiresInS ?? 3600, 1, options.Ports.UrlMaxTtlS, "expires_in_s");
             var expires = DateTimeOffset.UtcNow.AddSeconds(ttl);
             // Behind an edge the URL must name the edge, which says where the client reached it.
             var scheme = ctx.Request.Headers["X-Forwarded-Proto"].ToString() is { Length: > 0 } proto ? proto : ctx.Request.Scheme;

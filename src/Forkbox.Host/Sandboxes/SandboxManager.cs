@@ -91,25 +91,25 @@ public sealed partial class SandboxManager : IAsyncDisposable
         var total = Stopwatch.StartNew();
         var template = _templates.Get(req.Template);
         var limits = new SandboxLimits(
-            Validate.Range(req.MemoryMb ?? _options.DefaultMemoryMb, 32, _options.MaxMemoryMb, "memory_mb"),
-            Validate.Range(req.Cpus ?? _options.DefaultCpus, 0.01, _options.MaxCpus, "cpus"),
-            _options.PidsLimit);
-        var timeout = Validate.Range(req.TimeoutS ?? _options.DefaultTimeoutS, 1, _options.MaxTimeoutS, "timeout_s");
+            Validate.Range(req.MemoryMb ?? _options.Limits.DefaultMemoryMb, 32, _options.Limits.MaxMemoryMb, "memory_mb"),
+            Validate.Range(req.Cpus ?? _options.Limits.DefaultCpus, 0.01, _options.Limits.MaxCpus, "cpus"),
+            _options.Limits.PidsLimit);
+        var timeout = Validate.Range(req.TimeoutS ?? _options.Limits.DefaultTimeoutS, 1, _options.Limits.MaxTimeoutS, "timeout_s");
         var env = Validate.Env(req.Env, "env");
         var metadata = Validate.Metadata(req.Metadata);
         var persistent = req.Persistent == true;
         if (!persistent && (req.Name ?? (object?)req.IdleTimeoutS ?? req.HibernateAfterS) is not null)
             throw new BadRequestException("name, idle_timeout_s and hibernate_after_s are for persistent sandboxes: add \"persistent\": true");
         var name = req.Name is null ? null : Validate.Name(req.Name, "name");
-        var idle = req.IdleTimeoutS is { } i ? Validate.Range(i, 0.1, _options.MaxTimeoutS, "idle_timeout_s") : (double?)null;
-        var hibernateAfter = req.HibernateAfterS is { } h ? Validate.Range(h, 0.1, _options.MaxTimeoutS * 365, "hibernate_after_s") : (double?)null;
-        var diskMb = Validate.Range(req.DiskMb ?? _options.DefaultDiskMb, 1, _options.MaxDiskMb, "disk_mb");
+        var idle = req.IdleTimeoutS is { } i ? Validate.Range(i, 0.1, _options.Limits.MaxTimeoutS, "idle_timeout_s") : (double?)null;
+        var hibernateAfter = req.HibernateAfterS is { } h ? Validate.Range(h, 0.1, _options.Limits.MaxTimeoutS * 365, "hibernate_after_s") : (double?)null;
+        var diskMb = Validate.Range(req.DiskMb ?? _options.Limits.DefaultDiskMb, 1, _options.Limits.MaxDiskMb, "disk_mb");
         var egress = _egress.Networking.Mode(req.Network, req.NetworkPolicy) == NetworkModes.Egress;
         var policy = egress ? await _egress.Networking.ResolveAsync(req.NetworkPolicy, ct).ConfigureAwait(false) : null;
 
         var pool = _pools.Get(template, egress);
         // The name is held from now on, so that two creates cannot both take it.
-        var placeholder = SandboxRegistry.CreatingPrefix + SandboxId.New(_options.HostId);
+        var placeholder = SandboxRegistry.CreatingPrefix + SandboxId.New(_options.Cluster.HostId);
         _registry.ReserveName(owner, name, placeholder);
         Sandbox? sandbox;
         bool hit;
@@ -365,7 +365,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _pools.DisposeAsync().ConfigureAwait(false);
-        if (_options.HibernateOnShutdown) await _spaces.HibernateAllForShutdownAsync().ConfigureAwait(false);
+        if (_options.Spaces.HibernateOnShutdown) await _spaces.HibernateAllForShutdownAsync().ConfigureAwait(false);
         foreach (var id in _registry.Live.Select(s => s.Id).ToArray())
             if (_registry.TryRemoveLive(id, out var sb))
             {

@@ -3,7 +3,7 @@ using System.Net;
 namespace Forkbox.Linux.Network;
 
 /// <summary>
-/// The sandbox addresses of one server: a private network (ServerOptions.NetworkSubnet) whose first
+/// The sandbox addresses of one server: a private network (ServerOptions.Network.Subnet) whose first
 /// host address is the gateway every sandbox routes through, the rest handed out one per sandbox
 /// with egress. An address is taken by the sandbox's <see cref="SandboxLink"/> and given back when it goes.
 /// </summary>

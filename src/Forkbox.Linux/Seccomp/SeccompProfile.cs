@@ -53,7 +53,7 @@ public static class SeccompProfile
         0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080;
 
     /// <summary>Writes the compiled BPF program to <paramref name="path"/> and returns its size in bytes.</summary>
-    /// <param name="allowVsock">ServerOptions.AllowVsock: whether sandboxes may make AF_VSOCK sockets.</param>
+    /// <param name="allowVsock">ServerOptions.Isolation.AllowVsock: whether sandboxes may make AF_VSOCK sockets.</param>
     public static long Compile(string path, bool allowVsock = false)
     {
         var ctx = LibSeccomp.Init(LibSeccomp.SCMP_ACT_ALLOW);

@@ -115,7 +115,7 @@ public sealed class ApiInputTests(ServerFixture fx)
         var (status, code, message) = await Send(HttpMethod.Put, $"/v1/sandboxes/{sb.Id}/files?path=/root/big", content: big);
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, status);
         Assert.Equal("too_large", code);
-        Assert.Contains(fx.Options.MaxUploadBytes.ToString(), message);
+        Assert.Contains(fx.Options.Limits.MaxUploadBytes.ToString(), message);
         var listing = await sb.ListAsync("/root");
         Assert.DoesNotContain(listing, e => e.Name.StartsWith("big", StringComparison.Ordinal));
         await AssertStillServing();
@@ -130,7 +130,7 @@ public sealed class ApiInputTests(ServerFixture fx)
         Assert.Equal(File.Exists("/sys/fs/cgroup/cgroup.controllers") ? 2 : 1, capacity.CgroupVersion);
         Assert.Equal(StorageProbe.Detect(fx.Options.SandboxesDir).Name(), capacity.StorageStrategy);
         Assert.True(capacity.Running >= 1);
-        Assert.Equal(fx.Options.MaxSandboxes, capacity.Maximum);
+        Assert.Equal(fx.Options.Limits.MaxSandboxes, capacity.Maximum);
         var metrics = await fx.Http.GetStringAsync("/metrics");
         Assert.Contains("forkbox_sandboxes_running ", metrics);
         Assert.Matches(@"forkbox_create_seconds_count\{pool=""(hit|miss)""\} [1-9]", metrics);

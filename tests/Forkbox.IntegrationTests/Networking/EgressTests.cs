@@ -24,7 +24,7 @@ public sealed class EgressTests(NetworkFixture fx)
         await using var sb = await fx.NewSandbox(NetworkModes.Egress);
         Assert.Equal(TestNetworkHost.Body, await NetworkFixture.FetchAsync(sb, fx.TestHost.Address));
         Assert.Equal("egress", sb.Info.Network);
-        Assert.StartsWith(fx.Options.NetworkSubnet.Split(".0/")[0], sb.Info.Address);
+        Assert.StartsWith(fx.Options.Network.Subnet.Split(".0/")[0], sb.Info.Address);
     }
 
     [Fact]
@@ -71,7 +71,7 @@ public sealed class EgressTests(NetworkFixture fx)
         await ServerFixture.WaitUntil(() => NetworkFixture.ProbeAsync(other, "127.0.0.1", 9000).Result == "open", "the other sandbox's server");
 
         await using var sb = await fx.NewSandbox(mode);
-        var gateway = fx.Options.NetworkSubnet.Split(".0/")[0] + ".1";
+        var gateway = fx.Options.Network.Subnet.Split(".0/")[0] + ".1";
         Assert.Equal("blocked", await NetworkFixture.ProbeAsync(sb, gateway, hostPort));
         Assert.Equal("blocked", await NetworkFixture.ProbeAsync(sb, fx.TestHost.Gateway, hostPort));
         Assert.Equal("blocked", await NetworkFixture.ProbeAsync(sb, fx.TestHost.LinkLocal));

@@ -11,7 +11,7 @@ public sealed class NetworkCleanupTests
     [Fact]
     public async Task Links_and_firewall_entries_go_with_their_sandboxes_and_the_table_with_the_server()
     {
-        await using var server = await TestServer.StartAsync("netclean", o => o with { PoolSize = 1, EgressPoolSize = 1 });
+        await using var server = await TestServer.StartAsync("netclean", o => o with { Pool = o.Pool with { Size = 1, EgressSize = 1 } });
         var net = server.Sandboxes.Networking;
         var prefix = net.LinkPrefix;
         var client = server.Client;

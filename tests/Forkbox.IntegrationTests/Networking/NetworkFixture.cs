@@ -37,9 +37,8 @@ public sealed class NetworkFixture : IAsyncLifetime
         TestHost = await TestNetworkHost.StartAsync();
         _server = new TestServer("network", o => o with
         {
-            PoolSize = 1,
-            EgressPoolSize = 1,
-            NetworkHosts = $"{HostName}={TestHost.Address},{OtherHostName}={TestHost.OtherAddress}",
+            Pool = o.Pool with { Size = 1, EgressSize = 1 },
+            Network = o.Network with { Hosts = $"{HostName}={TestHost.Address},{OtherHostName}={TestHost.OtherAddress}" },
         });
         ApiKey = _server.CreateKey("network-tests");
         var adminKey = _server.CreateKey("network-tests-admin", admin: true);

@@ -352,7 +352,7 @@ public sealed class ForkBusyTests
     [Fact]
     public async Task Forks_count_against_the_hosts_maximum()
     {
-        await using var server = await TestServer.StartAsync("forkfull", o => o with { MaxSandboxes = 3, PoolSize = 0 });
+        await using var server = await TestServer.StartAsync("forkfull", o => o with { Limits = o.Limits with { MaxSandboxes = 3 }, Pool = o.Pool with { Size = 0 } });
         await using var sb = await Sandbox.CreateAsync(client: server.Client);
         var full = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.ForkAsync(3));
         Assert.Equal(503, full.Status);
@@ -380,7 +380,7 @@ public sealed class ForkBusyTests
     [Fact]
     public async Task Fork_of_a_sandbox_busy_past_the_wait_answers_409_and_says_so()
     {
-        await using var server = await TestServer.StartAsync("forkbusy", o => o with { ForkWaitS = 0.3 });
+        await using var server = await TestServer.StartAsync("forkbusy", o => o with { Forks = o.Forks with { WaitS = 0.3 } });
         await using var sb = await Sandbox.CreateAsync(client: server.Client);
         var running = sb.RunCodeAsync("import time\ntime.sleep(3)");
         await Task.Delay(300);

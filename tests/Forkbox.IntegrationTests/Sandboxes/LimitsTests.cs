@@ -42,7 +42,7 @@ public sealed class LimitsTests(ServerFixture fx)
         var run = bomb.ExecAsync("bomb() { bomb | bomb & }; bomb; sleep 3", timeoutS: 4);
         await Task.Delay(1500);
         var pids = fx.Server.Sandboxes.Get(bomb.Id).Cgroup.Pids().Count;
-        Assert.InRange(pids, 1, fx.Options.PidsLimit);
+        Assert.InRange(pids, 1, fx.Options.Limits.PidsLimit);
         Assert.Equal("fine", (await neighbour.RunCodeAsync("print('fine')")).Stdout);
         await run;
         Assert.Equal("fine", (await neighbour.ExecAsync("echo fine")).Stdout);
@@ -54,8 +54,8 @@ public sealed class LimitsTests(ServerFixture fx)
         await using var sb = await fx.NewSandbox(new() { MemoryMb = 300, Cpus = 0.5 });
         Assert.Equal(300, sb.Info.Limits!.MemoryMb);
         Assert.Equal(0.5, sb.Info.Limits.Cpus);
-        Assert.Equal(fx.Options.PidsLimit, sb.Info.Limits.Pids);
-        var tooBig = await Assert.ThrowsAnyAsync<Forkbox.Client.ForkboxApiException>(() => fx.NewSandbox(new() { MemoryMb = fx.Options.MaxMemoryMb + 1 }));
+        Assert.Equal(fx.Options.Limits.PidsLimit, sb.Info.Limits.Pids);
+        var tooBig = await Assert.ThrowsAnyAsync<Forkbox.Client.ForkboxApiException>(() => fx.NewSandbox(new() { MemoryMb = fx.Options.Limits.MaxMemoryMb + 1 }));
         Assert.Equal(400, tooBig.Status);
         Assert.Contains("memory_mb", tooBig.ServerMessage);
     }

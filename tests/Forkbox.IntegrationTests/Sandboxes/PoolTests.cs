@@ -136,7 +136,7 @@ public sealed class PoolTests(ServerFixture fx)
         }
         finally
         {
-            await SetPoolSize(fx.Options.PoolSize);
+            await SetPoolSize(fx.Options.Pool.Size);
         }
     }
 
@@ -171,7 +171,7 @@ public sealed class PoolTests(ServerFixture fx)
         }
         finally
         {
-            await SetPoolSize(fx.Options.PoolSize);
+            await SetPoolSize(fx.Options.Pool.Size);
         }
     }
 

@@ -18,9 +18,8 @@ public sealed class AgentFrameFixture : IAsyncLifetime
 
     public async Task InitializeAsync() => _server = await TestServer.StartAsync("frames", o => o with
     {
-        PoolSize = 1,
-        MaxDownloadBytes = 1 << 20,
-        OutputLimitBytes = 1 << 20,
+        Pool = o.Pool with { Size = 1 },
+        Limits = o.Limits with { MaxDownloadBytes = 1 << 20, OutputLimitBytes = 1 << 20 },
     });
 
     public async Task DisposeAsync() => await _server.DisposeAsync();

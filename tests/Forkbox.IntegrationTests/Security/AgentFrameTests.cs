@@ -127,8 +127,8 @@ public sealed class AgentFrameTests(AgentFrameFixture fx)
             error = e;
         }
         Console.WriteLine($"patched download (lying size {lyingSize}): {got?.Length.ToString() ?? error!.GetType().Name + ": " + error.Message}");
-        Assert.True(got is null || got.Length <= fx.Options.MaxDownloadBytes,
-            $"the client received {got?.Length} bytes, over the download limit of {fx.Options.MaxDownloadBytes}");
+        Assert.True(got is null || got.Length <= fx.Options.Limits.MaxDownloadBytes,
+            $"the client received {got?.Length} bytes, over the download limit of {fx.Options.Limits.MaxDownloadBytes}");
         if (lyingSize)
             Assert.NotNull(error); // the response was cut short
         else
@@ -152,7 +152,7 @@ public sealed class AgentFrameTests(AgentFrameFixture fx)
         });
         Console.WriteLine($"patched output: {bytes} bytes received of 3 MiB, marker {marker}, exit {exit}");
         Assert.True(marker, "no truncation marker");
-        Assert.InRange(bytes, fx.Options.OutputLimitBytes / 2, fx.Options.OutputLimitBytes + 100);
+        Assert.InRange(bytes, fx.Options.Limits.OutputLimitBytes / 2, fx.Options.Limits.OutputLimitBytes + 100);
         Assert.Equal((0L, 0), (results, exit));
         Assert.Equal("ok", (await sb.RunCodeAsync("print('ok')")).Stdout);
     }
@@ -173,7 +173,7 @@ public sealed class AgentFrameTests(AgentFrameFixture fx)
         });
         Console.WriteLine($"result flood: {results} bytes of results received of 3,000,000, marker {marker}, exit {exit}");
         Assert.True(marker, "no truncation marker");
-        Assert.InRange(results + bytes, 1, fx.Options.OutputLimitBytes + 100);
+        Assert.InRange(results + bytes, 1, fx.Options.Limits.OutputLimitBytes + 100);
         Assert.Equal(0, exit);
     }
 

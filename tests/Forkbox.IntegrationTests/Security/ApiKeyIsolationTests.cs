@@ -11,7 +11,7 @@ public sealed class ApiKeyIsolationTests
     [Fact]
     public async Task Another_keys_sandboxes_are_neither_listed_nor_reachable_by_id()
     {
-        await using var server = new TestServer("tenants", o => o with { PoolSize = 1 });
+        await using var server = new TestServer("tenants", o => o with { Pool = o.Pool with { Size = 1 } });
         var (alice, mallory) = (server.CreateKey("alice"), server.CreateKey("mallory"));
         await server.StartAsync();
         var a = server.ClientWithKey(alice);

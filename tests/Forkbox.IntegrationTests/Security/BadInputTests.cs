@@ -50,7 +50,7 @@ public sealed class BadInputTests(ServerFixture fx, ITestOutputHelper output)
         var taken = "fuzz-" + seed;
         await using var named = await fx.NewSandbox(new() { Persistent = true, Name = taken });
 
-        var generator = new Generator(rng, live.Id, dead.Id, closed, parent.Id, taken, fx.Options.MaxSandboxes);
+        var generator = new Generator(rng, live.Id, dead.Id, closed, parent.Id, taken, fx.Options.Limits.MaxSandboxes);
         var counts = new SortedDictionary<string, int>();
         for (var i = 0; i < Requests; i++)
         {

@@ -188,7 +188,7 @@ public sealed class ExhaustionTests(ServerFixture fx)
         {
             Console.WriteLine($"output flood ({language}): {bytes / MiB} MiB received of 1024, marker {marker}, exit {exit}");
             Assert.True(marker, $"{language}: no truncation marker");
-            Assert.InRange(bytes, fx.Options.OutputLimitBytes / 2, fx.Options.OutputLimitBytes + MiB);
+            Assert.InRange(bytes, fx.Options.Limits.OutputLimitBytes / 2, fx.Options.Limits.OutputLimitBytes + MiB);
             Assert.Equal(0, exit);
         }
         Console.WriteLine($"output flood: server (test process) RSS {rssBefore / MiB} → peak {peakRss / MiB} MiB");
@@ -233,7 +233,7 @@ public sealed class ExhaustionTests(ServerFixture fx)
     {
         await using var attacker = await fx.NewSandbox();
         await using var neighbour = await fx.NewSandbox();
-        var body = new byte[fx.Options.MaxUploadBytes - MiB];
+        var body = new byte[fx.Options.Limits.MaxUploadBytes - MiB];
         await using var neighbourLoop = NeighbourLatency.Start(neighbour);
         GC.Collect();
         var rssBefore = ServerRss();
@@ -256,7 +256,7 @@ public sealed class ExhaustionTests(ServerFixture fx)
     [Fact]
     public async Task Filling_the_disk_or_its_inodes_stops_at_the_sandboxs_quota_and_spares_its_neighbour()
     {
-        await using var server = await TestServer.StartAsync("exhaust-disk", o => o with { StorageImageBytes = 1L << 30, StorageImageFs = "btrfs", PoolSize = 1 });
+        await using var server = await TestServer.StartAsync("exhaust-disk", o => o with { Storage = o.Storage with { ImageBytes = 1L << 30, ImageFs = "btrfs" }, Pool = o.Pool with { Size = 1 } });
         var client = server.Client;
         Assert.Equal("btrfs qgroups", (await client.CapacityAsync()).DiskQuota);
         await using var attacker = await Sandbox.CreateAsync(new() { DiskMb = 64 }, client);

@@ -16,7 +16,7 @@ public sealed class FaultTests
     [Fact]
     public async Task An_agent_killed_mid_call_ends_the_stream_with_an_error_event_and_its_sandbox_is_dead()
     {
-        await using var server = await TestServer.StartAsync("fault-agent", o => o with { PoolSize = 1 });
+        await using var server = await TestServer.StartAsync("fault-agent", o => o with { Pool = o.Pool with { Size = 1 } });
         var client = server.Client;
         var sb = await Sandbox.CreateAsync(null, client);
         var victim = server.Sandboxes.Get(sb.Id);
@@ -46,7 +46,7 @@ public sealed class FaultTests
     [Fact]
     public async Task Killing_the_zygote_spares_its_sandboxes_and_the_next_create_starts_a_new_one()
     {
-        await using var server = await TestServer.StartAsync("fault-zygote", o => o with { PoolSize = 0 });
+        await using var server = await TestServer.StartAsync("fault-zygote", o => o with { Pool = o.Pool with { Size = 0 } });
         var client = server.Client;
         // A block of its own, so that its sandboxes close before the server stops and the leak check runs.
         {
@@ -168,10 +168,10 @@ public sealed class FaultTests
     [Fact]
     public async Task A_disk_full_during_a_hibernate_answers_507_and_loses_nothing()
     {
-        await using var server = await TestServer.StartAsync("fault-diskfull", o => o with { StorageImageBytes = 640L << 20, StorageImageFs = "btrfs", PoolSize = 1 });
+        await using var server = await TestServer.StartAsync("fault-diskfull", o => o with { Storage = o.Storage with { ImageBytes = 640L << 20, ImageFs = "btrfs" }, Pool = o.Pool with { Size = 1 } });
         var options = server.Options;
         var client = server.Client;
-        await using var sb = await Sandbox.CreateAsync(new() { Persistent = true, DiskMb = options.MaxDiskMb }, client);
+        await using var sb = await Sandbox.CreateAsync(new() { Persistent = true, DiskMb = options.Limits.MaxDiskMb }, client);
         await sb.RunCodeAsync("keep = 'acknowledged'");
         await sb.HibernateAsync();
         await sb.ResumeAsync();

@@ -60,7 +60,7 @@ public sealed class ForkNetworkTests(NetworkFixture fx)
         await using var sb = await fx.NewSandbox(NetworkModes.Egress, new NetworkPolicy { Deny = [fx.TestHost.OtherAddress] });
         var pid = fx.Server.Sandboxes.LivePid(sb.Id) ?? throw new InvalidOperationException("the sandbox has no live pid");
         using var recorder = await fx.TestHost.RecordUdpAsync("0.0.0.0", UdpPort);
-        var subnet = fx.Options.NetworkSubnet.Split(".0/")[0];
+        var subnet = fx.Options.Network.Subnet.Split(".0/")[0];
         var attempts = new Dictionary<string, (string Source, string Destination)>
         {
             ["another sandbox's address, past its own deny list"] = (victim.Info.Address!, fx.TestHost.OtherAddress),

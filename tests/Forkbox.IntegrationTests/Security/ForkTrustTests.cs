@@ -25,7 +25,7 @@ public sealed class ForkTrustTests(ServerFixture fx)
     /// <summary>Sandboxes listed, counted by the server, and cgroups on the host, with the pool full (so refills do not move them).</summary>
     private async Task<(int Listed, int Running, int Cgroups)> Census()
     {
-        await fx.WaitForPool(fx.Options.PoolSize);
+        await fx.WaitForPool(fx.Options.Pool.Size);
         // Sandboxes that earlier tests closed release their cgroups in the background: count once
         // every cgroup is one the server holds (live, pooled or retired), or after 10 s whatever is there.
         var dir = SandboxCgroup.PidsParentDir(Forkbox.Linux.Cgroups.CgroupDriver.ParentName(fx.Options.DataDir));

@@ -21,7 +21,7 @@ public sealed class KeysAndRolesTests
     public async Task A_keys_file_emptied_removed_or_broken_while_running_keeps_the_last_good_keys()
     {
         var log = new CapturedLog();
-        await using var server = new TestServer("keys-fail-closed", o => o with { PoolSize = 0 }, log.Configure);
+        await using var server = new TestServer("keys-fail-closed", o => o with { Pool = o.Pool with { Size = 0 } }, log.Configure);
         var file = server.Options.KeysFile;
         var alice = server.CreateKey("alice");
         var good = await File.ReadAllTextAsync(file);
@@ -108,7 +108,7 @@ public sealed class KeysAndRolesTests
     [Fact]
     public async Task A_malformed_keys_file_at_start_is_an_error_that_names_it_on_a_host_and_an_edge()
     {
-        await using var server = new TestServer("keys-malformed", o => o with { PoolSize = 0 });
+        await using var server = new TestServer("keys-malformed", o => o with { Pool = o.Pool with { Size = 0 } });
         var options = server.Options;
         Directory.CreateDirectory(options.DataDir);
         await File.WriteAllTextAsync(options.KeysFile, "[{\"name\": \"alice\",");
@@ -123,7 +123,7 @@ public sealed class KeysAndRolesTests
     [Fact]
     public async Task Server_wide_settings_need_an_admin_key_and_an_ordinary_key_keeps_its_own_sandboxes()
     {
-        await using var server = new TestServer("roles", o => o with { PoolSize = 1 });
+        await using var server = new TestServer("roles", o => o with { Pool = o.Pool with { Size = 1 } });
         var options = server.Options;
         var (alice, root) = (server.CreateKey("alice"), server.CreateKey("root", admin: true));
         // A built template to delete: the catalog needs a root with a python3 in it, never started here.

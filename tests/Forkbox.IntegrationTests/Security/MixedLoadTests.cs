@@ -21,14 +21,14 @@ public sealed class MixedLoadTests
     public async Task Fifty_agents_beside_an_attack_never_fail()
     {
         var seconds = int.TryParse(Environment.GetEnvironmentVariable("FORKBOX_MIXED_LOAD_S"), out var s) ? s : 120;
-        await using var server = await TestServer.StartAsync("mixed-load", o => o with { MaxSandboxes = 200, PoolSize = 8 });
+        await using var server = await TestServer.StartAsync("mixed-load", o => o with { Limits = o.Limits with { MaxSandboxes = 200 }, Pool = o.Pool with { Size = 8 } });
         var options = server.Options;
         var client = server.Client;
 
         // Unloaded: one agent, hot run_code, on the same server with its pool full, paced like the
         // agents; measured before the load and again after it, so that the machine's own
         // background (other builds on a shared host) is in the baseline as much as in the load.
-        await ServerFixture.WaitUntil(() => server.Sandboxes.Pool("default").Ready >= options.PoolSize, "the pool filling", 120);
+        await ServerFixture.WaitUntil(() => server.Sandboxes.Pool("default").Ready >= options.Pool.Size, "the pool filling", 120);
         var unloaded = await UnloadedAsync(client);
         // The agents' sandboxes, made before the clock starts (their first creates are a burst of pool misses).
         var stats = new LoadStats();
@@ -47,7 +47,7 @@ public sealed class MixedLoadTests
                     gate.Release();
                 }
             }));
-        await ServerFixture.WaitUntil(() => server.Sandboxes.Pool("default").Ready >= options.PoolSize, "the pool filling again", 120);
+        await ServerFixture.WaitUntil(() => server.Sandboxes.Pool("default").Ready >= options.Pool.Size, "the pool filling again", 120);
 
         // The attack: every process it may, spinning, in a sandbox with the default limits.
         await using var attacker = await Sandbox.CreateAsync(null, client);
@@ -66,7 +66,7 @@ public sealed class MixedLoadTests
         await attacker.CloseAsync();
         await Task.WhenAny(attack, Task.Delay(10_000));
 
-        await ServerFixture.WaitUntil(() => server.Sandboxes.Pool("default").Ready >= options.PoolSize, "the pool filling after the load", 120);
+        await ServerFixture.WaitUntil(() => server.Sandboxes.Pool("default").Ready >= options.Pool.Size, "the pool filling after the load", 120);
         var after = await UnloadedAsync(client);
         Console.WriteLine($"mixed load: unloaded p95 before the load {NeighbourLatency.Percentile(unloaded, 0.95):F2} ms, after it {NeighbourLatency.Percentile(after, 0.95):F2} ms");
         unloaded.AddRange(after);

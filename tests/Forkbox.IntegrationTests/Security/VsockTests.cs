@@ -71,7 +71,7 @@ public sealed class VsockTests(ServerFixture fx, ITestOutputHelper output)
     [Fact]
     public async Task An_operator_can_allow_vsock()
     {
-        await using var server = await TestServer.StartAsync("vsock", o => o with { PoolSize = 0, AllowVsock = true });
+        await using var server = await TestServer.StartAsync("vsock", o => o with { Pool = o.Pool with { Size = 0 }, Isolation = o.Isolation with { AllowVsock = true } });
         await using var sb = await Sandbox.CreateAsync(client: server.Client);
         var r = await sb.RunCodeAsync("""
             import errno, socket

@@ -10,7 +10,7 @@ public sealed class SpacesPressureTests
     public async Task Under_memory_pressure_the_longest_idle_space_is_hibernated_first()
     {
         // Pressure whenever less than 100% of memory is free: always, so the policy acts on every tick.
-        await using var server = await TestServer.StartAsync("pressure", o => o with { PoolSize = 1, MemoryPressurePercent = 100 });
+        await using var server = await TestServer.StartAsync("pressure", o => o with { Pool = o.Pool with { Size = 1 }, Spaces = o.Spaces with { MemoryPressurePercent = 100 } });
         var client = server.Client;
         var ephemeral = await client.CreateSandboxAsync();
         var idle = await client.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true });

@@ -12,7 +12,7 @@ public sealed class SpacesRestartTests
     [Fact]
     public async Task A_clean_restart_hibernates_running_spaces_and_marks_the_others_lost()
     {
-        await using var server = await TestServer.StartAsync("restart-clean", o => o with { PoolSize = 1 });
+        await using var server = await TestServer.StartAsync("restart-clean", o => o with { Pool = o.Pool with { Size = 1 } });
         string hibernated, running, ephemeral;
         {
             var client = server.Client;
@@ -51,7 +51,7 @@ public sealed class SpacesRestartTests
     [Fact]
     public async Task Names_are_unique_per_api_key()
     {
-        await using var server = new TestServer("names", o => o with { PoolSize = 1 });
+        await using var server = new TestServer("names", o => o with { Pool = o.Pool with { Size = 1 } });
         var (alice, bob) = (server.CreateKey("alice"), server.CreateKey("bob"));
         await server.StartAsync();
         var a = server.ClientWithKey(alice);

@@ -16,7 +16,7 @@ public sealed class StorageImageTests(ServerFixture fx)
     [InlineData("xfs", "reflink")]
     public async Task A_server_with_a_storage_image_runs_sandboxes_on_it_and_unmounts_it(string fs, string strategy)
     {
-        await using var server = await TestServer.StartAsync("image-" + fs, o => o with { StorageImageBytes = 1L << 30, StorageImageFs = fs, PoolSize = 0 });
+        await using var server = await TestServer.StartAsync("image-" + fs, o => o with { Storage = o.Storage with { ImageBytes = 1L << 30, ImageFs = fs }, Pool = o.Pool with { Size = 0 } });
         var options = server.Options;
         Assert.Equal(fs, StorageProbe.FilesystemType(options.SandboxesDir));
         Assert.Equal(1L << 30, new FileInfo(options.StorageImageFile).Length);
@@ -71,7 +71,7 @@ public sealed class StorageImageTests(ServerFixture fx)
     [Fact]
     public async Task On_btrfs_each_sandbox_has_an_enforced_disk_quota_that_forks_and_resumes_keep()
     {
-        await using var server = await TestServer.StartAsync("quota", o => o with { StorageImageBytes = 1L << 30, StorageImageFs = "btrfs", PoolSize = 1 });
+        await using var server = await TestServer.StartAsync("quota", o => o with { Storage = o.Storage with { ImageBytes = 1L << 30, ImageFs = "btrfs" }, Pool = o.Pool with { Size = 1 } });
         var client = server.Client;
         Assert.Equal("btrfs qgroups", (await client.CapacityAsync()).DiskQuota);
         await using var sb = await Sandbox.CreateAsync(new() { DiskMb = 8, Persistent = true }, client);
@@ -167,7 +167,7 @@ public sealed class StorageImageTests(ServerFixture fx)
     public async Task A_forced_strategy_the_disk_cannot_do_stops_the_start_with_the_way_out()
     {
         if (StorageProbe.FilesystemType(Path.GetTempPath()) == "btrfs") return;
-        await using var server = new TestServer("forced-btrfs", o => o with { Storage = "btrfs" });
+        await using var server = new TestServer("forced-btrfs", o => o with { Storage = o.Storage with { Strategy = "btrfs" } });
         var e = await Assert.ThrowsAsync<InvalidOperationException>(server.StartAsync);
         Assert.Contains("--storage-image", e.Message);
     }

@@ -65,7 +65,7 @@ public sealed class TemplateTests(ServerFixture fx)
                 Assert.Equal(409, inUse.Status);
             }
             // Its pool refills too: sandboxes made after its zygote started (with uid slots made since) work.
-            await fx.WaitForPool(fx.Options.PoolSize, name);
+            await fx.WaitForPool(fx.Options.Pool.Size, name);
             await using (var hit = await fx.NewSandbox(new CreateSandboxRequest { Template = name }))
             {
                 Assert.True(hit.Info.PoolHit);

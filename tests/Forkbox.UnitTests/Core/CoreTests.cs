@@ -38,14 +38,14 @@ public sealed class CoreTests
     [Fact]
     public void Joining_a_cluster_needs_a_host_id_and_an_address_edges_can_reach()
     {
-        var ok = new ServerOptions { Join = "redis:6379", HostId = "eu-1" };
+        var ok = new ServerOptions { Cluster = new() { Join = "redis:6379", HostId = "eu-1" } };
         ok.Validate();
-        Assert.Contains("host_id", Assert.Throws<BadRequestException>(() => (ok with { HostId = null }).Validate()).Message);
+        Assert.Contains("host_id", Assert.Throws<BadRequestException>(() => (ok with { Cluster = ok.Cluster with { HostId = null } }).Validate()).Message);
         Assert.Contains("advertise", Assert.Throws<BadRequestException>(() => (ok with { Listen = "0.0.0.0:7070" }).Validate()).Message);
-        (ok with { Listen = "0.0.0.0:7070", Advertise = "http://10.0.0.5:7070" }).Validate();
-        Assert.Contains("join", Assert.Throws<BadRequestException>(() => (ok with { Join = "redis" }).Validate()).Message);
-        Assert.Contains("region", Assert.Throws<BadRequestException>(() => (ok with { Region = "EU West" }).Validate()).Message);
-        Assert.Contains("continent", Assert.Throws<BadRequestException>(() => (ok with { Continent = "Europe" }).Validate()).Message);
+        (ok with { Listen = "0.0.0.0:7070", Cluster = ok.Cluster with { Advertise = "http://10.0.0.5:7070" } }).Validate();
+        Assert.Contains("join", Assert.Throws<BadRequestException>(() => (ok with { Cluster = ok.Cluster with { Join = "redis" } }).Validate()).Message);
+        Assert.Contains("region", Assert.Throws<BadRequestException>(() => (ok with { Cluster = ok.Cluster with { Region = "EU West" } }).Validate()).Message);
+        Assert.Contains("continent", Assert.Throws<BadRequestException>(() => (ok with { Cluster = ok.Cluster with { Continent = "Europe" } }).Validate()).Message);
     }
 
     [Theory]
@@ -70,7 +70,7 @@ public sealed class CoreTests
     [Fact]
     public void Options_reject_a_uid_range_past_2_to_the_32()
     {
-        var e = Assert.Throws<BadRequestException>(() => new ServerOptions { UidBase = 4_200_000_000, MaxSandboxes = 2000 }.Validate());
+        var e = Assert.Throws<BadRequestException>(() => new ServerOptions { Isolation = new() { UidBase = 4_200_000_000 }, Limits = new() { MaxSandboxes = 2000 } }.Validate());
         Assert.Contains("uid_base", e.Message);
         new ServerOptions().Validate();
     }

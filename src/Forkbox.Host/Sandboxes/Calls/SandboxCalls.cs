@@ -58,7 +58,7 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
         var language = req.Language ?? "python";
         if (language is not ("python" or "bash"))
             throw new BadRequestException($"language '{language}' is not supported; use \"python\" or \"bash\"");
-        var timeout = Validate.Range(req.TimeoutS ?? options.DefaultExecTimeoutS, 0.001, options.MaxTimeoutS, "timeout_s");
+        var timeout = Validate.Range(req.TimeoutS ?? options.Limits.DefaultExecTimeoutS, 0.001, options.Limits.MaxTimeoutS, "timeout_s");
         var env = Validate.Env(req.Env, "env");
         if (req.Cwd is { } cwd) Validate.SandboxPath(cwd, "cwd");
         EnsureUsable(sb);
@@ -73,7 +73,7 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
             var deadline = sb.Agent.ArmDeadline(TimeSpan.FromSeconds(timeout) + AgentGrace);
             var clientOk = true;
             // The agent truncates output at the limit, but user code can change the agent: hostd counts too.
-            var outputLeft = options.OutputLimitBytes;
+            var outputLeft = options.Limits.OutputLimitBytes;
             // Once the client has gone, events are still read (to keep the channel in step) but no longer sent.
             async ValueTask FlushToClient()
             {

@@ -64,17 +64,17 @@ public sealed partial class SandboxFactory : ISandboxFactory, IAsyncDisposable
 
     public SandboxParts Parts => _parts;
 
-    public bool HasRoom => Volatile.Read(ref _count) < _options.MaxSandboxes;
+    public bool HasRoom => Volatile.Read(ref _count) < _options.Limits.MaxSandboxes;
 
     /// <summary>Closed sandboxes waiting for their last fork to end.</summary>
     public int Retired => _retired.Count;
 
-    public SandboxLimits DefaultLimits => new(_options.DefaultMemoryMb, _options.DefaultCpus, _options.PidsLimit);
+    public SandboxLimits DefaultLimits => new(_options.Limits.DefaultMemoryMb, _options.Limits.DefaultCpus, _options.Limits.PidsLimit);
 
     /// <summary>Holds <paramref name="n"/> places under MaxSandboxes; false, holding none, when they do not fit.</summary>
     public bool TryReserve(int n)
     {
-        if (Interlocked.Add(ref _count, n) <= _options.MaxSandboxes) return true;
+        if (Interlocked.Add(ref _count, n) <= _options.Limits.MaxSandboxes) return true;
         Interlocked.Add(ref _count, -n);
         return false;
     }
@@ -113,15 +113,15 @@ public sealed partial class SandboxFactory : ISandboxFactory, IAsyncDisposable
     {
         var total = Stopwatch.StartNew();
         if (!TryReserve(1))
-            throw new AtCapacityException($"this host already runs its maximum of {_options.MaxSandboxes} sandboxes; close one or try another host");
+            throw new AtCapacityException($"this host already runs its maximum of {_options.Limits.MaxSandboxes} sandboxes; close one or try another host");
 
-        var id = resume?.Id ?? SandboxId.New(_options.HostId);
+        var id = resume?.Id ?? SandboxId.New(_options.Cluster.HostId);
         var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
         var timings = new Dictionary<string, double>();
         UserNamespaceSlot? slot = null;
         ICgroup? cgroup = null;
         SandboxLayerDirs? dirs = null;
-        var diskMb = resume?.DiskMb ?? _options.DefaultDiskMb;
+        var diskMb = resume?.DiskMb ?? _options.Limits.DefaultDiskMb;
         try
         {
             var step = Stopwatch.StartNew();
@@ -145,7 +145,7 @@ public sealed partial class SandboxFactory : ISandboxFactory, IAsyncDisposable
             _parts.Quota?.SetLimit(dirs, (long)diskMb << 20);
             var hello = _parts.Listener.Expect(id, token);
             var spawn = await zygote.SpawnAsync(
-                new SpawnSpec(id, token, _parts.Listener.Path, slot, cgroup.ProcsFiles, dirs, template, _options.TmpSizeMb, env, foreground), ct)
+                new SpawnSpec(id, token, _parts.Listener.Path, slot, cgroup.ProcsFiles, dirs, template, _options.Limits.TmpSizeMb, env, foreground), ct)
                 .ConfigureAwait(false);
             if (!spawn.Ok)
                 throw new ExecutorException($"sandbox set-up failed: {spawn.Error}");
@@ -331,7 +331,7 @@ public sealed partial class SandboxFactory : ISandboxFactory, IAsyncDisposable
         {
             if (_zygotes.TryGetValue(template.Name, out z)) return z;
             ObjectDisposedException.ThrowIf(_disposed, this);
-            z = new ZygoteProcess(template, _options.DataDir, _options.Python, _parts.SeccompPath, _options.OutputLimitBytes, _loggers.CreateLogger<ZygoteProcess>());
+            z = new ZygoteProcess(template, _options.DataDir, _options.Python, _parts.SeccompPath, _options.Limits.OutputLimitBytes, _loggers.CreateLogger<ZygoteProcess>());
             z.SandboxExited += OnSandboxExited;
             await z.StartAsync(ct).ConfigureAwait(false);
             _zygotes[template.Name] = z;

@@ -39,7 +39,7 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
         var parent = registry.Get(parentId);
         calls.EnsureUsable(parent);
         if (!factory.TryReserve(n))
-            throw new AtCapacityException($"this host has no room for {n} more sandbox(es) (maximum {options.MaxSandboxes}); close some or fork fewer");
+            throw new AtCapacityException($"this host has no room for {n} more sandbox(es) (maximum {options.Limits.MaxSandboxes}); close some or fork fewer");
 
         var total = Stopwatch.StartNew();
         var step = Stopwatch.StartNew();
@@ -50,10 +50,10 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
         var locked = false;
         try
         {
-            locked = await parent.Agent.CallLock.WaitAsync(options.ForkWait, ct).ConfigureAwait(false);
+            locked = await parent.Agent.CallLock.WaitAsync(options.Forks.Wait, ct).ConfigureAwait(false);
             if (!locked)
                 throw new ConflictException(
-                    $"sandbox '{parentId}' is still running a call after {options.ForkWait.TotalSeconds:g} s; fork waits that long for the call to end, then gives up. Retry when it is done",
+                    $"sandbox '{parentId}' is still running a call after {options.Forks.Wait.TotalSeconds:g} s; fork waits that long for the call to end, then gives up. Retry when it is done",
                     "sandbox_busy");
             calls.EnsureUsable(parent);
             timings["wait_idle"] = Lap(step);
@@ -66,7 +66,7 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
 
             foreach (var fork in held)
             {
-                var id = SandboxId.New(options.HostId);
+                var id = SandboxId.New(options.Cluster.HostId);
                 var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
                 var cgroup = parts.Cgroups.Create(id, parent.Limits);
                 var forkling = new Forkling(id, token, fork.Pid, cgroup, parts.Layers.CreateFork(id, parent.Template), parts.Listener.Expect(id, token));
@@ -80,7 +80,7 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
 
             var zygote = await factory.GetZygoteAsync(parent.Template, ct).ConfigureAwait(false);
             var graft = await zygote.GraftAsync(new GraftSpec("graft-" + made[0].Id, parts.Layers.Strategy, parts.Listener.Path,
-                parent.Template, parent.Dirs, options.TmpSizeMb, parent.Slot.Path,
+                parent.Template, parent.Dirs, options.Limits.TmpSizeMb, parent.Slot.Path,
                 made.Select(f => new GraftChild(f.Id, f.Token, f.Pid, f.Dirs)).ToList()), ct).ConfigureAwait(false);
             if (!graft.Ok)
                 throw new ExecutorException($"fork failed while giving the forks their own root: {graft.Error}");
@@ -153,7 +153,7 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
         {
             Id = f.Id, Template = parent.Template, Limits = parent.Limits, CreatedAt = now,
             // A fork of a persistent sandbox is not persistent: it gets the default timeout.
-            ExpiresAt = parent.Persistent ? now.AddSeconds(options.DefaultTimeoutS) : now + (parent.ExpiresAt - parent.CreatedAt),
+            ExpiresAt = parent.Persistent ? now.AddSeconds(options.Limits.DefaultTimeoutS) : now + (parent.ExpiresAt - parent.CreatedAt),
             Metadata = new(parent.Metadata),
             Pid = f.Pid, Agent = agent, Cgroup = f.Cgroup, Slot = parent.Slot, Dirs = f.Dirs,
             TimingsMs = timings, Parent = parent, ForkedFrom = parent.Id, Owner = parent.Owner, DiskMb = parent.DiskMb,

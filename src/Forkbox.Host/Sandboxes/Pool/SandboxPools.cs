@@ -29,7 +29,7 @@ public sealed class SandboxPools(ISandboxFactory factory, ServerOptions options,
         {
             // A pool made after shutdown began would refill forever from a disposed zygote.
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return _pools.GetOrAdd(key, _ => new SandboxPool(factory, template, egress ? options.EgressPoolSize : options.PoolSize,
+            return _pools.GetOrAdd(key, _ => new SandboxPool(factory, template, egress ? options.Pool.EgressSize : options.Pool.Size,
                 refillSeconds, loggers.CreateLogger<SandboxPool>(), egress));
         }
     }

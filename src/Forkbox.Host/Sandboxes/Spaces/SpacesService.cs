@@ -73,12 +73,12 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
         LogPaused(sb.Id, why);
     }
 
-    /// <summary>Takes the call lock, waiting for a running call up to ForkWaitS; 409 sandbox_busy after that.</summary>
+    /// <summary>Takes the call lock, waiting for a running call up to Forks.WaitS; 409 sandbox_busy after that.</summary>
     private async Task WaitIdleAsync(Sandbox sb, string what, CancellationToken ct)
     {
-        if (!await sb.Agent.CallLock.WaitAsync(options.ForkWait, ct).ConfigureAwait(false))
+        if (!await sb.Agent.CallLock.WaitAsync(options.Forks.Wait, ct).ConfigureAwait(false))
             throw new ConflictException(
-                $"sandbox '{sb.Id}' is still running a call after {options.ForkWait.TotalSeconds:g} s; {what} waits that long for the call to end, then gives up. Retry when it is done",
+                $"sandbox '{sb.Id}' is still running a call after {options.Forks.Wait.TotalSeconds:g} s; {what} waits that long for the call to end, then gives up. Retry when it is done",
                 "sandbox_busy");
     }
 
@@ -230,11 +230,11 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
     public void ApplyIdlePolicy()
     {
         var candidates = registry.Live.Where(s => s.Persistent && !s.IsDead).Select(s => new IdleCandidate(s.Id, s.State, s.LastActive,
-            TimeSpan.FromSeconds(s.IdleTimeoutS ?? options.PauseAfterS), TimeSpan.FromSeconds(s.HibernateAfterS ?? options.HibernateAfterS), RetiredSandboxes.HasLiveForks(s)));
+            TimeSpan.FromSeconds(s.IdleTimeoutS ?? options.Spaces.PauseAfterS), TimeSpan.FromSeconds(s.HibernateAfterS ?? options.Spaces.HibernateAfterS), RetiredSandboxes.HasLiveForks(s)));
         var pressureBusy = !_pressure.IsCompleted;
         // /proc/meminfo is read only when its answer can lead to an action.
-        var free = options.MemoryPressurePercent > 0 && !pressureBusy ? ProcFs.MemoryAvailablePercent() : null;
-        foreach (var action in IdlePolicy.Decide(candidates, TimeProvider.System, free, options.MemoryPressurePercent, pressureBusy))
+        var free = options.Spaces.MemoryPressurePercent > 0 && !pressureBusy ? ProcFs.MemoryAvailablePercent() : null;
+        foreach (var action in IdlePolicy.Decide(candidates, TimeProvider.System, free, options.Spaces.MemoryPressurePercent, pressureBusy))
         {
             if (!registry.TryGetLive(action.Id, out var sb)) continue;
             var task = PolicyAsync(sb, () => sb.IdleFor >= action.IdleAtLeast && (action.Hibernate || sb.State == SandboxState.Ready), action.Hibernate, action.Why);

@@ -79,10 +79,10 @@ public sealed class NetworkingTests
     {
         var options = option switch
         {
-            "NetworkSubnet" => new ServerOptions { NetworkSubnet = value },
-            "NetworkDns" => new ServerOptions { NetworkDns = value },
-            "NetworkHosts" => new ServerOptions { NetworkHosts = value },
-            _ => new ServerOptions { NetworkOperatorAllow = value },
+            "NetworkSubnet" => new ServerOptions { Network = new() { Subnet = value } },
+            "NetworkDns" => new ServerOptions { Network = new() { Dns = value } },
+            "NetworkHosts" => new ServerOptions { Network = new() { Hosts = value } },
+            _ => new ServerOptions { Network = new() { OperatorAllow = value } },
         };
         var e = Assert.Throws<BadRequestException>(options.Validate);
         Assert.Contains(value, e.Message);

@@ -44,10 +44,10 @@ public sealed class StorageOptionsTests
     [Fact]
     public void Storage_settings_are_validated_with_the_setting_named()
     {
-        new ServerOptions { Storage = "reflink", StorageImageBytes = 4L << 30, StorageImageFs = "xfs" }.Validate();
-        Assert.Contains("storage 'zfs'", Assert.Throws<BadRequestException>(() => new ServerOptions { Storage = "zfs" }.Validate()).Message);
-        Assert.Contains("storage_image_bytes", Assert.Throws<BadRequestException>(() => new ServerOptions { StorageImageBytes = 1L << 20 }.Validate()).Message);
-        Assert.Contains("storage_image_fs", Assert.Throws<BadRequestException>(() => new ServerOptions { StorageImageFs = "ext4" }.Validate()).Message);
+        new ServerOptions { Storage = new() { Strategy = "reflink", ImageBytes = 4L << 30, ImageFs = "xfs" } }.Validate();
+        Assert.Contains("storage 'zfs'", Assert.Throws<BadRequestException>(() => new ServerOptions { Storage = new() { Strategy = "zfs" } }.Validate()).Message);
+        Assert.Contains("storage_image_bytes", Assert.Throws<BadRequestException>(() => new ServerOptions { Storage = new() { ImageBytes = 1L << 20 } }.Validate()).Message);
+        Assert.Contains("storage_image_fs", Assert.Throws<BadRequestException>(() => new ServerOptions { Storage = new() { ImageFs = "ext4" } }.Validate()).Message);
         Assert.Throws<ArgumentException>(() => StorageStrategy.Parse("overlay"));
     }
 }
