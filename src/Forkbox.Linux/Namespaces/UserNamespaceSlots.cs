@@ -87,10 +87,14 @@ public sealed class UserNamespaceSlots : IDisposable
         // would draw on root's one allowance (128 inotify instances here) with every other sandbox
         // and with the host's own daemons.
         var uid = slot.UidBase.ToString(CultureInfo.InvariantCulture);
+        // The helper waits on its stdin, a pipe from this process: if hostd dies (kill -9) while a
+        // slot is made, the helper reads end-of-file and exits too. None of its descriptors are
+        // hostd's own, so an orphan could not hold hostd's stdout or stderr open either (a
+        // supervisor reading them would wait for it).
         var helper = Process.Start(new ProcessStartInfo("/usr/bin/setpriv",
-            ["--reuid", uid, "--regid", uid, "--clear-groups", "--", "/usr/bin/unshare", "--user", "--", "/usr/bin/sleep", "60"])
+            ["--reuid", uid, "--regid", uid, "--clear-groups", "--", "/usr/bin/unshare", "--user", "--", "/usr/bin/cat"])
         {
-            RedirectStandardInput = true, // keeps the helper off our terminal
+            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true,
             UseShellExecute = false,
         }) ?? throw new InvalidOperationException("cannot start /usr/bin/setpriv (util-linux)");
         try
