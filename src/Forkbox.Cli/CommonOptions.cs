@@ -1,4 +1,6 @@
 using System.CommandLine;
+using Forkbox.Core;
+using Forkbox.Host;
 
 namespace Forkbox.Cli;
 
@@ -30,4 +32,21 @@ internal static class CommonOptions
     {
         Description = "JSON configuration file (default DATA_DIR/config.json when present)",
     };
+
+    /// <summary>
+    /// The server's options as <paramref name="command"/> sees them (see <see cref="ServerOptionsLoader"/>);
+    /// null, with the reason printed as "forkbox COMMAND: …", when the file, a variable or a flag is wrong.
+    /// </summary>
+    public static ServerOptions? LoadServerOptions(string command, string? config, IReadOnlyDictionary<string, string?> flags)
+    {
+        try
+        {
+            return ServerOptionsLoader.Load(config, flags);
+        }
+        catch (Exception e) when (e is Forkbox.Core.Errors.ForkboxException or FileNotFoundException or InvalidDataException)
+        {
+            Console.Error.WriteLine($"forkbox {command}: {e.Message}");
+            return null;
+        }
+    }
 }

@@ -18,11 +18,12 @@ internal static class KeysCommand
         var create = new Command("create", "Create an API key and print it (it is shown only once).") { name, tier, admin, dataDir, config, keys };
         create.SetAction(parse =>
         {
-            var options = ServerOptionsLoader.Load(parse.GetValue(config), new Dictionary<string, string?>
+            var options = CommonOptions.LoadServerOptions("keys create", parse.GetValue(config), new Dictionary<string, string?>
             {
                 [nameof(Forkbox.Core.ServerOptions.DataDir)] = parse.GetValue(dataDir),
                 [nameof(Forkbox.Core.ServerOptions.Keys)] = parse.GetValue(keys) is { } k ? Path.GetFullPath(k) : null,
             });
+            if (options is null) return 2;
             var key = new ApiKeyStore(options.KeysFile).Create(parse.GetValue(name)!, parse.GetValue(tier), parse.GetValue(admin));
             Console.WriteLine(key);
             Console.Error.WriteLine($"stored its hash in {options.KeysFile}; clients send it as 'Authorization: Bearer {key[..8]}…'");

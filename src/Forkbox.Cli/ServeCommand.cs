@@ -36,7 +36,6 @@ internal static class ServeCommand
         };
         cmd.SetAction(async (parse, ct) =>
         {
-            ServerOptions options;
             long? imageBytes = null;
             if (parse.GetValue(storageImage) is { } size)
             {
@@ -47,31 +46,24 @@ internal static class ServeCommand
                 }
                 imageBytes = bytes;
             }
-            try
+            // Keys are option paths (ServerOptionsLoader.KnownKeys); the loader refuses any other.
+            var options = CommonOptions.LoadServerOptions("serve", parse.GetValue(config), new Dictionary<string, string?>
             {
-                // Keys are option paths (ServerOptionsLoader.KnownKeys); the loader refuses any other.
-                options = ServerOptionsLoader.Load(parse.GetValue(config), new Dictionary<string, string?>
-                {
-                    [nameof(ServerOptions.Listen)] = parse.GetValue(listen),
-                    [nameof(ServerOptions.DataDir)] = parse.GetValue(dataDir),
-                    ["Storage:Strategy"] = parse.GetValue(storage),
-                    ["Storage:ImageBytes"] = imageBytes?.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                    ["Storage:ImageFs"] = parse.GetValue(storageImageFs),
-                    ["Cluster:Region"] = parse.GetValue(region),
-                    ["Cluster:Continent"] = parse.GetValue(continent),
-                    ["Cluster:Join"] = parse.GetValue(join),
-                    ["Cluster:HostId"] = parse.GetValue(hostId) ?? (parse.GetValue(join) is null ? null : MachineHostId()),
-                    ["Cluster:Advertise"] = parse.GetValue(advertise),
-                    [nameof(ServerOptions.Keys)] = parse.GetValue(keys) is { } k ? Path.GetFullPath(k) : null,
-                    ["Network:Subnet"] = parse.GetValue(networkSubnet),
-                    ["Network:Dns"] = parse.GetValue(networkDns),
-                });
-            }
-            catch (Exception e) when (e is Forkbox.Core.Errors.ForkboxException or FileNotFoundException or InvalidDataException)
-            {
-                Console.Error.WriteLine($"forkbox serve: {e.Message}");
-                return 2;
-            }
+                [nameof(ServerOptions.Listen)] = parse.GetValue(listen),
+                [nameof(ServerOptions.DataDir)] = parse.GetValue(dataDir),
+                ["Storage:Strategy"] = parse.GetValue(storage),
+                ["Storage:ImageBytes"] = imageBytes?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["Storage:ImageFs"] = parse.GetValue(storageImageFs),
+                ["Cluster:Region"] = parse.GetValue(region),
+                ["Cluster:Continent"] = parse.GetValue(continent),
+                ["Cluster:Join"] = parse.GetValue(join),
+                ["Cluster:HostId"] = parse.GetValue(hostId) ?? (parse.GetValue(join) is null ? null : MachineHostId()),
+                ["Cluster:Advertise"] = parse.GetValue(advertise),
+                [nameof(ServerOptions.Keys)] = parse.GetValue(keys) is { } k ? Path.GetFullPath(k) : null,
+                ["Network:Subnet"] = parse.GetValue(networkSubnet),
+                ["Network:Dns"] = parse.GetValue(networkDns),
+            });
+            if (options is null) return 2;
             HostServer server;
             try
             {

@@ -23,10 +23,11 @@ internal static class TemplateCommand
             { name, from, packages, preload, dataDir, config };
         build.SetAction(async (parse, ct) =>
         {
-            var options = ServerOptionsLoader.Load(parse.GetValue(config), new Dictionary<string, string?>
+            var options = CommonOptions.LoadServerOptions("template build", parse.GetValue(config), new Dictionary<string, string?>
             {
                 [nameof(Forkbox.Core.ServerOptions.DataDir)] = parse.GetValue(dataDir),
             });
+            if (options is null) return 2;
             static string[] List(string? s) => s?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [];
             try
             {
