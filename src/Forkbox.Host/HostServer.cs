@@ -187,7 +187,7 @@ public sealed partial class HostServer : IAsyncDisposable
                     foreach (var name in SandboxRouteValues)
                         if (ctx.GetRouteValue(name) is string id && manager.OwnerOf(id) is { } holder && holder != key.Name)
                         {
-                            await ErrorResponses.WriteAsync(ctx, 404, "not_found", $"sandbox '{id}' not found (it may have been closed or have expired)").ConfigureAwait(false);
+                            await ErrorResponses.WriteAsync(ctx, 404, "not_found", SandboxRegistry.NotFoundMessage(id)).ConfigureAwait(false);
                             return;
                         }
                 }

@@ -172,7 +172,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
         var recordStart = Stopwatch.GetTimestamp();
         _records.Save(sandbox);
         sandbox.TimingsMs["record"] = Math.Round(Stopwatch.GetElapsedTime(recordStart).TotalMilliseconds, 3);
-        sandbox.TimingsMs["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
+        sandbox.TimingsMs["total"] = Timings.Ms(total);
         _registry.AddLive(sandbox);
         (hit ? _metrics.CreatePoolHitSeconds : _metrics.CreatePoolMissSeconds).Observe(total.Elapsed.TotalSeconds);
         LogCreated(sandbox.Id, template.Name, sandbox.Pid, hit, total.Elapsed.TotalMilliseconds);
@@ -205,11 +205,11 @@ public sealed partial class SandboxManager : IAsyncDisposable
         {
             await _calls.FileCallAsync(sb, (agent, t) => agent.SetEnvAsync(env, t), ct).ConfigureAwait(false);
         }
-        sb.TimingsMs["pool_take"] = SandboxFactory.Lap(step);
+        sb.TimingsMs["pool_take"] = Timings.Lap(step);
         if (policy is not null)
         {
             await _egress.AdmitAsync(sb, policy, ct).ConfigureAwait(false);
-            sb.TimingsMs["network_admit"] = SandboxFactory.Lap(step);
+            sb.TimingsMs["network_admit"] = Timings.Lap(step);
         }
     }
 

@@ -21,7 +21,9 @@ public sealed class SandboxRegistry
     private readonly Lock _merge = new();
 
     /// <summary>What every lookup of an unknown id answers.</summary>
-    public static NotFoundException NotFound(string id) => new($"sandbox '{id}' not found (it may have been closed or have expired)");
+    public static NotFoundException NotFound(string id) => new(NotFoundMessage(id));
+
+    public static string NotFoundMessage(string id) => $"sandbox '{id}' not found (it may have been closed or have expired)";
 
     /// <summary>A live sandbox (paused ones included); a frozen one is a 409 that says to resume it.</summary>
     public Sandbox Get(string id) =>

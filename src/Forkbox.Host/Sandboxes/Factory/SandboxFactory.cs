@@ -126,21 +126,21 @@ public sealed partial class SandboxFactory : ISandboxFactory, IAsyncDisposable
         {
             var step = Stopwatch.StartNew();
             slot = _parts.Slots.Acquire() ?? throw new AtCapacityException("no free user namespace slot");
-            timings["uid_slot"] = Lap(step);
+            timings["uid_slot"] = Timings.Lap(step);
             // A resumed sandbox's cgroup and layers are named for the image too: the sandbox it was
             // before may still hold the plain id's (retired, kept until its forks end).
             var instance = resume is null ? id : id + "-" + resume.Image;
             cgroup = _parts.Cgroups.Create(instance, limits);
-            timings["cgroup"] = Lap(step);
+            timings["cgroup"] = Timings.Lap(step);
             dirs = resume is null ? _parts.Layers.Create(id, template) : _parts.Layers.CreateFork(instance, template);
-            timings["layers"] = Lap(step);
+            timings["layers"] = Timings.Lap(step);
             var zygote = await GetZygoteAsync(template, ct).ConfigureAwait(false);
             if (resume is not null)
             {
                 var image = Path.Combine(_options.SpacesDir, id, resume.Image!);
                 await zygote.RestoreAsync(new RestoreSpec("restore-" + id, _parts.Layers.Strategy,
                     dirs.Layers.Select((_, i) => Path.Combine(image, $"upper{i}")).ToList(), dirs, resume.ImageUidBase!.Value, slot.UidBase), ct).ConfigureAwait(false);
-                timings["restore_files"] = Lap(step);
+                timings["restore_files"] = Timings.Lap(step);
             }
             _parts.Quota?.SetLimit(dirs, (long)diskMb << 20);
             var hello = _parts.Listener.Expect(id, token);
@@ -149,11 +149,11 @@ public sealed partial class SandboxFactory : ISandboxFactory, IAsyncDisposable
                 .ConfigureAwait(false);
             if (!spawn.Ok)
                 throw new ExecutorException($"sandbox set-up failed: {spawn.Error}");
-            timings["spawn"] = Lap(step);
+            timings["spawn"] = Timings.Lap(step);
             timings["zygote"] = spawn.SetupMs;
             foreach (var (name, ms) in spawn.Steps!) timings["isolate." + name] = ms;
             var agent = await hello.WaitAsync(TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
-            timings["hello"] = Lap(step);
+            timings["hello"] = Timings.Lap(step);
             var sandbox = new Sandbox
             {
                 Id = id, Template = template, Limits = limits, CreatedAt = DateTimeOffset.UtcNow, ExpiresAt = DateTimeOffset.MaxValue,
@@ -173,9 +173,9 @@ public sealed partial class SandboxFactory : ISandboxFactory, IAsyncDisposable
                     await _egress.DetachAsync(sandbox).ConfigureAwait(false);
                     throw;
                 }
-                timings["network"] = Lap(step);
+                timings["network"] = Timings.Lap(step);
             }
-            timings["spawn_total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
+            timings["spawn_total"] = Timings.Ms(total);
             return sandbox;
         }
         catch (Exception e)
@@ -374,12 +374,5 @@ public sealed partial class SandboxFactory : ISandboxFactory, IAsyncDisposable
         _disposed = true;
         foreach (var z in _zygotes.Values)
             await z.DisposeAsync().ConfigureAwait(false);
-    }
-
-    internal static double Lap(Stopwatch sw)
-    {
-        var ms = sw.Elapsed.TotalMilliseconds;
-        sw.Restart();
-        return Math.Round(ms, 3);
     }
 }

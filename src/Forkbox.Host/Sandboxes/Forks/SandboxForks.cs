@@ -56,13 +56,13 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
                     $"sandbox '{parentId}' is still running a call after {options.Forks.Wait.TotalSeconds:g} s; fork waits that long for the call to end, then gives up. Retry when it is done",
                     "sandbox_busy");
             calls.EnsureUsable(parent);
-            timings["wait_idle"] = Lap(step);
+            timings["wait_idle"] = Timings.Lap(step);
 
             var childPids = await AgentForkAsync(parent, n).ConfigureAwait(false);
-            timings["agent_fork"] = Lap(step);
+            timings["agent_fork"] = Timings.Lap(step);
             foreach (var pid in await HostPidsAsync(parent.Pid, childPids).ConfigureAwait(false))
                 held.Add(HoldFork(parent, pid));
-            timings["pids"] = Lap(step);
+            timings["pids"] = Timings.Lap(step);
 
             foreach (var fork in held)
             {
@@ -76,7 +76,7 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
                 // process's by now. It has not if the process held is still alive.
                 if (!fork.IsAlive) throw new ExecutorException($"fork {fork.Pid} of sandbox '{parentId}' exited during set-up");
             }
-            timings["cgroups"] = Lap(step);
+            timings["cgroups"] = Timings.Lap(step);
 
             var zygote = await factory.GetZygoteAsync(parent.Template, ct).ConfigureAwait(false);
             var graft = await zygote.GraftAsync(new GraftSpec("graft-" + made[0].Id, parts.Layers.Strategy, parts.Listener.Path,
@@ -84,7 +84,7 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
                 made.Select(f => new GraftChild(f.Id, f.Token, f.Pid, f.Dirs)).ToList()), ct).ConfigureAwait(false);
             if (!graft.Ok)
                 throw new ExecutorException($"fork failed while giving the forks their own root: {graft.Error}");
-            timings["graft"] = Lap(step);
+            timings["graft"] = Timings.Lap(step);
             foreach (var (name, ms) in graft.Steps!) timings["graft." + name] = ms;
         }
         catch (Exception e)
@@ -119,7 +119,7 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
             LogForkFailed(parentId, e.Message);
             throw new ExecutorException($"fork failed: a fork did not connect back: {e.Message}", e);
         }
-        timings["hello"] = Lap(step);
+        timings["hello"] = Timings.Lap(step);
         try
         {
             await egress.AttachForksAsync(parent, children, ct).ConfigureAwait(false);
@@ -131,13 +131,13 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
             if (e is ForkboxException) throw;
             throw new ExecutorException($"fork failed: the forks' network could not be set up: {e.Message}", e);
         }
-        if (parent.NetworkMode == NetworkModes.Egress) timings["network"] = Lap(step);
+        if (parent.NetworkMode == NetworkModes.Egress) timings["network"] = Timings.Lap(step);
         foreach (var child in children)
         {
             records.Save(child);
             registry.AddLive(child);
         }
-        timings["total"] = Math.Round(total.Elapsed.TotalMilliseconds, 3);
+        timings["total"] = Timings.Ms(total);
         metrics.ForkSeconds.Observe(total.Elapsed.TotalSeconds);
         LogForked(parentId, n, total.Elapsed.TotalMilliseconds);
         return children;
@@ -309,8 +309,6 @@ public sealed partial class SandboxForks(ServerOptions options, SandboxRegistry 
         return new DiffResponse(added.Order(StringComparer.Ordinal).ToList(), removed.Order(StringComparer.Ordinal).ToList(),
             changed.Order(StringComparer.Ordinal).ToList());
     }
-
-    private static double Lap(Stopwatch sw) => SandboxFactory.Lap(sw);
 
     [LoggerMessage(EventId = 3101, Level = LogLevel.Information, Message = "sandbox {SandboxId} forked {Count} way(s) in {Ms:F2} ms")]
     private partial void LogForked(string sandboxId, int count, double ms);

@@ -65,7 +65,7 @@ public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords 
                 Modules = h.Modules.ToList(),
                 MemoryFreedBytes = memory,
             };
-            timings["save_state"] = Lap(step);
+            timings["save_state"] = Timings.Lap(step);
             Fault("hibernate.saved");
         }
         finally
@@ -86,16 +86,16 @@ public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords 
         {
             sb.Cgroup.KillAll(SandboxFactory.KillWait);
             sb.Cgroup.Delete();
-            timings["stop"] = Lap(step);
+            timings["stop"] = Timings.Lap(step);
             LayerFiles.DeleteTree(image); // left by a hibernate cut short
             Directory.CreateDirectory(image);
             for (var i = 0; i < sb.Dirs.Layers.Count; i++)
                 Directory.Move(sb.Dirs.Layers[i].Upper, Path.Combine(image, $"upper{i}"));
             var bytes = DiskUsage(image);
-            timings["move_layers"] = Lap(step);
+            timings["move_layers"] = Timings.Lap(step);
             Fault("hibernate.moved");
             Durability.SyncFilesystem(image);
-            timings["sync"] = Lap(step);
+            timings["sync"] = Timings.Lap(step);
             var rec = sb.ToRecord(SandboxState.Hibernated) with
             {
                 Image = gen,
@@ -105,7 +105,7 @@ public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords 
                 NotSaved = reply.NotRestored,
             };
             records.Store.Save(rec, durable: true);
-            timings["commit"] = Lap(step);
+            timings["commit"] = Timings.Lap(step);
             Fault("hibernate.committed");
             registry.Freeze(sb, rec);
             if (previous?.Image is { } old) background.Track(factory.Parts.Layers.RemoveAsync(new SandboxLayerDirs(Path.Combine(records.SpacesDir(id), old), "", [])));
@@ -120,7 +120,7 @@ public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords 
             throw new ExecutorException($"cannot hibernate sandbox '{id}': {lost.LostReason}", e);
         }
         Release();
-        timings["total"] = Ms(total);
+        timings["total"] = Timings.Ms(total);
         metrics.HibernateSeconds.Observe(total.Elapsed.TotalSeconds);
         LogHibernated(id, why, reply.Bytes ?? 0, reply.MemoryFreedBytes ?? 0, total.Elapsed.TotalMilliseconds);
         return reply with { TimingsMs = timings };
@@ -143,10 +143,6 @@ public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords 
         Processes.Signal(Environment.ProcessId, Processes.SIGKILL);
         Thread.Sleep(Timeout.Infinite);
     }
-
-    private static double Lap(Stopwatch sw) => SandboxFactory.Lap(sw);
-
-    private static double Ms(Stopwatch sw) => Math.Round(sw.Elapsed.TotalMilliseconds, 3);
 
     [LoggerMessage(EventId = 3203, Level = LogLevel.Information, Message = "sandbox {SandboxId} hibernated ({Why}): {Bytes} bytes on disk, {Memory} bytes of memory freed, in {Ms:F1} ms")]
     private partial void LogHibernated(string sandboxId, string why, long bytes, long memory, double ms);

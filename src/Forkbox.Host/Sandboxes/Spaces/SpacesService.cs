@@ -57,7 +57,7 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
                     sb.Agent.CallLock.Release();
                 }
             }
-            return new LifecycleResponse { Id = id, State = sb.State, TimingsMs = new() { ["total"] = Ms(sw) } };
+            return new LifecycleResponse { Id = id, State = sb.State, TimingsMs = new() { ["total"] = Timings.Ms(sw) } };
         }
         finally
         {
@@ -150,7 +150,7 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
                     var from = live.State == SandboxState.Paused ? SandboxState.Paused : null;
                     if (from is not null) calls.Thaw(live);
                     live.Touch();
-                    return (live, new LifecycleResponse { Id = id, State = live.State, ResumedFrom = from, TimingsMs = new() { ["total"] = Ms(total) } });
+                    return (live, new LifecycleResponse { Id = id, State = live.State, ResumedFrom = from, TimingsMs = new() { ["total"] = Timings.Ms(total) } });
                 }
             }
             finally
@@ -165,7 +165,7 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
         {
             // A concurrent resume may have finished while this one waited.
             if (registry.TryGetLive(id, out live) && live.State != SandboxState.Hibernated)
-                return (live, new LifecycleResponse { Id = id, State = live.State, TimingsMs = new() { ["total"] = Ms(total) } });
+                return (live, new LifecycleResponse { Id = id, State = live.State, TimingsMs = new() { ["total"] = Timings.Ms(total) } });
             if (!registry.TryGetFrozen(id, out var rec))
                 throw SandboxRegistry.NotFound(id);
             if (rec.Image is null || rec.ImageUidBase is null)
@@ -203,12 +203,12 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
                 await factory.DestroyAsync(sb).ConfigureAwait(false);
                 throw;
             }
-            timings["restore_state"] = Lap(step);
+            timings["restore_state"] = Timings.Lap(step);
             sb.Adopt(rec);
             sb.Touch();
             registry.Thaw(sb);
             records.Save(sb);
-            timings["total"] = Ms(total);
+            timings["total"] = Timings.Ms(total);
             metrics.ResumeSeconds.Observe(total.Elapsed.TotalSeconds);
             LogResumed(id, rec.State, restored.Count, notRestored.Count, total.Elapsed.TotalMilliseconds);
             return (sb, new LifecycleResponse
@@ -306,10 +306,6 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
             }
         }
     }
-
-    private static double Lap(Stopwatch sw) => SandboxFactory.Lap(sw);
-
-    private static double Ms(Stopwatch sw) => Math.Round(sw.Elapsed.TotalMilliseconds, 3);
 
     [LoggerMessage(EventId = 3201, Level = LogLevel.Information, Message = "sandbox {SandboxId} paused: {Why}")]
     private partial void LogPaused(string sandboxId, string why);
