@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using Forkbox.Host.Agents;
+using Forkbox.Testing;
 
 namespace Forkbox.Benchmarks;
 
@@ -26,14 +27,7 @@ internal sealed class FakeAgent : IAsyncDisposable
     /// <summary>hostd's connection to a new fake agent over a connected pair of Unix stream sockets.</summary>
     public static (AgentConnection Host, FakeAgent Agent) Start(byte[] answer)
     {
-        var path = Path.Combine(Path.GetTempPath(), $"forkbox-bench-{Environment.ProcessId}-{Guid.NewGuid():N}.sock");
-        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        listener.Bind(new UnixDomainSocketEndPoint(path));
-        listener.Listen(1);
-        var host = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        host.Connect(new UnixDomainSocketEndPoint(path));
-        var agent = listener.Accept();
-        File.Delete(path);
+        var (host, agent) = UnixSocketPair.Connect();
         return (new AgentConnection(host), new FakeAgent(agent, answer));
     }
 

@@ -3,9 +3,9 @@ using Forkbox.Core.Templates;
 using Forkbox.Host;
 using Forkbox.Host.Agents;
 using Forkbox.Host.Sandboxes;
-using Forkbox.Linux.Cgroups;
 using Forkbox.Linux.Namespaces;
 using Forkbox.Linux.Storage;
+using Forkbox.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Forkbox.Benchmarks;
@@ -48,17 +48,5 @@ internal sealed class FakeSandbox : IAsyncDisposable
         await Sandbox.Agent.DisposeAsync();
         _store.Dispose();
         Directory.Delete(_dir, recursive: true);
-    }
-
-    private sealed class NoCgroup : ICgroup
-    {
-        public IReadOnlyList<string> ProcsFiles => [];
-        public void SetLimits(SandboxLimits limits, SandboxLimits? previous) { }
-        public long MemoryBytes() => 0;
-        public long OomKills() => 0;
-        public IReadOnlyList<int> Pids() => [];
-        public void KillAll(TimeSpan wait, int spare = 0) { }
-        public void Freeze(bool frozen) { }
-        public void Delete() { }
     }
 }

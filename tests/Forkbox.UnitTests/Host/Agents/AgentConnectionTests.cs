@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net.Sockets;
 using System.Text.Json;
 using Forkbox.Host.Agents;
+using Forkbox.Testing;
 
 namespace Forkbox.UnitTests.Host.Agents;
 
@@ -12,7 +13,7 @@ public sealed class AgentConnectionTests_without_root
     [Fact]
     public async Task A_download_whose_destination_fails_is_still_read_to_its_end_so_the_next_answer_is_in_step()
     {
-        var (hostEnd, agentEnd) = Pair();
+        var (hostEnd, agentEnd) = UnixSocketPair.Connect();
         await using var host = new AgentConnection(hostEnd);
         using var agent = agentEnd;
         var file = new byte[300_000];
@@ -35,7 +36,7 @@ public sealed class AgentConnectionTests_without_root
     [Fact]
     public async Task A_download_goes_to_its_destination_whole_and_names_its_size_first()
     {
-        var (hostEnd, agentEnd) = Pair();
+        var (hostEnd, agentEnd) = UnixSocketPair.Connect();
         await using var host = new AgentConnection(hostEnd);
         using var agent = agentEnd;
         var file = new byte[200_000];
@@ -55,19 +56,6 @@ public sealed class AgentConnectionTests_without_root
         var head = AgentFrame.EncodeHead(new ArrayBufferWriter<byte>(), new Utf8JsonWriter(Stream.Null), message, type, payload.Length);
         agent.Send(head.Span);
         agent.Send(payload);
-    }
-
-    private static (Socket Host, Socket Agent) Pair()
-    {
-        var path = Path.Combine(Path.GetTempPath(), $"forkbox-conntest-{Environment.ProcessId}-{Guid.NewGuid():N}.sock");
-        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        listener.Bind(new UnixDomainSocketEndPoint(path));
-        listener.Listen(1);
-        var host = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        host.Connect(new UnixDomainSocketEndPoint(path));
-        var agent = listener.Accept();
-        File.Delete(path);
-        return (host, agent);
     }
 
     /// <summary>A response whose client has gone: every write fails.</summary>

@@ -1,13 +1,12 @@
 using System.Collections.Concurrent;
-using System.Net.Sockets;
 using Forkbox.Core;
 using Forkbox.Core.Templates;
 using Forkbox.Host.Agents;
 using Forkbox.Host.Sandboxes;
 using Forkbox.Hosting.Metrics;
-using Forkbox.Linux.Cgroups;
 using Forkbox.Linux.Namespaces;
 using Forkbox.Linux.Storage;
+using Forkbox.Testing;
 
 namespace Forkbox.UnitTests.Host.Sandboxes;
 
@@ -103,29 +102,17 @@ public sealed class SandboxPoolTests_without_root
         public Task<Sandbox> SpawnPooledAsync(TemplateDefinition template, bool egress)
         {
             var n = Interlocked.Increment(ref _next);
+            var (host, agent) = UnixSocketPair.Connect();
+            agent.Dispose(); // nothing is sent: a connection only needs a connected socket
             var sb = new Sandbox
             {
                 Id = $"sbx_fake{n}", Template = template, Limits = new SandboxLimits(512, 1, 256), CreatedAt = DateTimeOffset.UnixEpoch,
                 ExpiresAt = DateTimeOffset.MaxValue, Metadata = new(), Pid = 0,
-                Agent = new AgentConnection(ConnectedSocket()),
+                Agent = new AgentConnection(host),
                 Cgroup = new NoCgroup(), Slot = new UserNamespaceSlot(n, 0, ""), Dirs = new SandboxLayerDirs("", "", []), TimingsMs = new(),
             };
             Spawned.Enqueue(sb);
             return Task.FromResult(sb);
-        }
-
-        /// <summary>One end of a connected pair: an agent connection needs a connected socket, and nothing is sent on it.</summary>
-        private static Socket ConnectedSocket()
-        {
-            var path = Path.Combine(Path.GetTempPath(), $"forkbox-pooltest-{Environment.ProcessId}-{Guid.NewGuid():N}.sock");
-            using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            listener.Bind(new UnixDomainSocketEndPoint(path));
-            listener.Listen(1);
-            var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            client.Connect(new UnixDomainSocketEndPoint(path));
-            listener.Accept().Dispose();
-            File.Delete(path);
-            return client;
         }
 
         public Task DestroyAsync(Sandbox sb)
@@ -142,17 +129,5 @@ public sealed class SandboxPoolTests_without_root
         public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
         public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state,
             Exception? exception, Func<TState, Exception?, string> formatter) => throw new InvalidOperationException("the pool logged: " + formatter(state, exception));
-    }
-
-    private sealed class NoCgroup : ICgroup
-    {
-        public IReadOnlyList<string> ProcsFiles => [];
-        public void SetLimits(SandboxLimits limits, SandboxLimits? previous) { }
-        public long MemoryBytes() => 0;
-        public long OomKills() => 0;
-        public IReadOnlyList<int> Pids() => [];
-        public void KillAll(TimeSpan wait, int spare = 0) { }
-        public void Freeze(bool frozen) { }
-        public void Delete() { }
     }
 }
