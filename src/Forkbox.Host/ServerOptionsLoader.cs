@@ -68,8 +68,8 @@ public static class ServerOptionsLoader
     };
 
     private static readonly HashSet<string> Known = new(KnownKeys, StringComparer.OrdinalIgnoreCase);
-    private static readonly HashSet<string> Sections = new(
-        KnownKeys.Where(k => k.Contains(':')).Select(k => k[..k.IndexOf(':')]), StringComparer.OrdinalIgnoreCase);
+    private static readonly string[] SectionNames = KnownKeys.Where(k => k.Contains(':')).Select(k => k[..k.IndexOf(':')]).Distinct().ToArray();
+    private static readonly HashSet<string> Sections = new(SectionNames, StringComparer.OrdinalIgnoreCase);
 
     /// <param name="flags">Command-line values by key path (e.g. "Storage:Strategy"); null values are not given.</param>
     public static ServerOptions Load(string? configFile, IReadOnlyDictionary<string, string?> flags)
@@ -143,7 +143,7 @@ public static class ServerOptionsLoader
         return Nearest(key) is { } near
             ? $"unknown key '{dotted}' (did you mean '{near.Replace(':', '.')}'?)"
             : $"unknown key '{dotted}' (settings are {string.Join(", ", KnownKeys.Where(k => !k.Contains(':')))} and the sections " +
-              $"{string.Join(", ", KnownKeys.Where(k => k.Contains(':')).Select(k => k[..k.IndexOf(':')]).Distinct())}; see the README's Configuration)";
+              $"{string.Join(", ", SectionNames)}; see the README's Configuration)";
     }
 
     /// <summary>

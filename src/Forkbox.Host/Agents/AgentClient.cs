@@ -102,28 +102,6 @@ public sealed class AgentClient(AgentConnection connection)
         };
     }
 
-    /// <summary>
-    /// Runs an exec to its last event, passing each to <paramref name="sink"/> and awaiting
-    /// <see cref="IAgentExecSink.FrameDoneAsync"/> after each. Exceptions of the channel
-    /// (lost, frame too large, <paramref name="ct"/> cancelled) come out as they are.
-    /// </summary>
-    public async ValueTask ExecAsync(string lang, string code, double timeout, bool rich, string? cwd,
-        IReadOnlyDictionary<string, string>? env, IAgentExecSink sink, CancellationToken ct)
-    {
-        await SendExecAsync(lang, code, timeout, rich, cwd, env, ct).ConfigureAwait(false);
-        while (true)
-        {
-            var ev = await ReadExecEventAsync(ct).ConfigureAwait(false);
-            if (ev.Out is { } o) sink.Output(o);
-            else if (ev.Result is { } r) sink.Result(r);
-            else if (ev.Error is { } e) sink.Error(e);
-            else if (ev.Exit is { } x) sink.Exit(x);
-            else sink.Fail(ev.Fail!);
-            await sink.FrameDoneAsync().ConfigureAwait(false);
-            if (ev.IsLast) return;
-        }
-    }
-
     /// <summary>One request, one answer: "ok" decoded as <typeparamref name="TOk"/>, anything else as a fail.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<AgentAnswer<TOk>> CallAsync<TRequest, TOk>(TRequest request, JsonTypeInfo<TRequest> requestType,
@@ -168,17 +146,4 @@ public readonly struct AgentExecEvent
 
     /// <summary>The call's last event: an exit or a fail.</summary>
     public bool IsLast => Exit is not null || Fail is not null;
-}
-
-/// <summary>Where <see cref="AgentClient.ExecAsync"/> passes an exec's events, in order.</summary>
-public interface IAgentExecSink
-{
-    void Output(AgentOutEvent e);
-    void Result(AgentResultEvent e);
-    void Error(AgentErrorEvent e);
-    void Exit(AgentExitEvent e);
-    void Fail(AgentFail e);
-
-    /// <summary>After each frame's event: the moment to flush to the client without buffering the run.</summary>
-    ValueTask FrameDoneAsync();
 }
