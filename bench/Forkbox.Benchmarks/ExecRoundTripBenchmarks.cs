@@ -7,7 +7,9 @@ namespace Forkbox.Benchmarks;
 /// <summary>
 /// Calls from hostd's side of the control socket to a fake agent and back, through the real
 /// SandboxCalls: an exec (call lock, request, deadline, each event forwarded into a new NDJSON
-/// sink, one per call as the endpoint makes, and flushed) and a download streamed to a response.
+/// sink, one per call as the endpoint makes, and flushed) and a download streamed to a response;
+/// and an exec as POST /v1/sandboxes/{id}/exec runs it, from reading its JSON body to the NDJSON
+/// answer (all but the route's lookup of the sandbox by id).
 /// </summary>
 [MemoryDiagnoser]
 public class ExecRoundTripBenchmarks
@@ -15,6 +17,7 @@ public class ExecRoundTripBenchmarks
     private readonly PipeResponse _response = new();
     private readonly ExecRequest _tenLines = new() { Code = SampleFrames.Code };
     private readonly ExecRequest _print1 = new() { Code = "print(1)" };
+    private readonly MemoryStream _print1Body = new(SampleFrames.ExecBody("print(1)"));
     private FakeSandbox _ten = null!, _one = null!, _file = null!;
 
     [GlobalSetup]
@@ -23,6 +26,8 @@ public class ExecRoundTripBenchmarks
         _ten = new FakeSandbox([.. SampleFrames.Out(10), .. SampleFrames.Exit()]);
         _one = new FakeSandbox([.. SampleFrames.Out(1), .. SampleFrames.Exit()]);
         _file = new FakeSandbox(SampleFrames.File(256 << 10));
+        _response.Context.Request.Body = _print1Body;
+        _response.Context.Request.ContentLength = _print1Body.Length;
     }
 
     [GlobalCleanup]
@@ -38,6 +43,14 @@ public class ExecRoundTripBenchmarks
 
     [Benchmark(Description = "exec round trip, print(1)")]
     public Task<long> Exec_print_1() => ExecAsync(_one, _print1);
+
+    [Benchmark(Description = "exec endpoint, print(1): request body to NDJSON answer")]
+    public async Task<long> Endpoint_exec_print_1()
+    {
+        _print1Body.Position = 0;
+        var req = await HostSeams.ReadExecRequest(_response.Context, WireJson.Default.ExecRequest).ConfigureAwait(false);
+        return await ExecAsync(_one, req!).ConfigureAwait(false);
+    }
 
     [Benchmark(Description = "download of 256 KB, streamed to the response")]
     public async Task<long> Download_256KB()

@@ -29,12 +29,7 @@ internal sealed class FakeSandbox : IAsyncDisposable
         var records = new SandboxRecords(_store, registry, new SandboxLayers(_dir, StorageKind.Copy), new BackgroundWork(), _dir,
             NullLogger<SandboxRecords>.Instance);
         Calls = new SandboxCalls(new ServerOptions { DataDir = _dir }, records, new HostMetrics(), false, NullLogger<SandboxCalls>.Instance);
-        Sandbox = new Sandbox
-        {
-            Id = "sbx_bench", Template = new TemplateDefinition("default", [], [], "/usr/bin/python3"), Limits = new SandboxLimits(1024, 1, 256),
-            CreatedAt = DateTimeOffset.UtcNow, ExpiresAt = DateTimeOffset.MaxValue, Metadata = new(), Pid = 0, Agent = connection,
-            Cgroup = new NoCgroup(), Slot = new UserNamespaceSlot(0, 0, ""), Dirs = new SandboxLayerDirs(_dir, _dir, []), TimingsMs = new(),
-        };
+        Sandbox = KernelFreeSandbox.New("sbx_bench", connection, dir: _dir);
     }
 
     public SandboxCalls Calls { get; }

@@ -56,6 +56,9 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
     /// <summary>Host ends of this server's links now, for leak checks.</summary>
     public int Links => SandboxLink.List(LinkPrefix).Count;
 
+    /// <summary>Networking that offers no egress, for <paramref name="why"/>, touching no link or table (the benchmarks' hostd parts).</summary>
+    public static SandboxNetworking Without(ServerOptions options, ILogger log, string why) => new(options, log, null, null, "fbnone", why);
+
     /// <summary>
     /// Installs this server's table (replacing one a crash left) and removes stale links. Without
     /// libnftables the server still runs; creates that ask for egress are refused with the reason.

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using Forkbox.Core;
@@ -14,7 +13,7 @@ namespace Forkbox.Host.Sandboxes;
 /// <summary>
 /// The sandbox services behind one face for the endpoints: it makes them (each owns its own
 /// state), creates, lists, closes and expires sandboxes, and passes everything else on to the
-/// service that owns it: <see cref="SandboxCalls"/> (exec, files), <see cref="SandboxForks"/>
+/// service that owns it: <see cref="SandboxCreator"/> (create), <see cref="SandboxCalls"/> (exec, files), <see cref="SandboxForks"/>
 /// (fork, merge_into, diff), <see cref="SpacesService"/> (pause, hibernate, resume, idle policy),
 /// <see cref="SandboxFactory"/> (spawn, release, zygotes) and <see cref="SandboxPools"/>.
 /// </summary>
@@ -32,6 +31,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     private readonly SandboxEgress _egress;
     private readonly SandboxFactory _factory;
     private readonly SandboxPools _pools;
+    private readonly SandboxCreator _creator;
     private readonly SandboxForks _forks;
     private readonly SpacesService _spaces;
     private readonly SpacesRecovery _recovery;
@@ -50,6 +50,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
         _factory = new SandboxFactory(options, parts, _registry, _calls, _egress, _background, metrics, loggers);
         _pools = new SandboxPools(_factory, options, metrics.RefillSeconds, loggers);
         _factory.Released += _pools.Wake;
+        _creator = new SandboxCreator(options, templates, _registry, _records, _calls, _egress, _pools, _factory, parts.Quota, metrics,
+            loggers.CreateLogger<SandboxCreator>());
         _forks = new SandboxForks(options, _registry, _records, _factory, _calls, _egress, metrics, loggers.CreateLogger<SandboxForks>());
         var hibernator = new Hibernator(_registry, _records, _factory, _calls, _background, metrics, loggers.CreateLogger<Hibernator>());
         _spaces = new SpacesService(options, templates, _registry, _records, _factory, _calls, _egress, hibernator, _background, metrics,
@@ -80,138 +82,9 @@ public sealed partial class SandboxManager : IAsyncDisposable
         _pools.Get(t).Wake();
     }
 
-    // ---- create -------------------------------------------------------------------------------
+    // ---- create ---------------------------------------------------------------------------------
 
-    /// <summary>
-    /// A sandbox for the caller: a ready one from the template's warm pool when there is one
-    /// (its limits, environment, expiry and metadata applied as it is taken), else one made now.
-    /// </summary>
-    public async Task<Sandbox> CreateAsync(CreateSandboxRequest req, string owner, CancellationToken ct)
-    {
-        var total = Stopwatch.StartNew();
-        var template = _templates.Get(req.Template);
-        var limits = new SandboxLimits(
-            Validate.Range(req.MemoryMb ?? _options.Limits.DefaultMemoryMb, 32, _options.Limits.MaxMemoryMb, "memory_mb"),
-            Validate.Range(req.Cpus ?? _options.Limits.DefaultCpus, 0.01, _options.Limits.MaxCpus, "cpus"),
-            _options.Limits.PidsLimit);
-        var timeout = Validate.Range(req.TimeoutS ?? _options.Limits.DefaultTimeoutS, 1, _options.Limits.MaxTimeoutS, "timeout_s");
-        var env = Validate.Env(req.Env, "env");
-        var metadata = Validate.Metadata(req.Metadata);
-        var persistent = req.Persistent == true;
-        if (!persistent && (req.Name ?? (object?)req.IdleTimeoutS ?? req.HibernateAfterS) is not null)
-            throw new BadRequestException("name, idle_timeout_s and hibernate_after_s are for persistent sandboxes: add \"persistent\": true");
-        var name = req.Name is null ? null : Validate.Name(req.Name, "name");
-        var idle = req.IdleTimeoutS is { } i ? Validate.Range(i, 0.1, _options.Limits.MaxTimeoutS, "idle_timeout_s") : (double?)null;
-        var hibernateAfter = req.HibernateAfterS is { } h ? Validate.Range(h, 0.1, _options.Limits.MaxTimeoutS * 365, "hibernate_after_s") : (double?)null;
-        var diskMb = Validate.Range(req.DiskMb ?? _options.Limits.DefaultDiskMb, 1, _options.Limits.MaxDiskMb, "disk_mb");
-        var egress = _egress.Networking.Mode(req.Network, req.NetworkPolicy) == NetworkModes.Egress;
-        var policy = egress ? await _egress.Networking.ResolveAsync(req.NetworkPolicy, ct).ConfigureAwait(false) : null;
-
-        var pool = _pools.Get(template, egress);
-        // The name is held from now on, so that two creates cannot both take it.
-        var placeholder = SandboxRegistry.CreatingPrefix + SandboxId.New(_options.Cluster.HostId);
-        _registry.ReserveName(owner, name, placeholder);
-        Sandbox? sandbox;
-        bool hit;
-        try
-        {
-            sandbox = pool.TryTake();
-            if (sandbox is not null)
-            {
-                try
-                {
-                    await ConfigureTakenAsync(sandbox, limits, env, policy, ct).ConfigureAwait(false);
-                }
-                catch (Exception e)
-                {
-                    // A pooled sandbox that cannot be configured is discarded (it belongs to nobody now);
-                    // the caller gets a new one, unless it has gone away.
-                    LogPoolDiscard(sandbox.Id, e.Message);
-                    _ = _factory.DestroyAsync(sandbox);
-                    sandbox = null;
-                    if (e is OperationCanceledException) throw;
-                }
-            }
-            hit = sandbox is not null;
-            if (sandbox is null)
-            {
-                sandbox = await _factory.SpawnAsync(template, limits, env, ct, egress: egress).ConfigureAwait(false);
-                try
-                {
-                    if (policy is not null) await _egress.AdmitAsync(sandbox, policy, ct).ConfigureAwait(false);
-                }
-                catch
-                {
-                    _ = _factory.DestroyAsync(sandbox);
-                    throw;
-                }
-            }
-        }
-        catch
-        {
-            _registry.ReleaseName(owner, name, placeholder);
-            throw;
-        }
-        pool.Wake();
-        Foreground(sandbox);
-
-        var now = DateTimeOffset.UtcNow;
-        sandbox.CreatedAt = now;
-        sandbox.ExpiresAt = persistent ? DateTimeOffset.MaxValue : now.AddSeconds(timeout);
-        sandbox.Metadata = metadata;
-        sandbox.PoolHit = hit;
-        sandbox.Owner = owner;
-        sandbox.Name = name;
-        sandbox.Persistent = persistent;
-        sandbox.IdleTimeoutS = idle;
-        sandbox.HibernateAfterS = hibernateAfter;
-        if (diskMb != sandbox.DiskMb) _parts.Quota?.SetLimit(sandbox.Dirs, (long)diskMb << 20);
-        sandbox.DiskMb = diskMb;
-        _registry.SetName(owner, name, sandbox.Id);
-        sandbox.Touch();
-        var recordStart = Stopwatch.GetTimestamp();
-        _records.Save(sandbox);
-        sandbox.TimingsMs["record"] = Math.Round(Stopwatch.GetElapsedTime(recordStart).TotalMilliseconds, 3);
-        sandbox.TimingsMs["total"] = Timings.Ms(total);
-        _registry.AddLive(sandbox);
-        (hit ? _metrics.CreatePoolHitSeconds : _metrics.CreatePoolMissSeconds).Observe(total.Elapsed.TotalSeconds);
-        LogCreated(sandbox.Id, template.Name, sandbox.Pid, hit, total.Elapsed.TotalMilliseconds);
-        return sandbox;
-    }
-
-    /// <summary>
-    /// The pool's sandboxes are made and warmed at nice 19 (the zygote's), so that refills never
-    /// slow anyone's calls; the agent and its threads (its process group) run at 0 from the moment
-    /// a client has the sandbox. The sandbox itself cannot: it has no privilege over its priority.
-    /// (A sandbox made while a client waits, a pool miss or a resume, is made at 0.)
-    /// </summary>
-    private static void Foreground(Sandbox sb)
-    {
-        if (sb.Pid > 0) Forkbox.Linux.Processes.SetGroupNice(sb.Pid, 0);
-    }
-
-    /// <summary>Applies what the caller asked for to a sandbox taken from the pool: limits (if not the defaults) and environment.</summary>
-    private async Task ConfigureTakenAsync(Sandbox sb, SandboxLimits limits, Dictionary<string, string>? env,
-        Forkbox.Host.Networking.ResolvedPolicy? policy, CancellationToken ct)
-    {
-        var step = Stopwatch.StartNew();
-        sb.TimingsMs.Clear();
-        if (limits != sb.Limits)
-        {
-            sb.Cgroup.SetLimits(limits, sb.Limits);
-            sb.Limits = limits;
-        }
-        if (env is { Count: > 0 })
-        {
-            await _calls.FileCallAsync(sb, (agent, t) => agent.SetEnvAsync(env, t), ct).ConfigureAwait(false);
-        }
-        sb.TimingsMs["pool_take"] = Timings.Lap(step);
-        if (policy is not null)
-        {
-            await _egress.AdmitAsync(sb, policy, ct).ConfigureAwait(false);
-            sb.TimingsMs["network_admit"] = Timings.Lap(step);
-        }
-    }
+    public Task<Sandbox> CreateAsync(CreateSandboxRequest req, string owner, CancellationToken ct) => _creator.CreateAsync(req, owner, ct);
 
     /// <summary>How sandboxes' disk_mb is enforced here ("btrfs qgroups"), or "none".</summary>
     public string DiskQuotaKind => _parts.Quota?.Kind ?? "none";
@@ -377,12 +250,6 @@ public sealed partial class SandboxManager : IAsyncDisposable
         await _background.DrainAsync().ConfigureAwait(false);
         await _factory.DisposeAsync().ConfigureAwait(false);
     }
-
-    [LoggerMessage(EventId = 3001, Level = LogLevel.Information, Message = "sandbox {SandboxId} created from {Template}, pid {Pid}, pool hit {PoolHit}, in {Ms:F2} ms")]
-    private partial void LogCreated(string sandboxId, string template, int pid, bool poolHit, double ms);
-
-    [LoggerMessage(EventId = 3002, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: discarded from the pool: {Error}")]
-    private partial void LogPoolDiscard(string sandboxId, string error);
 
     [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed: {Why}")]
     private partial void LogDestroyed(string sandboxId, string why);

@@ -14,8 +14,6 @@ namespace Forkbox.UnitTests.Host.Sandboxes;
 [Trait("Root", "not needed")]
 public sealed class SandboxPoolTests_without_root
 {
-    private static readonly TemplateDefinition Template = new("default", [], [], "/usr/bin/python3");
-
     [Fact]
     public async Task A_pool_fills_to_its_target_hands_each_sandbox_out_once_and_refills()
     {
@@ -77,7 +75,7 @@ public sealed class SandboxPoolTests_without_root
 
     private static SandboxPool NewPool(FakeFactory factory, int target)
     {
-        var pool = new SandboxPool(factory, Template, target, new Histogram("test_refill_seconds", "test"), new ThrowingLogger());
+        var pool = new SandboxPool(factory, KernelFreeSandbox.Template, target, new Histogram("test_refill_seconds", "test"), new ThrowingLogger());
         pool.Wake();
         return pool;
     }
@@ -104,16 +102,13 @@ public sealed class SandboxPoolTests_without_root
             var n = Interlocked.Increment(ref _next);
             var (host, agent) = UnixSocketPair.Connect();
             agent.Dispose(); // nothing is sent: a connection only needs a connected socket
-            var sb = new Sandbox
-            {
-                Id = $"sbx_fake{n}", Template = template, Limits = new SandboxLimits(512, 1, 256), CreatedAt = DateTimeOffset.UnixEpoch,
-                ExpiresAt = DateTimeOffset.MaxValue, Metadata = new(), Pid = 0,
-                Agent = new AgentConnection(host),
-                Cgroup = new NoCgroup(), Slot = new UserNamespaceSlot(n, 0, ""), Dirs = new SandboxLayerDirs("", "", []), TimingsMs = new(),
-            };
+            var sb = KernelFreeSandbox.New($"sbx_fake{n}", new AgentConnection(host), slot: n);
             Spawned.Enqueue(sb);
             return Task.FromResult(sb);
         }
+
+        public Task<Sandbox> SpawnAsync(TemplateDefinition template, SandboxLimits limits, Dictionary<string, string>? env, CancellationToken ct,
+            SandboxRecord? resume = null, bool egress = false, bool foreground = true) => SpawnPooledAsync(template, egress);
 
         public Task DestroyAsync(Sandbox sb)
         {
