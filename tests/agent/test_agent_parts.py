@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -288,7 +289,8 @@ class FileErrorsWithoutRoot(unittest.TestCase):
         self.assertEqual(code(files.read({"id": 3, "path": path + ".missing"}, b"")), "not_found")
         self.assertEqual(code(files.read({"id": 4, "path": tmp}, b"")), "is_a_directory")
         self.assertEqual(files.read({"id": 4, "path": "/dev/null"}, b"")[0],
-                         {"ev": "fail", "id": 4, "code": "is_a_directory", "message": "/dev/null: not a regular file"})
+                         {"ev": "fail", "id": 4, "code": "not_a_regular_file",
+                          "message": "/dev/null: it is a character device; only regular files can be read or written"})
         self.assertEqual(files.read({"id": 5, "path": path, "max": 4}, b"")[0],
                          {"ev": "fail", "id": 5, "code": "too_large", "message": f"{path} is 5 bytes, over the limit of 4"})
         self.assertEqual(code(files.write({"id": 6, "path": os.path.join(path, "sub", "f")}, b"")), "not_a_directory")
@@ -301,6 +303,43 @@ class FileErrorsWithoutRoot(unittest.TestCase):
                          ({"ev": "ok", "id": 9}, b""))
         self.assertFalse(os.path.exists(os.path.join(tmp, "a")))
         self.assertEqual(code(files.list_dir({"id": 10, "path": os.path.join(tmp, "a")}, b"")), "not_found")
+
+
+    def test_no_op_opens_a_named_pipe_a_socket_or_a_device(self):
+        # Opening a FIFO for reading blocks until a writer comes: each op here would hang the test
+        # (and, in a sandbox, the agent's call loop) if it opened one before looking at its type.
+        tmp = tempfile.mkdtemp(prefix="forkbox-files-")
+        self.addCleanup(shutil.rmtree, tmp)
+        fifo, sock_path = os.path.join(tmp, "fifo"), os.path.join(tmp, "sock")
+        os.mkfifo(fifo)
+        sock = socket.socket(socket.AF_UNIX)
+        self.addCleanup(sock.close)
+        sock.bind(sock_path)
+        kinds = {fifo: "a named pipe", sock_path: "a socket", "/dev/zero": "a character device"}
+        for path, kind in kinds.items():
+            with self.subTest(kind=kind):
+                for op in (files.read, files.write):
+                    header = op({"id": 1, "path": path}, b"data")[0]
+                    self.assertEqual((header["code"], header["message"]),
+                                     ("not_a_regular_file", f"{path}: it is {kind}; only regular files can be read or written"))
+                self.assertEqual(files.list_dir({"id": 2, "path": path}, b"")[0]["code"], "not_a_directory")
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))  # the refused upload left the pipe as it was
+        self.assertEqual(sorted(os.listdir(tmp)), ["fifo", "sock"])  # and no upload file behind
+        # An upload's temporary name is new each time: a pipe put where one would go is never opened.
+        os.mkfifo(os.path.join(tmp, "f.txt.forkbox-upload"))
+        self.assertEqual(files.write({"id": 3, "path": os.path.join(tmp, "f.txt")}, b"ok")[0]["ev"], "ok")
+
+    def test_an_upload_through_a_symlink_writes_its_target_and_keeps_the_link(self):
+        tmp = tempfile.mkdtemp(prefix="forkbox-files-")
+        self.addCleanup(shutil.rmtree, tmp)
+        target, link = os.path.join(tmp, "target.txt"), os.path.join(tmp, "link.txt")
+        with open(target, "w") as f:
+            f.write("old")
+        os.symlink("target.txt", link)
+        self.assertEqual(files.write({"id": 1, "path": link}, b"new")[0]["ev"], "ok")
+        self.assertTrue(os.path.islink(link))
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"new")
 
 
 class Pid1ParsingWithoutRoot(unittest.TestCase):

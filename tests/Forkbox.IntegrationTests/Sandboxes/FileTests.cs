@@ -69,6 +69,44 @@ public sealed class FileTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task Named_pipes_sockets_and_devices_are_refused_at_once_and_the_sandbox_keeps_answering()
+    {
+        await using var sb = await fx.NewSandbox();
+        // A pipe no one writes, a bound socket no one serves, and a device: opening the pipe to read
+        // it would block the agent's call loop for good, and every later call on the sandbox with it.
+        var made = await sb.RunCodeAsync("""
+            import os, socket
+            os.mkfifo("/root/fifo")
+            s = socket.socket(socket.AF_UNIX); s.bind("/root/sock")
+            """);
+        Assert.True(made.ExitCode == 0, made.Stderr);
+        var kinds = new Dictionary<string, string> { ["/root/fifo"] = "a named pipe", ["/root/sock"] = "a socket", ["/dev/zero"] = "a character device" };
+        foreach (var (path, kind) in kinds)
+        {
+            using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            var download = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.DownloadAsync(path, quick.Token));
+            Assert.Equal((400, "bad_request"), (download.Status, download.Code));
+            Assert.Contains($"{path}: it is {kind}", download.Message);
+            var upload = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.UploadAsync(path, "x"u8.ToArray(), quick.Token));
+            Assert.Equal(400, upload.Status);
+            Assert.Contains(kind, upload.Message);
+        }
+        var after = await sb.RunCodeAsync("import os, stat; [stat.S_ISFIFO(os.lstat('/root/fifo').st_mode), stat.S_ISSOCK(os.lstat('/root/sock').st_mode)]");
+        Assert.Equal("[true,true]", after.Result!.Value.GetRawText()); // the refused uploads replaced nothing
+        await sb.PauseAsync();
+        await sb.ResumeAsync();
+    }
+
+    [Fact]
+    public async Task An_upload_onto_a_symlink_writes_the_file_it_points_to()
+    {
+        await using var sb = await fx.NewSandbox();
+        await sb.ExecAsync("echo old > /root/target.txt; ln -s target.txt /root/link.txt");
+        await sb.UploadAsync("/root/link.txt", "new"u8.ToArray());
+        Assert.Equal("new", (await sb.ExecAsync("test -L /root/link.txt && cat /root/target.txt")).Stdout);
+    }
+
+    [Fact]
     public async Task File_errors_have_the_right_status()
     {
         await using var sb = await fx.NewSandbox();

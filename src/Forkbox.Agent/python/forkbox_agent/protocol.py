@@ -182,6 +182,7 @@ ERR_TOO_LARGE = "too_large"
 ERR_NO_SPACE = "no_space"
 ERR_AGENT = "agent_error"
 ERR_INTERRUPTED = "interrupted"
+ERR_NOT_REGULAR = "not_a_regular_file"
 
 
 def errno_code(err):
