@@ -9,10 +9,10 @@ using Microsoft.AspNetCore.Http;
 namespace Forkbox.Benchmarks;
 
 /// <summary>
-/// The private steps of hostd's exec path that the benchmarks call as they are, so that a change
-/// to them shows in the figures: SandboxCalls' event forwarding and the endpoints' request-body
-/// read. Bound once by name; when one moves, the benchmarks that use it fail with the message
-/// below and the budget check counts them as not run.
+/// The steps of hostd's exec path that the benchmarks call as they are, so that a change to them
+/// shows in the figures: SandboxCalls' private event forwarding, bound once by name (when it
+/// moves, the benchmarks that use it fail with the message below and the budget check counts them
+/// as not run), and the endpoints' request-body read.
 /// </summary>
 internal static class HostSeams
 {
@@ -21,15 +21,13 @@ internal static class HostSeams
 
     public static readonly ForwardEvent Forward = Bind<ForwardEvent>(typeof(SandboxCalls), "Forward");
 
-    /// <summary>SandboxEndpoints.ReadJsonAsync&lt;ExecRequest&gt;: the body of POST /v1/sandboxes/{id}/exec.</summary>
-    public static readonly Func<HttpContext, JsonTypeInfo<ExecRequest>, Task<ExecRequest?>> ReadExecRequest =
-        Bind<Func<HttpContext, JsonTypeInfo<ExecRequest>, Task<ExecRequest?>>>(typeof(SandboxEndpoints), "ReadJsonAsync", typeof(ExecRequest));
+    /// <summary>RequestJson.ReadAsync&lt;ExecRequest&gt;: the body of POST /v1/sandboxes/{id}/exec.</summary>
+    public static readonly Func<HttpContext, JsonTypeInfo<ExecRequest>, Task<ExecRequest?>> ReadExecRequest = RequestJson.ReadAsync;
 
-    private static T Bind<T>(Type owner, string name, params Type[] typeArguments) where T : Delegate
+    private static T Bind<T>(Type owner, string name) where T : Delegate
     {
         var method = owner.GetMethod(name, BindingFlags.NonPublic | BindingFlags.Static)
             ?? throw new MissingMethodException($"{owner.Name}.{name} is gone: point bench/Forkbox.Benchmarks/HostSeams.cs at where it moved");
-        if (typeArguments.Length > 0) method = method.MakeGenericMethod(typeArguments);
         return method.CreateDelegate<T>();
     }
 }

@@ -67,6 +67,9 @@ public sealed partial class HostServer : IAsyncDisposable
 
     public SandboxManager Sandboxes => _manager;
 
+    /// <summary>Every route this server maps, with its methods (the 405 answer reads them too).</summary>
+    public EndpointDataSource Routes => _app.Services.GetRequiredService<EndpointDataSource>();
+
     /// <summary>How forks snapshot writable layers here ("btrfs", "reflink", "copy"), as /v1/capacity reports.</summary>
     public string StorageStrategy { get; private set; } = null!;
 

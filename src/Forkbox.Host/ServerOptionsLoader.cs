@@ -169,8 +169,8 @@ public static class ServerOptionsLoader
         return best;
     }
 
-    /// <summary>Levenshtein distance, ignoring case.</summary>
-    private static int Distance(string a, string b)
+    /// <summary>Edit distance, ignoring case: how far a mistyped name is from a known one (config keys, request fields).</summary>
+    internal static int Distance(string a, string b)
     {
         a = a.ToLowerInvariant();
         b = b.ToLowerInvariant();

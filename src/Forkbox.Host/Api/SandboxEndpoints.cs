@@ -15,8 +15,6 @@ namespace Forkbox.Host.Api;
 /// <summary>The /v1 routes. Each handler validates, calls <see cref="SandboxManager"/>, and shapes the answer.</summary>
 public static class SandboxEndpoints
 {
-    private const int MaxJsonBody = 16 << 20;
-
     /// <summary>How long a download waits for each 64 KiB of its file from the agent before the agent counts as stuck.</summary>
     private static readonly TimeSpan DownloadPieceTimeout = TimeSpan.FromSeconds(30);
 
@@ -40,7 +38,7 @@ public static class SandboxEndpoints
 
         app.MapPost("/v1/sandboxes", async (HttpContext ctx) =>
         {
-            var req = await ReadJsonAsync(ctx, WireJson.Default.CreateSandboxRequest).ConfigureAwait(false) ?? new CreateSandboxRequest();
+            var req = await RequestJson.ReadAsync(ctx, WireJson.Default.CreateSandboxRequest).ConfigureAwait(false) ?? new CreateSandboxRequest();
             var sb = await manager.CreateAsync(req, Owner(ctx), ctx.RequestAborted).ConfigureAwait(false);
             return ServerBuilder.Json(sb.ToInfo(withUsage: false), WireJson.Default.SandboxInfo);
         });
@@ -67,7 +65,7 @@ public static class SandboxEndpoints
 
         sandboxes.MapPost("/fork", async (HttpContext ctx, string id) =>
         {
-            var req = await ReadJsonAsync(ctx, WireJson.Default.ForkRequest).ConfigureAwait(false) ?? new ForkRequest();
+            var req = await RequestJson.ReadAsync(ctx, WireJson.Default.ForkRequest).ConfigureAwait(false) ?? new ForkRequest();
             await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             var children = await manager.ForkAsync(id, req.N, ctx.RequestAborted).ConfigureAwait(false);
             return ServerBuilder.Json(new ForkResponse(children.Select(c => c.Id).ToList()), WireJson.Default.ForkResponse);
@@ -90,7 +88,7 @@ public static class SandboxEndpoints
 
         sandboxes.MapPost("/exec", async (HttpContext ctx, string id) =>
         {
-            var req = await ReadJsonAsync(ctx, WireJson.Default.ExecRequest).ConfigureAwait(false)
+            var req = await RequestJson.ReadAsync(ctx, WireJson.Default.ExecRequest).ConfigureAwait(false)
                       ?? throw new BadRequestException("a JSON body with 'code' is required");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
             await manager.ExecAsync(sb, req, new NdjsonExecSink(ctx.Response), ctx.RequestAborted).ConfigureAwait(false);
@@ -190,7 +188,7 @@ public static class SandboxEndpoints
         app.MapPut("/v1/templates/{name}/pool", async (HttpContext ctx, string name) =>
         {
             var pool = manager.Pool(name);
-            var req = await ReadJsonAsync(ctx, WireJson.Default.PoolSizeRequest).ConfigureAwait(false);
+            var req = await RequestJson.ReadAsync(ctx, WireJson.Default.PoolSizeRequest).ConfigureAwait(false);
             if (req?.Size is not { } size)
                 throw new BadRequestException("send {\"size\": N}: the number of ready sandboxes to keep for this template");
             pool.Target = Validate.Range(size, 0, options.Limits.MaxSandboxes, "size");
@@ -207,8 +205,11 @@ public static class SandboxEndpoints
             ("forkbox_hibernated_bytes", "Disk held by hibernated states", manager.HibernatedBytes),
         ]) + NetworkMetrics(manager), "text/plain; version=0.0.4")).WithMetadata(AdminOnly.Route); // it lists every owner's sandbox ids
 
-        app.MapFallback((HttpContext ctx) =>
-            throw new NotFoundException($"no route for {ctx.Request.Method} {ctx.Request.Path}; the API is under /v1"));
+        app.MapFallback(async (HttpContext ctx) =>
+        {
+            if (!await MethodNotAllowed.TryAnswerAsync(ctx).ConfigureAwait(false))
+                throw new NotFoundException($"no route for {ctx.Request.Method} {ctx.Request.Path}; the API is under /v1");
+        });
     }
 
     private static string NetworkMetrics(SandboxManager manager)
@@ -216,21 +217,6 @@ public static class SandboxEndpoints
         var text = new System.Text.StringBuilder();
         manager.RenderNetworkMetrics(text);
         return text.ToString();
-    }
-
-    /// <summary>Reads a JSON body; null for an empty one. Malformed JSON or wrong types become a 400 naming the problem.</summary>
-    private static async Task<T?> ReadJsonAsync<T>(HttpContext ctx, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) where T : class
-    {
-        using var body = await UploadBuffer.ReadAsync(ctx, MaxJsonBody, "JSON body").ConfigureAwait(false);
-        if (body.Length == 0) return null;
-        try
-        {
-            return JsonSerializer.Deserialize(body.Memory.Span, type);
-        }
-        catch (JsonException e)
-        {
-            throw new BadRequestException($"request body is not valid JSON for this call: {e.Message}");
-        }
     }
 }
 

@@ -23,18 +23,7 @@ public static class PortEndpoints
         {
             CheckPort(port);
             manager.Describe(id); // 404 for an unknown sandbox
-            PortUrlRequest? req = null;
-            if (ctx.Request.ContentLength is > 0 || ctx.Request.Headers.TransferEncoding.Count > 0)
-            {
-                try
-                {
-                    req = await JsonSerializer.DeserializeAsync(ctx.Request.Body, WireJson.Default.PortUrlRequest, ctx.RequestAborted).ConfigureAwait(false);
-                }
-                catch (JsonException e)
-                {
-                    throw new BadRequestException($"request body is not valid JSON for this call: {e.Message}");
-                }
-            }
+            var req = await RequestJson.ReadAsync(ctx, WireJson.Default.PortUrlRequest).ConfigureAwait(false);
             var ttl = Validate.Range(req?.ExpiresInS ?? 3600, 1, options.Ports.UrlMaxTtlS, "expires_in_s");
             var expires = DateTimeOffset.UtcNow.AddSeconds(ttl);
             // Behind an edge the URL must name the edge, which says where the client reached it.

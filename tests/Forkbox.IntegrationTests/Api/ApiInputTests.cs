@@ -17,10 +17,8 @@ public sealed class ApiInputTests(ServerFixture fx)
         };
         // As curl does for big bodies: the server can answer (413) before the body is sent.
         req.Headers.ExpectContinue = content is not null;
-        using var resp = await fx.Http.SendAsync(req);
-        var text = await resp.Content.ReadAsStringAsync();
-        using var doc = JsonDocument.Parse(text);
-        return (resp.StatusCode, doc.RootElement.GetProperty("code").GetString()!, doc.RootElement.GetProperty("error").GetString()!);
+        var (status, code, message, _) = await ApiError.SendAsync(fx.Http, req);
+        return (status, code, message);
     }
 
     private async Task AssertStillServing()
@@ -30,13 +28,13 @@ public sealed class ApiInputTests(ServerFixture fx)
 
     [Theory]
     [InlineData("{not json", "not valid JSON")]
-    [InlineData("{\"timeout_s\": \"soon\"}", "not valid JSON")]
+    [InlineData("{\"timeout_s\": \"soon\"}", "field \"timeout_s\" must be a number")]
     [InlineData("{\"timeout_s\": -5}", "timeout_s")]
-    [InlineData("{\"memory_mb\": 99999999999}", "not valid JSON")]
+    [InlineData("{\"memory_mb\": 99999999999}", "field \"memory_mb\" must be a whole number")]
     [InlineData("{\"cpus\": 0}", "cpus")]
     [InlineData("{\"template\": \"no-such-template\"}", "unknown template 'no-such-template'")]
     [InlineData("{\"env\": {\"A=B\": \"x\"}}", "env")]
-    [InlineData("[1, 2]", "not valid JSON")]
+    [InlineData("[1, 2]", "request body must be a JSON object")]
     public async Task Bad_create_bodies_are_400_with_a_message(string body, string mentions)
     {
         var (status, code, message) = await Send(HttpMethod.Post, "/v1/sandboxes", body);
@@ -83,7 +81,7 @@ public sealed class ApiInputTests(ServerFixture fx)
                      ("{}", "'code' is required"),
                      ("{\"code\": \"1\", \"language\": \"ruby\"}", "ruby"),
                      ("{\"code\": \"1\", \"timeout_s\": -1}", "timeout_s"),
-                     ("{\"code\": 5}", "not valid JSON"),
+                     ("{\"code\": 5}", "field \"code\" must be a string"),
                      ("{\"code\": \"1\", \"cwd\": \"/root/../..\"}", ".."),
                  })
         {
