@@ -120,6 +120,20 @@ public sealed class ApiInputTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task The_exec_histogram_counts_clients_calls_not_the_pools_warm_up_cells()
+    {
+        await using var server = await TestServer.StartAsync("exec-metric", o => o with { Pool = o.Pool with { Size = 3 } });
+        await ServerFixture.WaitUntil(() => server.Server.Sandboxes.Pool("default").Ready == 3, "the pool filling");
+        await using (var sb = await Client.Sandbox.CreateAsync(null, server.Client))
+        {
+            await sb.RunCodeAsync("1");
+            await sb.ExecAsync("true");
+        }
+        await ServerFixture.WaitUntil(() => server.Server.Sandboxes.Pool("default").Ready == 3, "the pool refilling"); // three more warm-ups each
+        Assert.Matches(@"(?m)^forkbox_exec_seconds_count 2$", await server.Http.GetStringAsync("/metrics"));
+    }
+
+    [Fact]
     public async Task Capacity_and_metrics_describe_the_host()
     {
         await using var sb = await fx.NewSandbox();

@@ -127,7 +127,8 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
             sb.TryMove(SandboxState.Running, SandboxState.Ready);
             sb.Touch();
             sb.Agent.CallLock.Release();
-            metrics.ExecSeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            // Clients' calls only: the pool's warm-up cells (three per sandbox) would outnumber them.
+            if (sink != DiscardSink.Instance) metrics.ExecSeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
         }
     }
 
