@@ -157,8 +157,7 @@ public static class ServerOptionsLoader
         var bestDistance = int.MaxValue;
         void Consider(string candidate, string text, string typed)
         {
-            var d = Distance(typed, text);
-            if (d < bestDistance && d <= Math.Max(2, text.Length / 4)) (best, bestDistance) = (candidate, d);
+            if (Spelling.TypoDistance(typed, text) is { } d && d < bestDistance) (best, bestDistance) = (candidate, d);
         }
         foreach (var path in KnownKeys)
         {
@@ -167,24 +166,6 @@ public static class ServerOptionsLoader
         }
         foreach (var (flat, path) in FlatKeys) Consider(path, flat, name);
         return best;
-    }
-
-    /// <summary>Edit distance, ignoring case: how far a mistyped name is from a known one (config keys, request fields).</summary>
-    internal static int Distance(string a, string b)
-    {
-        a = a.ToLowerInvariant();
-        b = b.ToLowerInvariant();
-        var previous = new int[b.Length + 1];
-        var current = new int[b.Length + 1];
-        for (var j = 0; j <= b.Length; j++) previous[j] = j;
-        for (var i = 1; i <= a.Length; i++)
-        {
-            current[0] = i;
-            for (var j = 1; j <= b.Length; j++)
-                current[j] = Math.Min(Math.Min(current[j - 1], previous[j]) + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
-            (previous, current) = (current, previous);
-        }
-        return previous[b.Length];
     }
 
     /// <summary>The settable properties of an options type; a property of a record type is a section, one level deep.</summary>

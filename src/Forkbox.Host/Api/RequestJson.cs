@@ -58,8 +58,7 @@ public static class RequestJson
     private static string Unknown(string name, JsonTypeInfo type, string path)
     {
         var known = type.Properties.Select(p => p.Name).ToList();
-        var near = known.Select(k => (k, d: ServerOptionsLoader.Distance(name, k))).Where(x => x.d <= Math.Max(2, x.k.Length / 4))
-            .OrderBy(x => x.d).Select(x => x.k).FirstOrDefault();
+        var near = Spelling.Nearest(name, known);
         var where = path.Length == 0 ? "this call's body" : $"\"{path.TrimEnd('.')}\"";
         return $"unknown field \"{path}{name}\"{(near is null ? "" : $" (did you mean \"{path}{near}\"?)")}; the fields of {where} are: {string.Join(", ", known)}";
     }
