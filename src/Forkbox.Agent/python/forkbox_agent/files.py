@@ -17,11 +17,6 @@ from . import protocol
 error_code = protocol.errno_code
 
 
-def failure(req, err):
-    """The fail frame's header for an OSError on req's path."""
-    return protocol.fail(req["id"], error_code(err), f"{req.get('path')}: {getattr(err, 'strerror', None) or err}")
-
-
 _KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link"))
 
@@ -34,8 +29,10 @@ class NotRegularFile(OSError):
         super().__init__(f"it is {kind}; only regular files can be read or written")
 
 
-def not_regular(req, err):
-    return protocol.fail(req["id"], protocol.ERR_NOT_REGULAR, f"{req.get('path')}: {err}")
+def failure(req, err):
+    """The fail frame's header for an OSError on req's path: not_a_regular_file for NotRegularFile, else by its errno."""
+    code = protocol.ERR_NOT_REGULAR if isinstance(err, NotRegularFile) else error_code(err)
+    return protocol.fail(req["id"], code, f"{req.get('path')}: {getattr(err, 'strerror', None) or err}")
 
 
 def check_type(mode):
@@ -76,8 +73,6 @@ def write(req, payload):
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
         os.replace(tmp, path)
-    except NotRegularFile as e:
-        return not_regular(req, e), b""
     except OSError as e:
         if tmp is not None:
             try:
@@ -96,8 +91,6 @@ def read(req, _payload):
                 return protocol.fail(req["id"], protocol.ERR_TOO_LARGE,
                                      f"{req['path']} is {size} bytes, over the limit of {req['max']}"), b""
             data = f.read()
-    except NotRegularFile as e:
-        return not_regular(req, e), b""
     except OSError as e:
         return failure(req, e), b""
     return protocol.ok(req["id"], size=len(data)), data
