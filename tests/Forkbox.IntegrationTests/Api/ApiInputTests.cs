@@ -35,12 +35,21 @@ public sealed class ApiInputTests(ServerFixture fx)
     [InlineData("{\"template\": \"no-such-template\"}", "unknown template 'no-such-template'")]
     [InlineData("{\"env\": {\"A=B\": \"x\"}}", "env")]
     [InlineData("[1, 2]", "request body must be a JSON object")]
+    [InlineData("{\"templat\": \"python-datasci\"}", "unknown field \"templat\" (did you mean \"template\"?)")]
+    [InlineData("{\"network\": \"egress\", \"network_policy\": {\"alow\": [\"example.com\"]}}", "unknown field \"network_policy.alow\" (did you mean \"network_policy.allow\"?)")]
+    [InlineData("{\"persistent\": \"yes\"}", "field \"persistent\" must be true or false")]
+    [InlineData("{\"env\": [\"A=1\"]}", "field \"env\" must be an object of strings")]
+    [InlineData("{\"cpus\": \"two\"}", "field \"cpus\" must be a number")]
     public async Task Bad_create_bodies_are_400_with_a_message(string body, string mentions)
     {
+        var running = fx.Server.Sandboxes.Running;
         var (status, code, message) = await Send(HttpMethod.Post, "/v1/sandboxes", body);
         Assert.Equal(HttpStatusCode.BadRequest, status);
         Assert.Equal("bad_request", code);
         Assert.Contains(mentions, message);
+        Assert.DoesNotContain("System.", message); // a field and a type the client knows, never a .NET type
+        Assert.DoesNotContain("Forkbox.", message);
+        Assert.Equal(running, fx.Server.Sandboxes.Running);
         await AssertStillServing();
     }
 
