@@ -21,6 +21,7 @@ public sealed class BadInputTests(ServerFixture fx, ITestOutputHelper output)
     [
         "bad_request", "unauthorized", "not_found", "file_not_found", "sandbox_dead", "sandbox_busy", "wrong_state",
         "lost", "has_forks", "name_taken", "template_in_use", "template_exists", "too_large", "at_capacity", "no_space",
+        "method_not_allowed",
     ];
 
     /// <summary>
@@ -227,7 +228,11 @@ public sealed class BadInputTests(ServerFixture fx, ITestOutputHelper output)
                 10 => (HttpMethod.Post, $"/v1/sandboxes/{live}/merge_into/{id}", null),
                 _ => (HttpMethod.Get, $"/v1/sandboxes/{id}/diff/{live}", null),
             };
-            return new("unknown id", method, path, body is null ? null : Encoding.UTF8.GetBytes(body), NotFound404);
+            // %2e%2e is a dot segment: Kestrel removes it with the segment before it, so merge_into/%2e%2e
+            // is POST /v1/sandboxes/{live}/, a known route that takes GET and DELETE (every other
+            // case lands on a path that is no route at all).
+            var expected = id == "%2e%2e" && path.StartsWith($"/v1/sandboxes/{live}/merge_into/", StringComparison.Ordinal) ? [405] : NotFound404;
+            return new("unknown id", method, path, body is null ? null : Encoding.UTF8.GetBytes(body), expected);
         }
 
         private BadRequest RequestLine() => rng.Next(3) switch
