@@ -200,6 +200,14 @@ public sealed class Sandbox : IAsyncDisposable
         _client.SendJsonAsync(_client.Request(HttpMethod.Post, $"v1/sandboxes/{Id}/ports/{port}/url",
             ForkboxClient.Json(new PortUrlRequest { ExpiresInS = expiresInS }, WireJson.Default.PortUrlRequest)), WireJson.Default.PortUrlResponse, ct);
 
+    /// <summary>
+    /// Interrupts the exec running now, if one is: KeyboardInterrupt in a Python cell (its
+    /// variables stay), the process group of a shell command killed. True when one was running.
+    /// </summary>
+    public async Task<bool> InterruptAsync(CancellationToken ct = default) =>
+        (await _client.SendJsonAsync(_client.Request(HttpMethod.Post, $"v1/sandboxes/{Id}/interrupt"), WireJson.Default.InterruptResponse, ct)
+            .ConfigureAwait(false)).Interrupted;
+
     /// <summary>Stops every process of the sandbox with the cgroup freezer; memory stays. Any call resumes it.</summary>
     public Task<LifecycleResponse> PauseAsync(CancellationToken ct = default) => LifecycleAsync("pause", ct);
 

@@ -5,6 +5,7 @@ namespace Forkbox.Linux;
 /// <summary>Signals and priorities of host processes by pid, for callers outside this assembly.</summary>
 public static class Processes
 {
+    public const int SIGINT = 2;
     public const int SIGKILL = Libc.SIGKILL;
     public const int SIGUSR2 = 12;
 

@@ -406,17 +406,26 @@ class FramingWithoutRoot(unittest.TestCase):
         with self.assertRaises(EOFError):
             self.reader.read()
 
-    def test_an_alarm_during_a_send_is_raised_after_the_whole_frame(self):
+    def test_an_alarm_or_interrupt_during_a_send_is_raised_after_the_whole_frame(self):
         chan = Channel(self.a)
-        cells.timer.pending = True  # as _on_alarm notes it while the main thread sends
-        try:
-            with self.assertRaises(cells.CellTimeout):
-                chan.send({"ev": "out", "lines": ["x"]})
-        finally:
-            cells.timer.pending = False
-        self.assertEqual(self.reader.read(), ({"ev": "out", "lines": ["x"]}, b""))
-        chan.send({"ev": "after"})  # the timeout was raised once
-        self.assertEqual(self.reader.read(), ({"ev": "after"}, b""))
+        for handler, exc in ((cells._on_alarm, cells.CellTimeout), (cells.on_interrupt, KeyboardInterrupt)):
+            cells.timer.armed = True
+            cells.timer.critical = 1  # as while the main thread sends
+            try:
+                handler(None, None)  # noted, not raised
+                cells.timer.critical = 0
+                with self.assertRaises(exc):
+                    chan.send({"ev": "out", "lines": ["x"]})
+            finally:
+                cells.timer.armed, cells.timer.critical, cells.timer.pending = False, 0, None
+            self.assertEqual(self.reader.read(), ({"ev": "out", "lines": ["x"]}, b""))
+            chan.send({"ev": "after"})  # raised once
+            self.assertEqual(self.reader.read(), ({"ev": "after"}, b""))
+
+    def test_an_interrupt_between_calls_is_dropped(self):
+        cells.timer.armed = False
+        cells.on_interrupt(None, None)  # no KeyboardInterrupt
+        self.assertIsNone(cells.timer.pending)
 
 
 def _round_trip(data):

@@ -79,13 +79,28 @@ class AsyncSandbox:
 
     async def run_code(self, code: str, on_stdout: Optional[LineCallback] = None,
                        on_stderr: Optional[LineCallback] = None, timeout: Optional[float] = None) -> Execution:
-        """Sandbox.run_code; the callbacks run on a worker thread as lines arrive."""
-        return await asyncio.to_thread(self._sync.run_code, code, on_stdout, on_stderr, timeout)
+        """Sandbox.run_code; the callbacks run on a worker thread as lines arrive. Cancelling the
+        await (``asyncio.wait_for``, a cancelled task) interrupts the cell."""
+        return await self._interruptible(self._sync.run_code, code, on_stdout, on_stderr, timeout)
 
     async def exec(self, cmd: str, on_stdout: Optional[LineCallback] = None, on_stderr: Optional[LineCallback] = None,
                    timeout: Optional[float] = None, cwd: Optional[str] = None,
                    env: Optional[Dict[str, str]] = None) -> Execution:
-        return await asyncio.to_thread(self._sync.exec, cmd, on_stdout, on_stderr, timeout, cwd, env)
+        """Sandbox.exec; cancelling the await kills the command."""
+        return await self._interruptible(self._sync.exec, cmd, on_stdout, on_stderr, timeout, cwd, env)
+
+    async def _interruptible(self, call: Any, *args: Any) -> Execution:
+        # The worker thread cannot be cancelled: the call is stopped in the sandbox instead, and the
+        # thread then returns on its own.
+        try:
+            return await asyncio.to_thread(call, *args)
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.to_thread(self._sync.interrupt))
+            raise
+
+    async def interrupt(self) -> bool:
+        """Sandbox.interrupt: stops the call running now, if one is."""
+        return await asyncio.to_thread(self._sync.interrupt)
 
     async def upload(self, path: str, data: UploadData) -> FileEntry:
         return await asyncio.to_thread(self._sync.upload, path, data)

@@ -281,6 +281,13 @@ class Sandbox:
 
     # ---- Spaces: pause, hibernate, resume ----------------------------------------------------
 
+    def interrupt(self) -> bool:
+        """Interrupts the call running now (from another thread or process): KeyboardInterrupt
+        in a Python cell, whose variables stay; a shell command's process group killed. The
+        interrupted call ends with exit code 130. False when no call was running."""
+        reply: Dict[str, Any] = self._client.request_json("POST", self._path("interrupt"))
+        return bool(reply["interrupted"])
+
     def pause(self) -> Dict[str, Any]:
         """Stops every process with the cgroup freezer; memory stays. Any call resumes it."""
         return self._lifecycle("pause")

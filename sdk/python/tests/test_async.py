@@ -75,6 +75,19 @@ class AsyncFlow(unittest.TestCase):
 
         asyncio.run(flow())
 
+    def test_cancelling_an_await_interrupts_the_cell(self) -> None:
+        async def flow() -> None:
+            async with await AsyncSandbox.create(url()) as sb:
+                await sb.run_code("kept = 1")
+                started = time.monotonic()
+                with self.assertRaises(asyncio.TimeoutError):
+                    await asyncio.wait_for(sb.run_code("import time\ntime.sleep(120)\nkept = 2"), 1)
+                r = await sb.run_code("kept")  # waits for the interrupted cell, not for its 120 s
+                self.assertLess(time.monotonic() - started, 15)
+                self.assertEqual(r.result, 1)
+
+        asyncio.run(flow())
+
     def test_spaces_calls(self) -> None:
         async def flow() -> None:
             name = f"async-{time.monotonic_ns()}"

@@ -167,6 +167,23 @@ class RunCode(WithSandbox):
         self.assertEqual(r.exit_code, 124)
         self.assertEqual(self.sb.run_code("kept").result, "yes")
 
+    def test_interrupt_from_another_thread_stops_the_cell_and_keeps_its_variables(self) -> None:
+        self.sb.run_code("kept = 'yes'")
+        self.assertFalse(self.sb.interrupt(), "nothing runs yet")
+        started = threading.Event()
+        threading.Timer(30, started.set).start()  # the test fails, not hangs, if the cell never prints
+        done: List[Execution] = []
+        worker = threading.Thread(target=lambda: done.append(
+            self.sb.run_code("import time\nprint('go', flush=True)\ntime.sleep(120)", on_stdout=lambda _: started.set())))
+        worker.start()
+        started.wait()
+        self.assertTrue(self.sb.interrupt())
+        worker.join(10)
+        self.assertEqual(done[0].exit_code, 130)
+        assert done[0].error is not None
+        self.assertEqual(done[0].error.name, "KeyboardInterrupt")
+        self.assertEqual(self.sb.run_code("kept").result, "yes")
+
     def test_stream_yields_the_raw_events(self) -> None:
         events = list(self.sb.stream("print('hi')\n7"))
         self.assertEqual([e["type"] for e in events], ["stdout", "result", "exit"])

@@ -147,7 +147,12 @@ public sealed record ExecRequest
     public string? Cwd { get; init; }
     /// <summary>Extension: also send result and error events.</summary>
     public bool? Rich { get; init; }
+    /// <summary>Whether the call is interrupted when its client closes the stream (default true); false lets it run to its end.</summary>
+    public bool? InterruptOnDisconnect { get; init; }
 }
+
+/// <summary>The answer of POST /v1/sandboxes/{id}/interrupt: whether an exec was running to interrupt.</summary>
+public sealed record InterruptResponse(bool Interrupted);
 
 /// <summary>One NDJSON line of an exec stream: stdout, stderr, result, error or exit.</summary>
 public sealed record ExecEvent
@@ -236,6 +241,7 @@ public sealed record ErrorBody(string Error, string Code);
 [JsonSerializable(typeof(SandboxInfo))]
 [JsonSerializable(typeof(SandboxList))]
 [JsonSerializable(typeof(ExecRequest))]
+[JsonSerializable(typeof(InterruptResponse))]
 [JsonSerializable(typeof(ExecEvent))]
 [JsonSerializable(typeof(FileList))]
 [JsonSerializable(typeof(CapacityInfo))]

@@ -32,6 +32,12 @@ public sealed class AgentConnection : IAsyncDisposable
 
     public SemaphoreSlim CallLock { get; } = new(1, 1);
 
+    /// <summary>
+    /// Taken to interrupt the exec in progress and to end one: an interrupt is sent only while its
+    /// exec is still running, so it cannot reach the next call.
+    /// </summary>
+    public Lock InterruptLock { get; } = new();
+
     // The call in progress's deadline: one source per connection, reset for each call.
     private CancellationTokenSource _deadline = new();
 

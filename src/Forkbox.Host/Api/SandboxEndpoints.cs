@@ -94,6 +94,9 @@ public static class SandboxEndpoints
             await manager.ExecAsync(sb, req, new NdjsonExecSink(ctx.Response), ctx.RequestAborted).ConfigureAwait(false);
         });
 
+        sandboxes.MapPost("/interrupt", (string id) =>
+            ServerBuilder.Json(new InterruptResponse(manager.Interrupt(id)), WireJson.Default.InterruptResponse));
+
         sandboxes.MapPut("/files", async (HttpContext ctx, string id, string? path) =>
         {
             var target = Validate.SandboxPath(path, "path");

@@ -219,6 +219,12 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     public const string ResumedHeader = SpacesService.ResumedHeader;
     public const int MaxForks = SandboxForks.MaxForks;
+    /// <summary>Interrupts the exec running in a live sandbox; false when none runs (a frozen sandbox runs none).</summary>
+    public bool Interrupt(string id)
+    {
+        if (_registry.TryGetLive(id, out var sb)) return _calls.Interrupt(sb, "POST /interrupt");
+        return _registry.IsFrozen(id) ? false : throw SandboxRegistry.NotFound(id);
+    }
     public Task ExecAsync(Sandbox sb, ExecRequest req, IExecSink sink, CancellationToken clientGone) => _calls.ExecAsync(sb, req, sink, clientGone);
     public Task<IReadOnlyList<Sandbox>> ForkAsync(string parentId, int? count, CancellationToken ct) => _forks.ForkAsync(parentId, count, ct);
     public Task MergeIntoAsync(string targetId, string winnerId) => _forks.MergeIntoAsync(targetId, winnerId);

@@ -80,23 +80,40 @@ public sealed class McpProcess : IAsyncDisposable
     /// <summary>Sends a request and returns the whole response: its result or its error.</summary>
     public async Task<JsonObject> RequestAsync(string method, JsonObject? parameters = null)
     {
+        var (_, reply) = await SendRequestAsync(method, parameters);
+        return await reply;
+    }
+
+    /// <summary>Sends a request without waiting for it: its id, and its response to come.</summary>
+    public async Task<(int Id, Task<JsonObject> Reply)> SendRequestAsync(string method, JsonObject? parameters = null)
+    {
         var id = Interlocked.Increment(ref _nextId);
         var reply = new TaskCompletionSource<JsonObject>(TaskCreationOptions.RunContinuationsAsynchronously);
         _pending[id] = reply;
         var message = new JsonObject { ["jsonrpc"] = "2.0", ["id"] = id, ["method"] = method };
         if (parameters is not null) message["params"] = parameters;
         await SendAsync(message);
-        try
+        return (id, Wait());
+
+        async Task<JsonObject> Wait()
         {
-            return await reply.Task.WaitAsync(ReplyTimeout);
-        }
-        catch (TimeoutException)
-        {
-            throw new TimeoutException($"no reply to {method} (id {id}) within {ReplyTimeout.TotalSeconds} s; exited: {_process.HasExited}");
+            try
+            {
+                return await reply.Task.WaitAsync(ReplyTimeout);
+            }
+            catch (TimeoutException)
+            {
+                throw new TimeoutException($"no reply to {method} (id {id}) within {ReplyTimeout.TotalSeconds} s; exited: {_process.HasExited}");
+            }
         }
     }
 
-    public Task NotifyAsync(string method) => SendAsync(new JsonObject { ["jsonrpc"] = "2.0", ["method"] = method });
+    public Task NotifyAsync(string method, JsonObject? parameters = null)
+    {
+        var message = new JsonObject { ["jsonrpc"] = "2.0", ["method"] = method };
+        if (parameters is not null) message["params"] = parameters;
+        return SendAsync(message);
+    }
 
     /// <summary>tools/call; returns the CallToolResult (content, isError).</summary>
     public async Task<ToolReply> CallToolAsync(string name, JsonObject? arguments = null) =>

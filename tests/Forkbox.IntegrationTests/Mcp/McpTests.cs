@@ -99,6 +99,29 @@ public sealed partial class McpTests(ServerFixture fx, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_cancelled_tool_call_interrupts_its_code_and_the_next_call_runs_at_once()
+    {
+        await using var mcp = McpProcess.Start(fx.Server.Address, output);
+        await mcp.InitializeAsync();
+        Assert.False((await mcp.CallToolAsync("run_code", new JsonObject { ["code"] = "x = 1" })).IsError);
+
+        var (id, _) = await mcp.SendRequestAsync("tools/call", new JsonObject
+        {
+            ["name"] = "run_code",
+            ["arguments"] = new JsonObject { ["code"] = "import time\ntime.sleep(120)\nx = 2" },
+        });
+        // The session's sandbox exists (the first call made it), so the cell starts within
+        // milliseconds; were it not started yet, cancelling would stop it before it ran.
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        await mcp.NotifyAsync("notifications/cancelled", new JsonObject { ["requestId"] = id, ["reason"] = "the user pressed stop" });
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var after = await mcp.CallToolAsync("run_code", new JsonObject { ["code"] = "x" });
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"the next call waited {clock.Elapsed.TotalSeconds:F0} s for the cancelled one");
+        Assert.Contains("[result]\n1\n", after.Text); // interrupted before x = 2
+    }
+
+    [Fact]
     public async Task Files_go_in_as_text_or_base64_and_come_back_the_same_way()
     {
         await using var mcp = McpProcess.Start(fx.Server.Address, output);

@@ -83,6 +83,7 @@ class Agent:
         sys.stdin = open(os.devnull)
         self.start_reaper()
         signal.signal(signal.SIGUSR2, lambda *_: pid1.retire())
+        signal.signal(signal.SIGINT, cells.on_interrupt)
         self.serve_calls()
 
     def serve_calls(self):
@@ -171,8 +172,15 @@ class Agent:
 
 def _start_thread(target, *args):
     """A helper thread, started without waiting for it to run (threading.Thread.start waits):
-    in a fresh fork on busy cores that wait was several milliseconds per thread."""
-    _thread.start_new_thread(target, args)
+    in a fresh fork on busy cores that wait was several milliseconds per thread. It blocks the
+    signals that stop a call, so that they reach the main thread and wake it from a blocking
+    call (a cell in time.sleep, a command's select)."""
+    _thread.start_new_thread(_without_call_signals, (target, args))
+
+
+def _without_call_signals(target, args):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGALRM})
+    target(*args)
 
 
 def run(sock, output_limit):

@@ -19,32 +19,50 @@ class CellTimeout(BaseException):
 
 
 class _TimerState:
-    """A timeout must not land in the middle of a frame on the control socket: while the main
-    thread is sending, the alarm is only noted, and raised when the send is complete (channel.py)."""
+    """What the timer and an interrupt may raise in the main thread. Only while a call's user code
+    or command runs (armed: an interrupt between calls is dropped, so one meant for a call that
+    just ended cannot land in the next one), and never in the middle of a frame on the control
+    socket: while the main thread is sending, the exception is only noted (pending), and raised
+    when the send is complete (channel.py)."""
+    armed = False
     critical = 0
-    pending = False
+    pending = None  # the exception class to raise once the send is complete
 
 
 timer = _TimerState()
 MAIN_THREAD = threading.get_ident()
 
 
-def _on_alarm(_signum, _frame):
-    if timer.critical:
-        timer.pending = True
+def _raise_in_call(exc):
+    if not timer.armed:
         return
-    raise CellTimeout()
+    if timer.critical:
+        timer.pending = exc
+        return
+    raise exc()
+
+
+def _on_alarm(_signum, _frame):
+    _raise_in_call(CellTimeout)
+
+
+def on_interrupt(_signum, _frame):
+    """SIGINT from hostd (POST /interrupt, or the client of an exec stream went away):
+    KeyboardInterrupt in the running cell or command; the REPL stays."""
+    _raise_in_call(KeyboardInterrupt)
 
 
 def _arm(timeout):
+    timer.armed = True
     if timeout > 0:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
 
 
 def _disarm():
+    timer.armed = False
     signal.setitimer(signal.ITIMER_REAL, 0)
-    timer.pending = False
+    timer.pending = None
 
 
 def run(agent, req):
@@ -82,6 +100,9 @@ def run(agent, req):
         timed_out = True
         exit_code = 124
         _report_error(agent.chan, req, "TimeoutError", f"execution exceeded the timeout of {timeout:g} s", None)
+    except KeyboardInterrupt as e:  # interrupted: as a shell reports SIGINT
+        exit_code = 130
+        _report_error(agent.chan, req, "KeyboardInterrupt", "interrupted", e.__traceback__)
     except SystemExit as e:
         exit_code = exit_status(e.code)
     except BaseException as e:  # user code: report it, keep the REPL

@@ -3,7 +3,7 @@ through Channel.send, which the output pump thread uses too."""
 
 import threading
 
-from .cells import MAIN_THREAD, CellTimeout, timer
+from .cells import MAIN_THREAD, timer
 from .protocol import FrameReader, encode
 
 
@@ -27,5 +27,5 @@ class Channel:
                 if main:
                     timer.critical -= 1
         if main and timer.pending and not timer.critical:
-            timer.pending = False
-            raise CellTimeout()
+            exc, timer.pending = timer.pending, None
+            raise exc()

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+from . import cells
+
 
 def run(req, sinks, tracked):
     """Runs req["code"] with /bin/bash -c; sinks are the OutputSinks of streams 1 and 2, tracked
@@ -30,7 +32,36 @@ def run(req, sinks, tracked):
     sel.register(proc.stdout, selectors.EVENT_READ, sinks[1])
     sel.register(proc.stderr, selectors.EVENT_READ, sinks[2])
     sel.register(exited, selectors.EVENT_READ, None)
-    timed_out = False
+    timed_out = interrupted = False
+    cells.timer.armed = True  # SIGINT from hostd raises KeyboardInterrupt here (cells.on_interrupt)
+    try:
+        timed_out = not _pump(sel, exited, deadline, proc.pid)
+    except KeyboardInterrupt:
+        interrupted = True
+        _kill_group(proc.pid)
+    finally:
+        cells.timer.armed = False
+        cells.timer.pending = None
+    if timed_out or interrupted:
+        _drain(sel)
+    sel.close()
+    os.close(exited)
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    tracked.discard(proc.pid)
+    if timed_out:
+        sinks[2].feed(f"forkbox: command exceeded the timeout of {timeout:g} s and was killed\n".encode())
+        return 124, True
+    if interrupted:
+        sinks[2].feed(b"forkbox: interrupted; the command's process group was killed\n")
+        return 130, False
+    return exit_code(proc.returncode), False
+
+
+def _pump(sel, exited, deadline, pgid):
+    """Streams the command's output until bash has exited and what it wrote is read; False when
+    the deadline came first (the group is killed)."""
     draining = 0
     while sel.get_map() and draining < 256:
         if draining:
@@ -44,9 +75,8 @@ def run(req, sinks, tracked):
         if not events:
             if draining:
                 break  # bash is gone and what it wrote has been read
-            timed_out = True
-            _kill_group(proc.pid)
-            break
+            _kill_group(pgid)
+            return False
         for key, _ in events:
             if key.fd == exited:
                 sel.unregister(exited)
@@ -57,16 +87,17 @@ def run(req, sinks, tracked):
                 key.data.feed(data)
             else:
                 sel.unregister(key.fileobj)
-    sel.close()
-    os.close(exited)
-    proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
-    tracked.discard(proc.pid)
-    if timed_out:
-        sinks[2].feed(f"forkbox: command exceeded the timeout of {timeout:g} s and was killed\n".encode())
-        return 124, True
-    return exit_code(proc.returncode), False
+    return True
+
+
+def _drain(sel):
+    """What a killed group wrote before it died, without waiting for pipes that something
+    outside the group may still hold open."""
+    for key, _ in sel.select(0):
+        if key.data is not None:
+            data = os.read(key.fd, 65536)
+            if data:
+                key.data.feed(data)
 
 
 def exit_code(returncode):

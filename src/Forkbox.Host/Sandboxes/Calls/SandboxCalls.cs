@@ -4,6 +4,7 @@ using Forkbox.Core;
 using Forkbox.Core.Errors;
 using Forkbox.Core.Wire;
 using Forkbox.Host.Agents;
+using Forkbox.Linux;
 using Microsoft.Extensions.Logging;
 
 namespace Forkbox.Host.Sandboxes;
@@ -22,6 +23,10 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
     private static readonly TimeSpan AgentGrace = TimeSpan.FromSeconds(5);
 
     private readonly ILogger _log = log;
+
+    // One delegate for every exec: registering it on the client's token allocates no closure.
+    private Action<object?>? _interruptOnDisconnect;
+    private Action<object?> InterruptOnDisconnect => _interruptOnDisconnect ??= sb => Interrupt((Sandbox)sb!, "its client closed the exec stream");
 
     /// <summary>
     /// Called before a call and again under its call lock: a dead sandbox is refused; a paused one
@@ -49,8 +54,8 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
 
     /// <summary>
     /// Runs code and streams its events to <paramref name="sink"/>. If the client goes away the call
-    /// still runs to its end (the agent's frames must be read to keep the channel in step); its
-    /// output is dropped.
+    /// is interrupted (unless it asked to run on) and read to its end, since the agent's frames
+    /// must be read to keep the channel in step; its output is dropped.
     /// </summary>
     public async Task ExecAsync(Sandbox sb, ExecRequest req, IExecSink sink, CancellationToken clientGone)
     {
@@ -65,10 +70,12 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
 
         await sb.Agent.CallLock.WaitAsync(clientGone).ConfigureAwait(false);
         var started = Stopwatch.GetTimestamp();
+        var onDisconnect = default(CancellationTokenRegistration);
         try
         {
             EnsureUsable(sb);
             sb.MoveTo(SandboxState.Running);
+            if (req.InterruptOnDisconnect != false) onDisconnect = clientGone.UnsafeRegister(InterruptOnDisconnect, sb);
             var rich = req.Rich == true;
             var deadline = sb.Agent.ArmDeadline(TimeSpan.FromSeconds(timeout) + AgentGrace);
             var clientOk = true;
@@ -124,12 +131,34 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
         }
         finally
         {
-            sb.TryMove(SandboxState.Running, SandboxState.Ready);
+            onDisconnect.Dispose();
+            lock (sb.Agent.InterruptLock) sb.TryMove(SandboxState.Running, SandboxState.Ready);
             sb.Touch();
             sb.Agent.CallLock.Release();
             // Clients' calls only: the pool's warm-up cells (three per sandbox) would outnumber them.
             if (sink != DiscardSink.Instance) metrics.ExecSeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
         }
+    }
+
+    /// <summary>
+    /// Interrupts the exec running in the sandbox, if one is: SIGINT to its agent, which raises
+    /// KeyboardInterrupt in the cell (the REPL and its variables stay) or kills the command's
+    /// process group. False when no exec was running. The agent takes the signal only while user
+    /// code runs, and the exec cannot end while the signal is being sent (InterruptLock), so an
+    /// interrupt never reaches a later call.
+    /// </summary>
+    public bool Interrupt(Sandbox sb, string why)
+    {
+        lock (sb.Agent.InterruptLock)
+        {
+            if (sb.State != SandboxState.Running) return false;
+            // The pid is the agent's while it is in the sandbox's cgroup: a process that died and
+            // was reaped may have left its number to another.
+            if (!sb.Cgroup.Pids().Contains(sb.Pid)) return false;
+            Processes.Signal(sb.Pid, Processes.SIGINT);
+        }
+        LogInterrupted(sb.Id, why);
+        return true;
     }
 
     private static void WriteFatal(IExecSink sink, bool rich, string name, string message, int code, bool timeout)
@@ -280,6 +309,9 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
 
     [LoggerMessage(EventId = 3005, Level = LogLevel.Warning, Message = "sandbox {SandboxId} died: {Reason}")]
     private partial void LogDied(string sandboxId, string reason);
+
+    [LoggerMessage(EventId = 3007, Level = LogLevel.Information, Message = "sandbox {SandboxId}: exec interrupted ({Why})")]
+    private partial void LogInterrupted(string sandboxId, string why);
 
     [LoggerMessage(EventId = 3202, Level = LogLevel.Information, Message = "sandbox {SandboxId} thawed")]
     private partial void LogThawed(string sandboxId);
