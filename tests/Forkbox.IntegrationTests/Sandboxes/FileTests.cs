@@ -1,3 +1,4 @@
+using Forkbox.Core.Wire;
 using System.Security.Cryptography;
 using Forkbox.Client;
 
@@ -119,5 +120,46 @@ public sealed class FileTests(ServerFixture fx)
         var denied = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.UploadAsync("/usr/bin/python3", "x"u8.ToArray()));
         Assert.Equal(400, denied.Status);
         Assert.Equal(0, (await sb.ExecAsync("python3 -c 'print(1)'")).ExitCode);
+    }
+
+    [Theory]
+    [InlineData("/")]
+    [InlineData("/root")]
+    [InlineData("/root/")]
+    public async Task Deleting_root_or_the_working_directory_is_refused_and_the_repl_keeps_working(string path)
+    {
+        await using var sb = await fx.NewSandbox();
+        await sb.UploadAsync("/root/kept.txt", "kept"u8.ToArray());
+        var refused = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => sb.DeleteFileAsync(path, recursive: true));
+        Assert.Equal(400, refused.Status);
+        Assert.Contains("the directory the REPL and commands run in", refused.ServerMessage);
+        Assert.Equal("kept", (await sb.RunCodeAsync("open('kept.txt').read()")).Result!.Value.GetString());
+        await sb.DeleteFileAsync("/root/kept.txt"); // what is in it can go
+    }
+
+    [Fact]
+    public async Task The_repl_survives_its_working_directory_being_deleted_by_user_code()
+    {
+        await using var sb = await fx.NewSandbox();
+        Assert.Equal(0, (await sb.ExecAsync("cd / && rm -rf /root")).ExitCode);
+        var homeless = await sb.RunCodeAsync("import os\nos.getcwd()");
+        Assert.Equal("/", homeless.Result!.Value.GetString());
+        Assert.Equal(0, (await sb.ExecAsync("pwd")).ExitCode);
+        await sb.ExecAsync("mkdir /root");
+        Assert.Equal("/root", (await sb.RunCodeAsync("os.getcwd()")).Result!.Value.GetString());
+        await sb.UploadAsync("/root/back.txt", "back"u8.ToArray());
+        Assert.Equal("back", (await sb.RunCodeAsync("open('back.txt').read()")).Result!.Value.GetString());
+        Assert.Equal("back", (await sb.ExecAsync("cat back.txt")).Stdout);
+    }
+
+    [Theory]
+    [InlineData("python")]
+    [InlineData("bash")]
+    public async Task A_missing_cwd_says_so(string language)
+    {
+        await using var sb = await fx.NewSandbox();
+        var r = await sb.RunAsync(new ExecRequest { Code = "print(1)", Language = language, Cwd = "/no/such/dir" });
+        Assert.Equal(1, r.ExitCode);
+        Assert.Equal("forkbox: cwd /no/such/dir is not a directory in the sandbox", r.Stderr);
     }
 }

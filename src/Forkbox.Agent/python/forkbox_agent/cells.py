@@ -65,14 +65,44 @@ def _disarm():
     timer.pending = None
 
 
+HOME = "/root"
+_homeless = False  # set while the REPL waits in / for a deleted HOME to come back
+
+
+def working_directory():
+    """The agent's working directory, moved back to HOME (or / while HOME is missing) when it was
+    deleted under the REPL: a process whose directory was removed fails every os.getcwd() and
+    every relative path, even after a mkdir of the same name."""
+    global _homeless
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:
+        cwd = None
+    if cwd is None or (_homeless and cwd == "/" and os.path.isdir(HOME)):
+        _homeless = not os.path.isdir(HOME)
+        os.chdir("/" if _homeless else HOME)
+        cwd = os.getcwd()
+    return cwd
+
+
+def missing_cwd(cwd):
+    """The message for a call whose cwd is not a directory, or None when it is (or none was given)."""
+    if cwd and not os.path.isdir(cwd):
+        return f"forkbox: cwd {cwd} is not a directory in the sandbox\n"
+    return None
+
+
 def run(agent, req):
     """Runs req["code"] in agent.globals, with req's env and cwd for its duration. Returns
     (exit code, timed out)."""
     env_before = dict(os.environ)
-    cwd_before = os.getcwd()
+    cwd_before = working_directory()
     timeout = req.get("timeout") or 0
     timed_out = False
     exit_code = 0
+    if message := missing_cwd(req.get("cwd")):
+        sys.stderr.write(message)
+        return 1, False
     try:
         os.environ.update(req.get("env") or {})
         if req.get("cwd"):

@@ -12,7 +12,7 @@ import secrets
 import shutil
 import stat
 
-from . import protocol
+from . import cells, protocol
 
 error_code = protocol.errno_code
 
@@ -33,6 +33,14 @@ def failure(req, err):
     """The fail frame's header for an OSError on req's path: not_a_regular_file for NotRegularFile, else by its errno."""
     code = protocol.ERR_NOT_REGULAR if isinstance(err, NotRegularFile) else error_code(err)
     return protocol.fail(req["id"], code, f"{req.get('path')}: {getattr(err, 'strerror', None) or err}")
+
+
+def held_working_directory(path):
+    """The agent's working directory when removing path would remove it (or /), else None: a
+    REPL whose directory is gone fails every later cell."""
+    real = os.path.realpath(path)
+    home = os.path.realpath(cells.working_directory())
+    return home if real == "/" or home == real or home.startswith(real.rstrip("/") + "/") else None
 
 
 def check_type(mode):
@@ -117,6 +125,10 @@ def list_dir(req, _payload):
 def remove(req, _payload):
     path = req["path"]
     try:
+        if home := held_working_directory(path):
+            return protocol.fail(req["id"], protocol.ERR_WORKING_DIRECTORY,
+                                 f"{path} is or holds {home}, the directory the REPL and commands run in; "
+                                 "delete what is in it instead"), b""
         if os.path.isdir(path) and not os.path.islink(path):
             if req.get("recursive"):
                 shutil.rmtree(path)

@@ -183,6 +183,7 @@ ERR_NO_SPACE = "no_space"
 ERR_AGENT = "agent_error"
 ERR_INTERRUPTED = "interrupted"
 ERR_NOT_REGULAR = "not_a_regular_file"
+ERR_WORKING_DIRECTORY = "working_directory"
 
 
 def errno_code(err):

@@ -16,9 +16,13 @@ def run(req, sinks, tracked):
     env = dict(os.environ)
     env.update(req.get("env") or {})
     timeout = req.get("timeout") or 0
+    cwd = req.get("cwd") or cells.working_directory()
+    if message := cells.missing_cwd(cwd):
+        sinks[2].feed(message.encode())
+        return 1, False
     try:
         proc = subprocess.Popen(["/bin/bash", "-c", req["code"]], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=req.get("cwd") or None,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
                                 env=env, start_new_session=True)
     except OSError as e:
         sinks[2].feed(f"forkbox: cannot start bash: {e}\n".encode())
