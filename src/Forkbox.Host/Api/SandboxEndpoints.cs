@@ -57,6 +57,15 @@ public static class SandboxEndpoints
         sandboxes.MapPost("/resume", async (HttpContext ctx, string id) =>
             ServerBuilder.Json((await manager.ResumeAsync(id, ctx.RequestAborted).ConfigureAwait(false)).Reply, WireJson.Default.LifecycleResponse));
 
+        sandboxes.MapPost("/restart", async (HttpContext ctx, string id) =>
+            ServerBuilder.Json(await manager.RestartAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
+
+        sandboxes.MapPost("/timeout", async (HttpContext ctx, string id) =>
+        {
+            var req = await RequestJson.ReadAsync(ctx, WireJson.Default.SetTimeoutRequest).ConfigureAwait(false);
+            return ServerBuilder.Json(manager.SetTimeout(id, req?.TimeoutS), WireJson.Default.SandboxInfo);
+        });
+
         sandboxes.MapDelete("", async (string id) =>
         {
             await manager.DeleteAsync(id, "DELETE by client").ConfigureAwait(false);
