@@ -132,6 +132,12 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
+            if (sb.IsDead)
+            {
+                // No agent to ask: read from its layers (see StoppedFiles).
+                var file = StoppedFiles.Open(sb, target, options.Limits.MaxDownloadBytes);
+                return Results.Stream(file, "application/octet-stream");
+            }
             // Streamed from the agent's socket to the response: hostd holds 64 KiB of a download, never the file.
             await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ReadToAsync(target, options.Limits.MaxDownloadBytes, size =>
             {
@@ -154,6 +160,7 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path ?? "/root", "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
+            if (sb.IsDead) return ServerBuilder.Json(StoppedFiles.List(sb, target), WireJson.Default.FileList);
             var ok = await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ListAsync(target, ct), ctx.RequestAborted).ConfigureAwait(false);
             var entries = ok.Ok!.Entries
                 .Select(e => new FileEntry(e.Name, e.Type, e.Size, e.Mtime))
