@@ -220,6 +220,20 @@ public sealed class Sandbox : IAsyncDisposable
     /// <summary>Brings a paused or hibernated sandbox back; the reply says what was restored and what was not.</summary>
     public Task<LifecycleResponse> ResumeAsync(CancellationToken ct = default) => LifecycleAsync("resume", ct);
 
+    /// <summary>
+    /// A fresh interpreter on the same files, like a notebook's kernel restart: variables, imports and
+    /// background processes are gone, files stay. Brings a dead sandbox (out of memory, say) back to ready.
+    /// </summary>
+    public Task<LifecycleResponse> RestartAsync(CancellationToken ct = default) => LifecycleAsync("restart", ct);
+
+    /// <summary>Makes the sandbox expire <paramref name="timeoutS"/> seconds from now (sooner or later than before); the reply has the new expires_at.</summary>
+    public async Task<SandboxInfo> SetTimeoutAsync(double timeoutS, CancellationToken ct = default)
+    {
+        Info = await _client.SendJsonAsync(_client.Request(HttpMethod.Post, $"v1/sandboxes/{Id}/timeout",
+            ForkboxClient.Json(new SetTimeoutRequest { TimeoutS = timeoutS }, WireJson.Default.SetTimeoutRequest)), WireJson.Default.SandboxInfo, ct).ConfigureAwait(false);
+        return Info;
+    }
+
     private Task<LifecycleResponse> LifecycleAsync(string verb, CancellationToken ct) =>
         _client.SendJsonAsync(_client.Request(HttpMethod.Post, $"v1/sandboxes/{Id}/{verb}"), WireJson.Default.LifecycleResponse, ct);
 

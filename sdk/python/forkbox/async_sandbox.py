@@ -130,6 +130,12 @@ class AsyncSandbox:
     async def resume(self) -> Dict[str, Any]:
         return await asyncio.to_thread(self._sync.resume)
 
+    async def restart(self) -> Dict[str, Any]:
+        return await asyncio.to_thread(self._sync.restart)
+
+    async def set_timeout(self, seconds: float) -> Dict[str, Any]:
+        return await asyncio.to_thread(self._sync.set_timeout, seconds)
+
     async def close(self) -> None:
         await asyncio.to_thread(self._sync.close)
 

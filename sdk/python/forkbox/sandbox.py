@@ -301,6 +301,18 @@ class Sandbox:
         """Brings a paused or hibernated sandbox back; the reply says what was restored and what was not."""
         return self._lifecycle("resume")
 
+    def restart(self) -> Dict[str, Any]:
+        """A fresh interpreter on the same files, like a notebook's kernel restart: variables,
+        imports and background processes are gone, files stay. Brings a dead sandbox (killed at
+        its memory limit, say) back to ``ready``; a call running in it ends."""
+        return self._lifecycle("restart")
+
+    def set_timeout(self, seconds: float) -> Dict[str, Any]:
+        """Makes the sandbox expire ``seconds`` from now (sooner or later than before); returns its
+        info, with the new ``expires_at``. A persistent sandbox never expires: ConflictError."""
+        self._info = self._client.request_json("POST", self._path("timeout"), json_body={"timeout_s": seconds})
+        return self._info
+
     def _lifecycle(self, verb: str) -> Dict[str, Any]:
         reply: Dict[str, Any] = self._client.request_json("POST", self._path(verb))
         if "state" in reply:

@@ -131,6 +131,12 @@ public sealed record ForkRequest
 
 public sealed record ForkResponse(IReadOnlyList<string> Children);
 
+/// <summary>Body of POST /v1/sandboxes/{id}/timeout: the sandbox expires timeout_s seconds from now.</summary>
+public sealed record SetTimeoutRequest
+{
+    public double? TimeoutS { get; init; }
+}
+
 /// <summary>GET /v1/sandboxes/{a}/diff/{b}: paths inside the sandboxes, sorted.</summary>
 public sealed record DiffResponse(IReadOnlyList<string> Added, IReadOnlyList<string> Removed, IReadOnlyList<string> Changed);
 
@@ -250,6 +256,7 @@ public sealed record ErrorBody(string Error, string Code);
 [JsonSerializable(typeof(TemplateList))]
 [JsonSerializable(typeof(PoolSizeRequest))]
 [JsonSerializable(typeof(ForkRequest))]
+[JsonSerializable(typeof(SetTimeoutRequest))]
 [JsonSerializable(typeof(LifecycleResponse))]
 [JsonSerializable(typeof(ForkResponse))]
 [JsonSerializable(typeof(DiffResponse))]

@@ -57,6 +57,15 @@ public static class SandboxEndpoints
         sandboxes.MapPost("/resume", async (HttpContext ctx, string id) =>
             ServerBuilder.Json((await manager.ResumeAsync(id, ctx.RequestAborted).ConfigureAwait(false)).Reply, WireJson.Default.LifecycleResponse));
 
+        sandboxes.MapPost("/restart", async (HttpContext ctx, string id) =>
+            ServerBuilder.Json(await manager.RestartAsync(id, ctx.RequestAborted).ConfigureAwait(false), WireJson.Default.LifecycleResponse));
+
+        sandboxes.MapPost("/timeout", async (HttpContext ctx, string id) =>
+        {
+            var req = await RequestJson.ReadAsync(ctx, WireJson.Default.SetTimeoutRequest).ConfigureAwait(false);
+            return ServerBuilder.Json(manager.SetTimeout(id, req?.TimeoutS), WireJson.Default.SandboxInfo);
+        });
+
         sandboxes.MapDelete("", async (string id) =>
         {
             await manager.DeleteAsync(id, "DELETE by client").ConfigureAwait(false);
@@ -126,6 +135,12 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path, "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
+            if (sb.IsDead)
+            {
+                // No agent to ask: read from its layers (see StoppedFiles).
+                var file = StoppedFiles.Open(sb, target, options.Limits.MaxDownloadBytes);
+                return Results.Stream(file, "application/octet-stream");
+            }
             // Streamed from the agent's socket to the response: hostd holds 64 KiB of a download, never the file.
             await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ReadToAsync(target, options.Limits.MaxDownloadBytes, size =>
             {
@@ -148,6 +163,7 @@ public static class SandboxEndpoints
         {
             var target = Validate.SandboxPath(path ?? "/root", "path");
             var sb = await ActiveAsync(ctx, manager, id).ConfigureAwait(false);
+            if (sb.IsDead) return ServerBuilder.Json(StoppedFiles.List(sb, target), WireJson.Default.FileList);
             var ok = await manager.Calls.FileCallAsync(sb, (agent, ct) => agent.ListAsync(target, ct), ctx.RequestAborted).ConfigureAwait(false);
             var entries = ok.Ok!.Entries
                 .Select(e => new FileEntry(e.Name, e.Type, e.Size, e.Mtime))

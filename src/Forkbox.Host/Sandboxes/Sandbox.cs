@@ -26,6 +26,12 @@ public sealed class Sandbox
     public required DateTimeOffset ExpiresAt { get; set; }
     public required Dictionary<string, string> Metadata { get; set; }
 
+    /// <summary>The timeout_s that <see cref="ExpiresAt"/> was last set from (at create, or by POST /timeout), for the message of its expiry.</summary>
+    public double TimeoutS { get; set; }
+
+    /// <summary>The environment the client gave at create, which a restart gives the new interpreter again.</summary>
+    public Dictionary<string, string>? Env { get; set; }
+
     /// <summary>The API key's name that created it ("local" on a server without keys); names are unique per owner.</summary>
     public string Owner { get; set; } = Owners.Local;
     public string? Name { get; set; }

@@ -43,13 +43,22 @@ public static class SandboxLifecycle
     }
 
     /// <summary>
+    /// The 409 of a call that needs a dead sandbox's processes: why it died, and what still works
+    /// (its files, read from its layer) and what brings it back (a restart, on the same files).
+    /// </summary>
+    public static ConflictException Dead(Sandbox sb) => new(
+        $"sandbox '{sb.Id}' is dead ({sb.DeadReason}); its files can still be read (GET files, files/list, diff) until it is deleted, " +
+        $"and POST /v1/sandboxes/{sb.Id}/restart starts a fresh interpreter on them (variables are lost), or create a new sandbox",
+        "sandbox_dead");
+
+    /// <summary>
     /// Why <paramref name="from"/> cannot become <paramref name="to"/>: a dead or hibernated
     /// sandbox is the client's conflict (it changed under a call on its way); anything else is a
     /// bug in hostd.
     /// </summary>
     internal static Exception Refusal(Sandbox sb, string from, string to) => from switch
     {
-        SandboxState.Dead => new ConflictException($"sandbox '{sb.Id}' is dead ({sb.DeadReason}); create a new one", "sandbox_dead"),
+        SandboxState.Dead => Dead(sb),
         SandboxState.Hibernated => new ConflictException(
             $"sandbox '{sb.Id}' was hibernated by another request meanwhile; retry, which resumes it", "wrong_state"),
         _ => new InvalidOperationException($"sandbox '{sb.Id}' cannot go from {from} to {to}"),

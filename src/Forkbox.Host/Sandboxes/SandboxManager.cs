@@ -148,6 +148,8 @@ public sealed partial class SandboxManager : IAsyncDisposable
         {
             if (sb.Persistent || sb.ExpiresAt > now || sb.State == SandboxState.Hibernated || !_registry.TryRemoveLive(sb.Id, out _)) continue;
             LogDestroyed(sb.Id, "timeout_s reached");
+            // Before its processes go: a call in flight reports this, not a lost channel.
+            _calls.MarkDead(sb, ExpiredReason(sb));
             _records.Forget(sb.Id, sb.Owner, sb.Name);
             _ = _factory.DestroyAsync(sb);
             n++;
@@ -160,6 +162,44 @@ public sealed partial class SandboxManager : IAsyncDisposable
             n++;
         }
         return n;
+    }
+
+    /// <summary>What a call that was running when its sandbox expired says.</summary>
+    public static string ExpiredReason(Sandbox sb) =>
+        $"sandbox reached its timeout_s of {sb.TimeoutS:g} s and was deleted (give a longer timeout_s at create, or extend it while it runs with POST /v1/sandboxes/{sb.Id}/timeout)";
+
+    /// <summary>
+    /// POST /timeout: the sandbox now expires <paramref name="timeoutS"/> seconds from now, whether
+    /// that is sooner or later than before. A persistent sandbox never expires, so has none to set.
+    /// </summary>
+    public SandboxInfo SetTimeout(string id, double? timeoutS)
+    {
+        if (timeoutS is not { } seconds)
+            throw new BadRequestException(
+                $"send {{\"timeout_s\": N}}: the seconds from now until the sandbox expires, between 1 and {_options.Limits.MaxTimeoutS}");
+        seconds = Validate.Range(seconds, 1, _options.Limits.MaxTimeoutS, "timeout_s");
+        string Persistent() => $"sandbox '{id}' is persistent (a Space): it never expires, so it has no timeout_s to set; " +
+                               "its idle_timeout_s and hibernate_after_s decide when it is paused and hibernated, and DELETE closes it";
+        var until = DateTimeOffset.UtcNow.AddSeconds(seconds);
+        if (_registry.TryGetLive(id, out var sb))
+        {
+            if (sb.Persistent) throw new ConflictException(Persistent(), "wrong_state");
+            sb.ExpiresAt = until;
+            sb.TimeoutS = seconds;
+            _records.Save(sb);
+            return Describe(id);
+        }
+        if (_registry.TryGetFrozen(id, out var rec))
+        {
+            if (rec.Persistent) throw new ConflictException(Persistent(), "wrong_state");
+            if (rec.State == SandboxState.Lost)
+                throw new ConflictException($"sandbox '{id}' is lost ({rec.LostReason}); there is nothing left to keep alive", "lost");
+            var moved = rec with { ExpiresAt = until };
+            _registry.AddFrozen(moved);
+            _records.Store.Save(moved);
+            return moved.ToInfo();
+        }
+        throw SandboxRegistry.NotFound(id);
     }
 
     // ---- lookups ------------------------------------------------------------------------------
@@ -236,6 +276,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
     public Task<LifecycleResponse> HibernateAsync(string id, CancellationToken ct) => _spaces.HibernateAsync(id, ct);
     public Task<(Sandbox Sandbox, string? ResumedFrom)> ActiveAsync(string id, CancellationToken ct) => _spaces.ActiveAsync(id, ct);
     public Task<(Sandbox Sandbox, LifecycleResponse Reply)> ResumeAsync(string id, CancellationToken ct) => _spaces.ResumeAsync(id, ct);
+    public Task<LifecycleResponse> RestartAsync(string id, CancellationToken ct) => _spaces.RestartAsync(id, ct);
     public void ApplyIdlePolicy() => _spaces.ApplyIdlePolicy();
     public void RenderNetworkMetrics(StringBuilder text) => _egress.RenderMetrics(text);
 

@@ -111,14 +111,14 @@ public static class LayerDiff
     /// layer whose directory is merged into it (0 = upper). Every layer holds it at the same
     /// relative path <paramref name="Rel"/>: Forkbox mounts without redirect_dir.
     /// </summary>
-    private sealed record Resolved(LayerFiles Upper, LayerFiles Layer, string Rel, FileStat Stat, List<LayerFiles>? Chain)
+    internal sealed record Resolved(LayerFiles Upper, LayerFiles Layer, string Rel, FileStat Stat, List<LayerFiles>? Chain)
     {
         public bool IsDirectory => Chain is not null;
 
         public IEnumerable<string> LowerDirs => Chain!.Where(l => l != Upper).Select(l => l.Dir);
     }
 
-    private static Resolved? Resolve(List<LayerFiles> stack, string rel)
+    internal static Resolved? Resolve(List<LayerFiles> stack, string rel)
     {
         if (rel.Length == 0) return new Resolved(stack[0], stack[0], rel, stack[0].TryLstat("") ?? throw new DirectoryNotFoundException($"{stack[0].Dir} does not exist"), [.. stack]);
         var chain = stack;
@@ -156,7 +156,7 @@ public static class LayerDiff
         return null;
     }
 
-    private static bool IsOpaque(LayerFiles layer, string rel) => layer.DirectoryAttribute(rel, Opaque) is [(byte)'y'];
+    internal static bool IsOpaque(LayerFiles layer, string rel) => layer.DirectoryAttribute(rel, Opaque) is [(byte)'y'];
 
     /// <summary>Every name in the merged directory (whiteouts among them: resolving them says they are absent).</summary>
     private static void EnqueueChildren(Resolved dir, string rel, Action<string> enqueue)

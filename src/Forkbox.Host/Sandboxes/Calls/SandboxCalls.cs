@@ -35,8 +35,7 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
     /// </summary>
     public void EnsureUsable(Sandbox sb)
     {
-        if (sb.IsDead)
-            throw new ConflictException($"sandbox '{sb.Id}' is dead ({sb.DeadReason}); create a new one", "sandbox_dead");
+        if (sb.IsDead) throw SandboxLifecycle.Dead(sb);
         if (sb.State == SandboxState.Hibernated)
             throw new ConflictException($"sandbox '{sb.Id}' was hibernated by another request while this call waited; retry the call, which resumes it", "wrong_state");
         if (sb.State == SandboxState.Paused && sb.Agent.CallLock.CurrentCount == 0) Thaw(sb);
@@ -282,7 +281,7 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
         }
         catch (Exception e) when (AgentFrame.IsChannelLost(e) || e is OperationCanceledException)
         {
-            var reason = DeathReason(sb, $"the sandbox's agent stopped answering during {during}");
+            var reason = DeathReason(sb, sb.DeadReason ?? $"the sandbox's agent stopped answering during {during}");
             Kill(sb, reason);
             throw new ExecutorException(reason);
         }

@@ -98,6 +98,8 @@ public sealed partial class SandboxCreator(ServerOptions options, TemplateCatalo
         var now = DateTimeOffset.UtcNow;
         sandbox.CreatedAt = now;
         sandbox.ExpiresAt = persistent ? DateTimeOffset.MaxValue : now.AddSeconds(timeout);
+        sandbox.TimeoutS = timeout;
+        sandbox.Env = env;
         sandbox.Metadata = metadata;
         sandbox.PoolHit = hit;
         sandbox.Owner = owner;

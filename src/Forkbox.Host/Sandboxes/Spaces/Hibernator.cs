@@ -87,10 +87,7 @@ public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords 
             sb.Cgroup.KillAll(SandboxFactory.KillWait);
             sb.Cgroup.Delete();
             timings["stop"] = Timings.Lap(step);
-            LayerFiles.DeleteTree(image); // left by a hibernate cut short
-            Directory.CreateDirectory(image);
-            for (var i = 0; i < sb.Dirs.Layers.Count; i++)
-                Directory.Move(sb.Dirs.Layers[i].Upper, Path.Combine(image, $"upper{i}"));
+            MoveLayers(sb, image);
             var bytes = DiskUsage(image);
             timings["move_layers"] = Timings.Lap(step);
             Fault("hibernate.moved");
@@ -126,6 +123,29 @@ public sealed partial class Hibernator(SandboxRegistry registry, SandboxRecords 
         return reply with { TimingsMs = timings };
 
         void Release() => factory.ReleaseStopped(sb);
+    }
+
+    /// <summary>
+    /// Renames a stopped sandbox's writable layers into <paramref name="image"/> (upper0, upper1, …),
+    /// which a resume (or a restart) copies into a new sandbox's layers. Renames, not copies: the
+    /// sandbox's processes must be gone.
+    /// </summary>
+    public static void MoveLayers(Sandbox sb, string image)
+    {
+        LayerFiles.DeleteTree(image); // left by a hibernate cut short
+        Directory.CreateDirectory(image);
+        for (var i = 0; i < sb.Dirs.Layers.Count; i++)
+            Directory.Move(sb.Dirs.Layers[i].Upper, Path.Combine(image, $"upper{i}"));
+    }
+
+    /// <summary>Undoes <see cref="MoveLayers"/>: the layers go back where the sandbox had them (its files stay readable there).</summary>
+    public static void MoveLayersBack(Sandbox sb, string image)
+    {
+        for (var i = 0; i < sb.Dirs.Layers.Count; i++)
+        {
+            var saved = Path.Combine(image, $"upper{i}");
+            if (Directory.Exists(saved) && !Directory.Exists(sb.Dirs.Layers[i].Upper)) Directory.Move(saved, sb.Dirs.Layers[i].Upper);
+        }
     }
 
     /// <summary>The bytes of a hibernated image's regular files, counted without following the links the sandbox left in its layers.</summary>

@@ -6,7 +6,9 @@ using Forkbox.Core.Wire;
 using Forkbox.Host.Agents;
 using Forkbox.Host.Networking;
 using Forkbox.Host.Templates;
+using Forkbox.Core.Templates;
 using Forkbox.Linux;
+using Forkbox.Linux.Storage;
 using Microsoft.Extensions.Logging;
 
 namespace Forkbox.Host.Sandboxes;
@@ -145,6 +147,8 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
             await live.LifecycleLock.WaitAsync(ct).ConfigureAwait(false);
             try
             {
+                // Its processes are gone: resume cannot bring them back; restart starts new ones on its files.
+                if (live.IsDead) throw SandboxLifecycle.Dead(live);
                 if (live.State != SandboxState.Hibernated)
                 {
                     var from = live.State == SandboxState.Paused ? SandboxState.Paused : null;
@@ -173,12 +177,9 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
             if (!templates.TryGet(rec.Template, out var template))
                 throw new ConflictException($"sandbox '{id}' was made from template '{rec.Template}', which no longer exists; it cannot be resumed", "template_gone");
             var step = Stopwatch.StartNew();
-            var withEgress = rec.Network == NetworkModes.Egress;
-            var sb = await factory.SpawnAsync(template, new SandboxLimits(rec.MemoryMb, rec.Cpus, rec.Pids), null, ct, rec, withEgress).ConfigureAwait(false);
-            var timings = new Dictionary<string, double>(sb.TimingsMs);
             var notRestored = new Dictionary<string, string>(rec.NotSaved ?? new());
             List<string> restored = [], modules = [];
-            try
+            var sb = await SpawnFromImageAsync(template, rec, new SandboxLimits(rec.MemoryMb, rec.Cpus, rec.Pids), null, async sb =>
             {
                 var answer = await calls.RoundTripAsync(sb, (agent, t) => agent.RestoreAsync(Hibernator.StateDirInSandbox, t), Hibernator.CallTimeout,
                     "a resume").ConfigureAwait(false);
@@ -193,16 +194,8 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
                     // The files are back; the globals are not. Say so rather than refuse the files too.
                     notRestored["(globals)"] = answer.Fail?.Message ?? "the agent could not restore them";
                 }
-                calls.EnsureUsable(sb);
-                // Its /etc/hosts pins came back with its files.
-                if (withEgress) await egress.AdmitAsync(sb, await egress.Networking.ResolveAsync(rec.NetworkPolicy, ct).ConfigureAwait(false) with { HostsLines = [] }, ct).ConfigureAwait(false);
-            }
-            catch
-            {
-                registry.ForgetPid(sb.Pid);
-                await factory.DestroyAsync(sb).ConfigureAwait(false);
-                throw;
-            }
+            }, ct).ConfigureAwait(false);
+            var timings = new Dictionary<string, double>(sb.TimingsMs);
             timings["restore_state"] = Timings.Lap(step);
             sb.Adopt(rec);
             sb.Touch();
@@ -221,6 +214,115 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
         {
             gate.Release();
             if (gate.CurrentCount == 1) _resumeGates.TryRemove(new KeyValuePair<string, SemaphoreSlim>(id, gate));
+        }
+    }
+
+    /// <summary>
+    /// A fresh agent from the template's zygote on the files saved in <paramref name="rec"/>'s image
+    /// (copied into new layers, owned by the new uid range), with <paramref name="prepare"/> run in it
+    /// first (a resume restores the globals), and let out again if it had egress: what resume and
+    /// restart share. A sandbox that fails on the way is destroyed; the image stays.
+    /// </summary>
+    private async Task<Sandbox> SpawnFromImageAsync(TemplateDefinition template, SandboxRecord rec, SandboxLimits limits,
+        Dictionary<string, string>? env, Func<Sandbox, Task>? prepare, CancellationToken ct)
+    {
+        var withEgress = rec.Network == NetworkModes.Egress;
+        var sb = await factory.SpawnAsync(template, limits, env, ct, rec, withEgress).ConfigureAwait(false);
+        try
+        {
+            if (prepare is not null) await prepare(sb).ConfigureAwait(false);
+            calls.EnsureUsable(sb);
+            // Its /etc/hosts pins came back with its files.
+            if (withEgress) await egress.AdmitAsync(sb, await egress.Networking.ResolveAsync(rec.NetworkPolicy, ct).ConfigureAwait(false) with { HostsLines = [] }, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            registry.ForgetPid(sb.Pid);
+            await factory.DestroyAsync(sb).ConfigureAwait(false);
+            throw;
+        }
+        return sb;
+    }
+
+    // ---- restart ----------------------------------------------------------------------------
+
+    /// <summary>
+    /// POST /restart: a fresh interpreter on the same files, like a notebook's kernel restart. Works
+    /// on a dead sandbox (out of memory, say) as on a live one. The processes are killed (a call
+    /// running ends with the reason), the writable layers are moved aside as a hibernate moves them,
+    /// and a new agent starts on them as a resume starts one, without the globals: variables,
+    /// imports and background processes are gone, files stay. A hibernated sandbox is resumed first.
+    /// </summary>
+    public async Task<LifecycleResponse> RestartAsync(string id, CancellationToken ct)
+    {
+        var total = Stopwatch.StartNew();
+        if (registry.TryGetFrozen(id, out var frozen))
+        {
+            if (frozen.State == SandboxState.Lost && frozen.Image is null)
+                throw new ConflictException($"sandbox '{id}' is lost ({frozen.LostReason}); it has no files left to restart on", "lost");
+            await ResumeAsync(id, ct).ConfigureAwait(false);
+        }
+        var old = registry.Get(id);
+        await old.LifecycleLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            if (!registry.TryGetLive(id, out var current) || current != old || old.State == SandboxState.Hibernated)
+                throw new ConflictException($"sandbox '{id}' was hibernated, merged or closed by another request meanwhile; retry", "wrong_state");
+            if (RetiredSandboxes.HasLiveForks(old))
+                throw new ConflictException(
+                    $"sandbox '{id}' has live forks, which run inside its process tree; close them (or merge one into it) before restarting it", "has_forks");
+            var timings = new Dictionary<string, double>();
+            var step = Stopwatch.StartNew();
+            var wasDead = old.IsDead;
+            calls.MarkDead(old, $"its interpreter was restarted (POST /v1/sandboxes/{id}/restart) during this call: variables and processes are gone, files are kept");
+            registry.ForgetPid(old.Pid);
+            old.Agent.Abort();
+            old.Cgroup.KillAll(SandboxFactory.KillWait);
+            // A call that was running ends now that its channel is closed; none starts on a dead sandbox.
+            if (!await old.Agent.CallLock.WaitAsync(SandboxFactory.KillWait, ct).ConfigureAwait(false))
+                throw new ExecutorException($"sandbox '{id}': the call it was running did not end after its processes were killed; retry the restart");
+            try
+            {
+                old.Cgroup.Delete();
+                timings["stop"] = Timings.Lap(step);
+                var image = "r" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4));
+                var imageDir = Path.Combine(records.SpacesDir(id), image);
+                Hibernator.MoveLayers(old, imageDir);
+                timings["move_layers"] = Timings.Lap(step);
+                Sandbox sb;
+                try
+                {
+                    var rec = old.ToRecord(SandboxState.Ready) with { Image = image, ImageUidBase = old.Slot.UidBase };
+                    sb = await SpawnFromImageAsync(old.Template, rec, old.Limits, old.Env, null, ct).ConfigureAwait(false);
+                }
+                catch
+                {
+                    // It stays dead, its files where GET files reads a dead sandbox's.
+                    Hibernator.MoveLayersBack(old, imageDir);
+                    LayerFiles.DeleteTree(imageDir);
+                    throw;
+                }
+                foreach (var (k, v) in sb.TimingsMs) timings["spawn." + k] = v;
+                background.Track(factory.Parts.Layers.RemoveAsync(new SandboxLayerDirs(imageDir, "", [])));
+                sb.Adopt(old.ToRecord()); // its checkpoint, if it has one, stays its checkpoint
+                sb.TimeoutS = old.TimeoutS;
+                sb.Env = old.Env;
+                sb.Touch();
+                registry.Thaw(sb);
+                records.Save(sb);
+                factory.ReleaseStopped(old);
+                timings["total"] = Timings.Ms(total);
+                LogRestarted(id, wasDead ? "dead" : "live", total.Elapsed.TotalMilliseconds);
+                return new LifecycleResponse { Id = id, State = sb.State, TimingsMs = timings };
+            }
+            finally
+            {
+                old.Agent.CallLock.Release();
+            }
+        }
+        finally
+        {
+            old.LifecycleLock.Release();
         }
     }
 
@@ -312,6 +414,9 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
 
     [LoggerMessage(EventId = 3205, Level = LogLevel.Information, Message = "sandbox {SandboxId} resumed from {From}: {Restored} globals restored, {NotRestored} not, in {Ms:F1} ms")]
     private partial void LogResumed(string sandboxId, string from, int restored, int notRestored, double ms);
+
+    [LoggerMessage(EventId = 3210, Level = LogLevel.Information, Message = "sandbox {SandboxId} restarted ({Was}): a fresh agent on its files in {Ms:F1} ms")]
+    private partial void LogRestarted(string sandboxId, string was, double ms);
 
     [LoggerMessage(EventId = 3206, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: idle policy could not {Action}")]
     private partial void LogPolicyFailed(string sandboxId, string action, Exception error);
