@@ -6,6 +6,7 @@ using Forkbox.Client;
 using Forkbox.Core.Wire;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Console;
+using ModelContextProtocol;
 using ModelContextProtocol.Protocol;
 using ModelContextProtocol.Server;
 
@@ -53,13 +54,12 @@ internal static class McpCommand
         // so anything that writes to Console.Out by mistake lands on stderr instead of corrupting it.
         Console.SetOut(Console.Error);
         using var logs = LoggerFactory.Create(b => b
-            .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace)
-            .AddSimpleConsole(o =>
+            .AddConsole(o =>
             {
-                o.SingleLine = true;
-                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
-                o.ColorBehavior = LoggerColorBehavior.Disabled;
+                o.LogToStandardErrorThreshold = LogLevel.Trace;
+                o.FormatterName = McpLogFormatter.Name;
             })
+            .AddConsoleFormatter<McpLogFormatter, ConsoleFormatterOptions>()
             .SetMinimumLevel(LogLevel.Warning)
             .AddFilter("Forkbox", LogLevel.Information));
 
@@ -73,11 +73,23 @@ internal static class McpCommand
                 "Linux sandbox, move files in and out, and fork the sandbox to try alternatives from the same state. The " +
                 "sandbox is created at the first tool call and destroyed when this session ends; forks are addressed by the " +
                 "sandbox_id the fork tool returns.",
-            ToolCollection = [],
         };
+        // The tool list is fixed for the life of the process, so the tools are served by list and call
+        // handlers rather than a ToolCollection: the SDK advertises "listChanged" for any collection,
+        // which tells a client to wait for tools/list_changed notifications that never come.
+        var byName = new Dictionary<string, McpServerTool>(StringComparer.Ordinal);
         foreach (var method in typeof(SandboxTools).GetMethods(BindingFlags.Public | BindingFlags.Instance))
             if (method.GetCustomAttribute<McpServerToolAttribute>() is not null)
-                options.ToolCollection.Add(new InvalidArgumentsTool(McpServerTool.Create(method, tools)));
+            {
+                var tool = new InvalidArgumentsTool(McpServerTool.Create(method, tools));
+                byName[tool.ProtocolTool.Name] = tool;
+            }
+        var listed = new ListToolsResult { Tools = [.. byName.Values.Select(t => t.ProtocolTool)] };
+        options.Handlers.ListToolsHandler = (_, _) => ValueTask.FromResult(listed);
+        options.Handlers.CallToolHandler = (request, cancel) =>
+            request.Params?.Name is { } name && byName.TryGetValue(name, out var tool)
+                ? tool.InvokeAsync(request, cancel)
+                : throw new McpProtocolException($"Unknown tool: '{request.Params?.Name}'", McpErrorCode.InvalidParams);
 
         // A client that stops its server with a signal rather than by closing stdin ends the session
         // too: without these, SIGTERM would kill the process and leave its sandboxes running.

@@ -9,7 +9,7 @@ thread, as each line arrives; to touch asyncio objects from one, go through
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Iterable, List, Optional, Type, Union
+from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Type, Union
 
 from .client import ForkboxClient
 from .models import Diff, Execution, FileEntry
@@ -101,6 +101,23 @@ class AsyncSandbox:
     async def interrupt(self) -> bool:
         """Sandbox.interrupt: stops the call running now, if one is."""
         return await asyncio.to_thread(self._sync.interrupt)
+
+    async def stream(self, code: str, language: str = "python", *, rich: bool = True, timeout: Optional[float] = None,
+                     cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> AsyncIterator[Dict[str, Any]]:
+        """Sandbox.stream as an async iterator: ``async for ev in sb.stream(code)`` yields each raw event
+        as it arrives, each read on a worker thread. Leaving the loop early closes the connection, as
+        with Sandbox.stream, which interrupts the call."""
+        # The request is sent by stream() itself, so that too runs on a worker thread.
+        events = await asyncio.to_thread(lambda: self._sync.stream(code, language, rich=rich, timeout=timeout, cwd=cwd, env=env))
+        end = object()
+        try:
+            while True:
+                ev = await asyncio.to_thread(next, events, end)
+                if ev is end:
+                    return
+                yield ev
+        finally:
+            await asyncio.to_thread(events.close)
 
     async def upload(self, path: str, data: UploadData) -> FileEntry:
         return await asyncio.to_thread(self._sync.upload, path, data)

@@ -148,7 +148,7 @@ class Sandbox:
     ) -> Execution:
         """Runs Python in the sandbox's persistent REPL (globals, imports and files survive between
         calls). The callbacks get each line as it arrives, before this returns; one that raises
-        abandons the rest of the output (the cell still runs to its end) and the exception
+        abandons the rest of the output (the connection is closed, which interrupts the cell) and the exception
         propagates. ``timeout`` is in seconds (the server's default is 300): the cell is
         interrupted and the REPL survives."""
         return self._run({"code": code, "language": "python", "rich": True, "timeout_s": timeout},
@@ -179,7 +179,7 @@ class Sandbox:
     ) -> Iterator[Dict[str, Any]]:
         """The raw events of one call as the server sends them: dicts with ``type`` stdout,
         stderr, result, error or exit (see the API's exec route). Stop iterating to abandon the
-        call's output (the connection is then closed; the call itself runs to its end)."""
+        call's output (the connection is then closed, which interrupts the call)."""
         return self._events({"code": code, "language": language, "rich": rich, "timeout_s": timeout,
                              "cwd": cwd, "env": env})
 

@@ -88,6 +88,34 @@ class AsyncFlow(unittest.TestCase):
 
         asyncio.run(flow())
 
+    def test_stream_yields_the_raw_events_as_they_arrive_without_blocking_the_loop(self) -> None:
+        async def flow() -> None:
+            async with await AsyncSandbox.create(url()) as sb:
+                ticks = 0
+
+                async def ticker() -> None:
+                    nonlocal ticks
+                    while True:
+                        await asyncio.sleep(0.05)
+                        ticks += 1
+
+                task = asyncio.create_task(ticker())
+                seen: List[tuple] = []
+                code = "import time\nprint('a', flush=True)\ntime.sleep(0.6)\nprint('b')\n7"
+                async for ev in sb.stream(code):
+                    seen.append((ev["type"], ev.get("data"), ticks))
+                task.cancel()
+                self.assertEqual([(t, d) for t, d, _ in seen], [("stdout", "a"), ("stdout", "b"), ("result", 7), ("exit", 0)])
+                self.assertGreaterEqual(seen[1][2] - seen[0][2], 5, "'a' came before the sleep, and the loop ran meanwhile")
+                r = [ev async for ev in sb.stream("echo $X; exit 3", "bash", env={"X": "bash-env"})]
+                self.assertEqual([(e["type"], e["data"]) for e in r], [("stdout", "bash-env"), ("exit", 3)])
+
+                async for _ in sb.stream("for i in range(3): print(i)", rich=False):
+                    break  # leaving early closes the stream; the sandbox stays usable
+                self.assertEqual((await sb.run_code("print('after')")).stdout, "after")
+
+        asyncio.run(flow())
+
     def test_spaces_calls(self) -> None:
         async def flow() -> None:
             name = f"async-{time.monotonic_ns()}"

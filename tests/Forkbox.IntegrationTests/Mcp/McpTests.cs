@@ -61,6 +61,44 @@ public sealed partial class McpTests(ServerFixture fx, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task With_the_sdk_client_the_fixed_tool_list_advertises_no_list_changes_and_a_protocol_error_is_one_log_line_without_a_stack()
+    {
+        var stderr = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var transport = new ModelContextProtocol.Client.StdioClientTransport(new ModelContextProtocol.Client.StdioClientTransportOptions
+        {
+            Command = "dotnet",
+            Arguments = [Path.Combine(AppContext.BaseDirectory, "forkbox.dll"), "mcp", "--host", fx.Server.Address.ToString()],
+            EnvironmentVariables = new Dictionary<string, string?> { ["FORKBOX_HOST"] = null, ["FORKBOX_API_KEY"] = null },
+            StandardErrorLines = line =>
+            {
+                stderr.Enqueue(line);
+                output.WriteLine("mcp stderr: " + line);
+            },
+        });
+        await using var client = await ModelContextProtocol.Client.McpClient.CreateAsync(transport);
+        Assert.NotNull(client.ServerCapabilities.Tools);
+        Assert.Null(client.ServerCapabilities.Tools.ListChanged); // the tools never change: no tools/list_changed to wait for
+        Assert.Equal(7, (await client.ListToolsAsync()).Count);
+
+        var missing = await Assert.ThrowsAsync<ModelContextProtocol.McpProtocolException>(async () =>
+            await client.CallToolAsync("run_code", new Dictionary<string, object?>()));
+        Assert.Equal(ModelContextProtocol.McpErrorCode.InvalidParams, missing.ErrorCode);
+        var unknown = await Assert.ThrowsAsync<ModelContextProtocol.McpProtocolException>(async () =>
+            await client.CallToolAsync("no_such_tool", new Dictionary<string, object?>()));
+        Assert.Equal(ModelContextProtocol.McpErrorCode.InvalidParams, unknown.ErrorCode);
+        var ok = await client.CallToolAsync("run_code", new Dictionary<string, object?> { ["code"] = "6 * 7" });
+        Assert.NotEqual(true, ok.IsError);
+
+        await ServerFixture.WaitUntil(() => stderr.Count(l => l.Contains("no_such_tool")) > 0, "the unknown tool is logged", 10);
+        await Task.Delay(300); // any further line of the same errors would follow at once
+        var lines = stderr.ToArray();
+        Assert.DoesNotContain(lines, l => l.Contains("   at ") || l.Contains(" at ModelContextProtocol.") || l.Contains("--- End of"));
+        Assert.Single(lines, l => l.Contains("required parameter 'code'"));
+        Assert.Single(lines, l => l.Contains("no_such_tool"));
+        Assert.All(lines, l => Assert.True(l.Length < 600, $"one short line: {l}"));
+    }
+
+    [Fact]
     public async Task Run_code_keeps_state_between_calls_and_an_uncaught_exception_is_a_tool_error()
     {
         await using var mcp = McpProcess.Start(fx.Server.Address, output);
