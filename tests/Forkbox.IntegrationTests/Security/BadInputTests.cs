@@ -277,7 +277,11 @@ public sealed class BadInputTests(ServerFixture fx, ITestOutputHelper output)
         {
             0 => new("wrong state", HttpMethod.Post, $"/v1/sandboxes/{dead}/exec", "{\"code\": \"1\"}"u8.ToArray(), Conflict409),
             1 => new("wrong state", HttpMethod.Post, $"/v1/sandboxes/{dead}/fork", "{\"n\": 1}"u8.ToArray(), Conflict409),
-            2 => new("wrong state", HttpMethod.Get, $"/v1/sandboxes/{dead}/files?path=/root", null, Conflict409),
+            // A dead sandbox's files stay readable (from its layers), so reading a directory is the same 400 as live;
+            // changing them is refused.
+            2 => rng.Next(2) == 0
+                ? new("wrong state", HttpMethod.Delete, $"/v1/sandboxes/{dead}/files?path=/root/x", null, Conflict409)
+                : new("wrong state", HttpMethod.Get, $"/v1/sandboxes/{dead}/files?path=/root", null, BadRequest400),
             3 => new("wrong state", HttpMethod.Put, $"/v1/sandboxes/{dead}/files?path=/root/x", "x"u8.ToArray(), Conflict409),
             4 => new("wrong state", HttpMethod.Post, $"/v1/sandboxes/{dead}/pause", null, Conflict409),
             5 => new("wrong state", HttpMethod.Post, $"/v1/sandboxes/{dead}/hibernate", null, Conflict409),
