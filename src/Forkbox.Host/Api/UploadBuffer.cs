@@ -55,7 +55,17 @@ public sealed class UploadBuffer : IDisposable
                     pool.Return(array);
                     array = bigger;
                 }
-                var read = await ctx.Request.Body.ReadAsync(array.AsMemory(length), ctx.RequestAborted).ConfigureAwait(false);
+                int read;
+                try
+                {
+                    read = await ctx.Request.Body.ReadAsync(array.AsMemory(length), ctx.RequestAborted).ConfigureAwait(false);
+                }
+                catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+                {
+                    // Kestrel's cap (HostServer: the limit + 1) counts bytes as they arrive, ahead
+                    // of this loop, and its message names that cap: name the limit instead.
+                    throw new PayloadTooLargeException($"{what} is over this server's limit of {limit} bytes");
+                }
                 if (read == 0) break;
                 length += read;
                 if (length > limit)

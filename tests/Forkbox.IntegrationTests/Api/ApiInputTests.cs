@@ -128,6 +128,28 @@ public sealed class ApiInputTests(ServerFixture fx)
         await AssertStillServing();
     }
 
+    /// <summary>
+    /// A chunked body has no length to refuse up front: the limit is found while reading, and the
+    /// message must name the limit itself, not one byte more (Kestrel's own cap is the limit + 1).
+    /// </summary>
+    [Fact]
+    public async Task A_chunked_upload_over_the_limit_is_413_naming_the_limit()
+    {
+        await using var sb = await fx.NewSandbox();
+        var limit = fx.Options.Limits.MaxUploadBytes;
+        var body = new StreamContent(new MemoryStream(new byte[limit + 2 * 1024 * 1024]));
+        using var req = new HttpRequestMessage(HttpMethod.Put, $"/v1/sandboxes/{sb.Id}/files?path=/root/big") { Content = body };
+        req.Headers.TransferEncodingChunked = true;
+        var (status, code, message, _) = await ApiError.SendAsync(fx.Http, req);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, status);
+        Assert.Equal("too_large", code);
+        Assert.Contains($"limit of {limit} bytes", message);
+        Assert.DoesNotContain((limit + 1).ToString(), message);
+        var listing = await sb.ListAsync("/root");
+        Assert.DoesNotContain(listing, e => e.Name.StartsWith("big", StringComparison.Ordinal));
+        await AssertStillServing();
+    }
+
     [Fact]
     public async Task The_exec_histogram_counts_clients_calls_not_the_pools_warm_up_cells()
     {
