@@ -65,7 +65,7 @@ def _fork_intermediate(agent, report_fd):
         listener.listen(1)
         # What the fork must reopen in its own root, taken here: once this process has
         # reported, hostd's helper may move the fork's root at any moment.
-        files = _open_files({listener.fileno(), report_fd, agent.chan.sock.fileno(), *agent.pump.fds})
+        files = _open_files({listener.fileno(), report_fd, agent.chan.sock.fileno(), *agent.pump.own_fds()})
         cwd = os.getcwd()
         pid = os.fork()
         if pid == 0:

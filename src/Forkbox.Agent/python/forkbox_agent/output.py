@@ -103,47 +103,163 @@ class Discard(io.TextIOBase):
         return len(s)
 
 
+class BackgroundLog:
+    """Where output of a process a call left running goes once that call has ended: appended to
+    PATH in the sandbox, never to a later call. Past MAX_BYTES the log moves to PATH + ".1" (the
+    one before it is dropped) and a new one starts, so a chatty server keeps its latest output
+    and cannot fill the disk. What cannot be written (the directory removed, the disk full) is
+    dropped and counted in `dropped`."""
+
+    PATH = "/tmp/forkbox-background.log"
+    MAX_BYTES = 1 << 20
+
+    def __init__(self):
+        self.fd = None
+        self.size = 0
+        self.dropped = 0
+
+    def feed(self, data):
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                self.size = os.fstat(self.fd).st_size
+            if self.size + len(data) > self.MAX_BYTES and self.size > 0:
+                os.close(self.fd)
+                self.fd = None
+                os.replace(self.PATH, self.PATH + ".1")
+                return self.feed(data)
+            os.write(self.fd, data)
+            self.size += len(data)
+        except OSError:
+            self.dropped += len(data)
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class FdPump:
     """fd 1 and 2 are pipes drained by a thread (run), so output of subprocesses a cell starts
     (os.system, subprocess with inherited stdout) reaches the caller too. Making one points fd 1
-    and 2 at its pipes and fd 0 at /dev/null."""
+    and 2 at its pipes and fd 0 at /dev/null.
+
+    Each Python call has pipes of its own: after it ends, rotate() gives fd 1 and 2 new ones, and
+    the old read ends (which a process the call left running may still write to) feed the
+    BackgroundLog until their last writer closes them. A shell command's pipes are handed over the
+    same way (adopt). So what a background process writes never reaches a later call's output."""
+
+    MAX_BACKGROUND = 128  # pipes held for background writers; past it the oldest are closed
 
     def __init__(self, sinks):
-        self.fds = {}  # read end -> the sink of its stream
+        self.sinks = sinks
+        self.log = BackgroundLog()
+        self.fds = {}  # read end -> the sink of its stream, or the background log
+        self.current = ()  # the read ends of fd 1 and 2 now
+        self.lock = threading.Lock()
+        self.sel = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sel.register(self.wake_r, selectors.EVENT_READ)
+        self._point_fds()
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+
+    def _point_fds(self):
+        current = []
         for stream in (1, 2):
             r, w = os.pipe()
             os.dup2(w, stream)
             os.close(w)
             os.set_blocking(r, False)
-            self.fds[r] = sinks[stream]
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        self.lock = threading.Lock()
+            self.fds[r] = self.sinks[stream]
+            self.sel.register(r, selectors.EVENT_READ)
+            current.append(r)
+        self.current = tuple(current)
+
+    def rotate(self):
+        """After a Python call: fd 1 and 2 get new pipes; the old ones go to the background log."""
+        with self.lock:
+            old = self.current
+            self._point_fds()
+            for r in old:
+                self._to_background(r)
+
+    def adopt(self, fileobj):
+        """Takes over a shell command's pipe (proc.stdout or proc.stderr) after bash has exited:
+        what is still written to it goes to the background log."""
+        r = os.dup(fileobj.fileno())
+        fileobj.close()
+        os.set_blocking(r, False)
+        with self.lock:
+            self.sel.register(r, selectors.EVENT_READ)
+            self._to_background(r)
+
+    def _to_background(self, r):
+        self.fds[r] = self.log
+        backgrounds = [fd for fd, sink in self.fds.items() if sink is self.log]
+        for fd in backgrounds[:-self.MAX_BACKGROUND]:
+            self._forget(fd)
+        try:
+            os.write(self.wake_w, b"x")  # the pump thread selects again, with the new set
+        except BlockingIOError:
+            pass  # it has a wake-up pending already
+
+    def _forget(self, fd):
+        self.sel.unregister(fd)
+        del self.fds[fd]
+        os.close(fd)
 
     def run(self):
-        sel = selectors.DefaultSelector()
-        for fd in self.fds:
-            sel.register(fd, selectors.EVENT_READ)
         while True:
-            sel.select()
-            self.drain()
+            events = self.sel.select()
+            with self.lock:
+                for key, _ in events:
+                    if key.fd == self.wake_r:
+                        _read_all(self.wake_r)
+                    elif key.fd in self.fds:
+                        self._read(key.fd)
 
     def drain(self):
-        """Feeds what the pipes hold now to their sinks (also called from the main thread, so a
-        call's output is all sent before the call ends)."""
+        """Feeds what the call's pipes hold now to their sinks (also called from the main thread,
+        so a call's output is all sent before the call ends)."""
         with self.lock:
-            for fd, sink in self.fds.items():
-                while True:
-                    try:
-                        data = os.read(fd, 65536)
-                    except BlockingIOError:
-                        break
-                    if not data:
-                        break
-                    sink.feed(data)
+            for fd in self.current:
+                self._read(fd)
+
+    def _read(self, fd):
+        sink = self.fds[fd]
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:  # its last writer has gone (never so for fd 1 and 2's own pipes)
+                self._forget(fd)
+                return
+            sink.feed(data)
+
+    def own_fds(self):
+        """The descriptors this pump owns, which a fork does not reopen (it closes them)."""
+        fds = {*self.fds, self.wake_r, self.wake_w, self.sel.fileno()}
+        return fds | ({self.log.fd} if self.log.fd is not None else set())
 
     def close(self):
-        """Closes the read ends (a fork, whose pump thread did not come along, makes a new pump)."""
+        """Closes what it owns (a fork, whose pump thread did not come along, makes a new pump)."""
         for fd in self.fds:
             os.close(fd)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        self.sel.close()
+        self.log.close()
+
+
+def _read_all(fd):
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

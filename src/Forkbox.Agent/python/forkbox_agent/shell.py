@@ -10,9 +10,10 @@ import time
 from . import cells
 
 
-def run(req, sinks, tracked):
+def run(req, sinks, tracked, adopt):
     """Runs req["code"] with /bin/bash -c; sinks are the OutputSinks of streams 1 and 2, tracked
-    the pids the orphan reaper leaves alone. Returns (exit code, timed out)."""
+    the pids the orphan reaper leaves alone, adopt takes a pipe something left running still
+    holds (FdPump.adopt: its output goes to the background log). Returns (exit code, timed out)."""
     env = dict(os.environ)
     env.update(req.get("env") or {})
     timeout = req.get("timeout") or 0
@@ -48,11 +49,16 @@ def run(req, sinks, tracked):
         cells.timer.pending = None
     if timed_out or interrupted:
         _drain(sel)
+    # A pipe still open here is held by something the command left running (`server &`).
+    held = [key.fileobj for key in sel.get_map().values() if key.data is not None]
     sel.close()
     os.close(exited)
     proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe in held:
+            adopt(pipe)
+        else:
+            pipe.close()
     tracked.discard(proc.pid)
     if timed_out:
         sinks[2].feed(f"forkbox: command exceeded the timeout of {timeout:g} s and was killed\n".encode())
