@@ -193,7 +193,7 @@ public static class SandboxEndpoints
         {
             Name = t.Name,
             Builtin = t.RootDir is null,
-            SizeBytes = t.SizeBytes,
+            SizeBytes = manager.Templates.SizeOf(t),
             Preload = t.Preload,
             Pool = manager.Pool(t.Name).ToInfo(),
         }).ToList()), WireJson.Default.TemplateList));

@@ -39,9 +39,12 @@ public static partial class TemplateBuilder
         var target = Path.Combine(options.TemplatesDir, name);
         if (Directory.Exists(target))
             throw new ConflictException($"template '{name}' already exists; delete it first (forkbox template rm {name})", "template_exists");
-        var staging = Path.Combine(options.TemplatesDir, $".build-{name}-{Environment.ProcessId}");
+        // The template is made in DATA/templates/.build-NAME-PID/templates/NAME: that directory is
+        // the data directory of the build's trial server (TemplateTrial), where it is a template already.
+        var trialData = Path.Combine(options.TemplatesDir, $".build-{name}-{Environment.ProcessId}");
+        var staging = Path.Combine(trialData, "templates", name);
         var rootfs = Path.Combine(staging, "rootfs");
-        if (Directory.Exists(staging)) Directory.Delete(staging, true);
+        if (Directory.Exists(trialData)) LayerFiles.DeleteTree(trialData);
         Directory.CreateDirectory(rootfs);
         var clock = Stopwatch.StartNew();
         try
@@ -74,14 +77,15 @@ public static partial class TemplateBuilder
             var size = DropDevicesAndSetuid(rootfs, progress);
             var manifest = new Manifest(name, from, preload, python, size, DateTimeOffset.UtcNow);
             await File.WriteAllTextAsync(Path.Combine(staging, ManifestName), JsonSerializer.Serialize(manifest, JsonOptions), ct);
+            await TemplateTrial.RunAsync(options, trialData, name, progress, ct);
             Directory.Move(staging, target);
             progress($"template '{name}' ready: {size / 1048576.0:F1} MiB in {clock.Elapsed.TotalSeconds:F1} s");
             return manifest;
         }
-        catch
+        finally
         {
-            if (Directory.Exists(staging)) Directory.Delete(staging, true);
-            throw;
+            // Never by name through the template's root: it may hold links anywhere (LayerFiles).
+            if (Directory.Exists(trialData)) LayerFiles.DeleteTree(trialData);
         }
     }
 
@@ -89,11 +93,12 @@ public static partial class TemplateBuilder
     /// Removes every device node and clears setuid and setgid on every file of the tree. The walk
     /// goes through <see cref="LayerFiles"/>, so it never follows a symbolic link (.NET's recursive
     /// enumeration enters links to directories: a tarball's link to a host directory had that
-    /// directory's device node deleted). Returns the bytes of the tree's regular files.
+    /// directory's device node deleted). Returns the bytes of the tree's regular files, each
+    /// counted once however many names it has (<see cref="TreeSize"/>).
     /// </summary>
     private static long DropDevicesAndSetuid(string rootfs, Action<string> progress)
     {
-        long size = 0;
+        var size = new TreeSize();
         var devices = new List<string>();
         var setuid = new List<string>();
         using var tree = new LayerFiles(rootfs);
@@ -106,7 +111,7 @@ public static partial class TemplateBuilder
             }
             else if (stat.Type == UnixFileType.RegularFile)
             {
-                size += stat.Size;
+                size.Add(stat);
                 if ((stat.Permissions & SetuidSetgid) != 0 && tree.TrySetFilePermissions(rel, stat.Permissions & ~SetuidSetgid))
                     setuid.Add(rel);
             }
@@ -115,7 +120,7 @@ public static partial class TemplateBuilder
             progress($"removed {devices.Count} device nodes (they would not open in a sandbox): {Listed(devices)}");
         if (setuid.Count > 0)
             progress($"cleared setuid/setgid on {setuid.Count} files (sandboxes mount templates nosuid): {Listed(setuid)}");
-        return size;
+        return size.Bytes;
     }
 
     private const int SetuidSetgid = 0b110_000_000_000; // S_ISUID | S_ISGID

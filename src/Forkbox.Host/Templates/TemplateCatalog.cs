@@ -44,6 +44,8 @@ public sealed class TemplateCatalog
     ];
 
     private readonly Dictionary<string, TemplateDefinition> _templates = new(StringComparer.Ordinal);
+    /// <summary>The built-in templates' root (the skeleton and the host's /usr), walked once when first asked.</summary>
+    private readonly Lazy<long> _builtinSize;
     private readonly Lock _lock = new();
     private readonly string _templatesDir;
 
@@ -62,6 +64,7 @@ public sealed class TemplateCatalog
              "random", "datetime", "time", "typing", "dataclasses", "io", "shutil", "tempfile", "textwrap", "traceback"],
             options.Python);
         _templates[DefaultName] = defaultTemplate;
+        _builtinSize = new(() => defaultTemplate.Layers.Sum(l => TreeSize.Of(l.LowerDir)));
         // The same root as default, with the scientific stack (Debian's python3-numpy, -pandas,
         // -scipy, installed by scripts/setup.sh) imported in the zygote. Offered only where installed.
         if (DataSciModules.Take(3).All(PythonHasModule))
@@ -76,6 +79,9 @@ public sealed class TemplateCatalog
     private static bool PythonHasModule(string module) =>
         Directory.GetDirectories("/usr/lib", "python3*").Append("/usr/lib/python3")
             .Any(lib => Directory.Exists(Path.Combine(lib, "dist-packages", module)));
+
+    /// <summary>The bytes of a template's root on disk: a built template's as its build counted them.</summary>
+    public long SizeOf(TemplateDefinition template) => template.SizeBytes ?? _builtinSize.Value;
 
     public IReadOnlyCollection<string> Names
     {

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Forkbox.Agent;
+using Forkbox.Core.Errors;
 using Forkbox.Core.Templates;
 using Microsoft.Extensions.Logging;
 
@@ -218,8 +219,9 @@ public sealed partial class ZygoteProcess : IAsyncDisposable
             try { await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false); }
             catch (TimeoutException) { }
             var why = Volatile.Read(ref _lastStderr);
-            ready.TrySetException(new InvalidOperationException(
-                $"zygote for template '{_template.Name}' exited during start-up" + (why is null ? "" : $": {why}")));
+            // A ForkboxException: the caller (a create, a template build's trial) shows it as it is.
+            ready.TrySetException(new ExecutorException(
+                $"template '{_template.Name}' cannot start: its zygote exited during start-up" + (why is null ? "" : $": {why}")));
         }
         var gone = JsonSerializer.Serialize(new ZygoteFailure(null, false, $"zygote for template '{_template.Name}' exited"),
             ZygoteJson.Default.ZygoteFailure);

@@ -100,16 +100,106 @@ public sealed class TemplateTests(ServerFixture fx)
                 await p.WaitForExitAsync();
                 Assert.Equal(0, p.ExitCode);
             }
-            await TemplateBuilder.BuildAsync(fx.Options, name, source, [], [], _ => { }, default);
-            var e = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => fx.NewSandbox(new CreateSandboxRequest { Template = name }));
+            // The build's trial run is the first to start it: the build fails, saying why.
+            var e = await Assert.ThrowsAnyAsync<Forkbox.Core.Errors.ForkboxException>(() =>
+                TemplateBuilder.BuildAsync(fx.Options, name, source, [], [], _ => { }, default));
             Assert.Contains("/sys/fs/cgroup", e.Message);
             Assert.Empty(Directory.GetFileSystemEntries(hostDir));
-            await fx.Client.DeleteTemplateAsync(name);
+            Assert.False(Directory.Exists(Path.Combine(fx.Options.TemplatesDir, name)));
         }
         finally
         {
             if (Directory.Exists(source)) Directory.Delete(source, true);
             Directory.Delete(hostDir, true);
+        }
+    }
+
+    private static async Task<string> MiniRoot(string name, string extra = "")
+    {
+        var source = Path.Combine(Path.GetTempPath(), name);
+        using var p = Process.Start("/bin/sh", ["-c", MakeMiniRoot + "\n" + extra, "sh", source])!;
+        await p.WaitForExitAsync();
+        Assert.Equal(0, p.ExitCode);
+        return source;
+    }
+
+    // The agent needs ctypes, and ctypes needs libffi: without it the zygote cannot start.
+    private const string RemoveLibffi = "find \"$R\" -name 'libffi.so*' -delete";
+
+    [Fact]
+    public async Task A_build_runs_the_template_once_and_refuses_one_that_cannot_start_with_the_zygotes_own_error()
+    {
+        var name = "noffi-" + Guid.NewGuid().ToString("N")[..8];
+        var source = await MiniRoot(name, RemoveLibffi);
+        try
+        {
+            var progress = new List<string>();
+            var e = await Assert.ThrowsAnyAsync<Forkbox.Core.Errors.ForkboxException>(() =>
+                TemplateBuilder.BuildAsync(fx.Options, name, source, [], [], progress.Add, default));
+            Assert.Contains("libffi", e.Message);
+            Assert.Contains("cannot start", e.Message);
+            Assert.DoesNotContain(progress, l => l.Contains("ready"));
+            Assert.False(Directory.Exists(Path.Combine(fx.Options.TemplatesDir, name)));
+            Assert.DoesNotContain(Directory.GetDirectories(fx.Options.TemplatesDir), d => d.Contains(name));
+            Assert.DoesNotContain((await fx.Client.ListTemplatesAsync()).Templates, t => t.Name == name);
+        }
+        finally
+        {
+            Directory.Delete(source, true);
+        }
+    }
+
+    [Fact]
+    public async Task A_create_from_a_template_that_no_longer_starts_says_why()
+    {
+        var name = "broken-" + Guid.NewGuid().ToString("N")[..8];
+        var source = await MiniRoot(name);
+        try
+        {
+            var progress = new List<string>();
+            await TemplateBuilder.BuildAsync(fx.Options, name, source, [], [], progress.Add, default);
+            Assert.Contains(progress, l => l.Contains("print(1)"));
+            // Broken after the build (a package removed from the root by hand).
+            using (var p = Process.Start("/bin/sh", ["-c", RemoveLibffi.Replace("\"$R\"", "\"$1\""), "sh", Path.Combine(fx.Options.TemplatesDir, name, "rootfs")])!)
+                await p.WaitForExitAsync();
+            var e = await Assert.ThrowsAnyAsync<ForkboxApiException>(() => fx.NewSandbox(new CreateSandboxRequest { Template = name }));
+            Assert.Equal(500, e.Status);
+            Assert.Contains("libffi", e.Message);
+            Assert.Contains($"template '{name}'", e.Message);
+            await fx.Client.DeleteTemplateAsync(name);
+        }
+        finally
+        {
+            Directory.Delete(source, true);
+        }
+    }
+
+    [Fact]
+    public async Task Size_bytes_counts_what_is_on_disk_once_and_built_ins_report_theirs()
+    {
+        var name = "links-" + Guid.NewGuid().ToString("N")[..8];
+        // A link to a directory and a second name for the biggest file: neither is more on disk.
+        var source = await MiniRoot(name, """
+            ln -s usr/lib "$R/lib-again"
+            big=$(find "$R/usr" -type f -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
+            ln "$big" "$R/big-again"
+            """);
+        try
+        {
+            var manifest = await TemplateBuilder.BuildAsync(fx.Options, name, source, [], [], _ => { }, default);
+            var du = Process.Start(new ProcessStartInfo("du", ["-s", "-b", Path.Combine(fx.Options.TemplatesDir, name, "rootfs")]) { RedirectStandardOutput = true })!;
+            var onDisk = long.Parse((await du.StandardOutput.ReadToEndAsync()).Split('\t')[0]);
+            // du -b counts each inode once, directories included; files are nearly all of it.
+            Assert.InRange(manifest.SizeBytes, onDisk * 0.9, onDisk * 1.01);
+            var listed = (await fx.Client.ListTemplatesAsync()).Templates;
+            Assert.Equal(manifest.SizeBytes, listed.Single(t => t.Name == name).SizeBytes);
+            var builtin = listed.Single(t => t.Name == "default");
+            Assert.True(builtin.SizeBytes > 10_000_000, $"default reports {builtin.SizeBytes} bytes");
+            await fx.Client.DeleteTemplateAsync(name);
+        }
+        finally
+        {
+            Directory.Delete(source, true);
         }
     }
 
