@@ -60,11 +60,9 @@ public sealed partial class McpTests(ServerFixture fx, ITestOutputHelper output)
         Assert.Empty(mcp.NonProtocolLines);
     }
 
-    [Fact]
-    public async Task With_the_sdk_client_the_fixed_tool_list_advertises_no_list_changes_and_a_protocol_error_is_one_log_line_without_a_stack()
-    {
-        var stderr = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        var transport = new ModelContextProtocol.Client.StdioClientTransport(new ModelContextProtocol.Client.StdioClientTransportOptions
+    /// <summary>`forkbox mcp` driven by the official MCP SDK's client, its stderr lines kept in <paramref name="stderr"/>.</summary>
+    private Task<ModelContextProtocol.Client.McpClient> SdkClient(System.Collections.Concurrent.ConcurrentQueue<string> stderr) =>
+        ModelContextProtocol.Client.McpClient.CreateAsync(new ModelContextProtocol.Client.StdioClientTransport(new ModelContextProtocol.Client.StdioClientTransportOptions
         {
             Command = "dotnet",
             Arguments = [Path.Combine(AppContext.BaseDirectory, "forkbox.dll"), "mcp", "--host", fx.Server.Address.ToString()],
@@ -74,8 +72,29 @@ public sealed partial class McpTests(ServerFixture fx, ITestOutputHelper output)
                 stderr.Enqueue(line);
                 output.WriteLine("mcp stderr: " + line);
             },
-        });
-        await using var client = await ModelContextProtocol.Client.McpClient.CreateAsync(transport);
+        }));
+
+    [Fact]
+    public async Task With_the_sdk_client_cancelling_a_tool_call_interrupts_its_code()
+    {
+        await using var client = await SdkClient(new());
+        await client.CallToolAsync("run_code", new Dictionary<string, object?> { ["code"] = "x = 1" });
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+        // The SDK sends notifications/cancelled for the request when its token is cancelled.
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+            await client.CallToolAsync("run_code", new Dictionary<string, object?> { ["code"] = "import time\ntime.sleep(120)\nx = 2" }, cancellationToken: cancel.Token));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var after = await client.CallToolAsync("run_code", new Dictionary<string, object?> { ["code"] = "x" });
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"the next call waited {clock.Elapsed.TotalSeconds:F0} s for the cancelled one");
+        var text = string.Concat(after.Content.OfType<ModelContextProtocol.Protocol.TextContentBlock>().Select(c => c.Text));
+        Assert.Contains("[result]\n1\n", text); // interrupted before x = 2
+    }
+
+    [Fact]
+    public async Task With_the_sdk_client_the_fixed_tool_list_advertises_no_list_changes_and_a_protocol_error_is_one_log_line_without_a_stack()
+    {
+        var stderr = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        await using var client = await SdkClient(stderr);
         Assert.NotNull(client.ServerCapabilities.Tools);
         Assert.Null(client.ServerCapabilities.Tools.ListChanged); // the tools never change: no tools/list_changed to wait for
         Assert.Equal(7, (await client.ListToolsAsync()).Count);
