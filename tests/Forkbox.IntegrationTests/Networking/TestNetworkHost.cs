@@ -79,6 +79,14 @@ public sealed class TestNetworkHost : IAsyncDisposable
         await ServerFixture.WaitUntil(() => Answers(Address), $"the test host's server on {Address}:{Port}", 15);
     }
 
+    /// <summary>Serves <paramref name="content"/> at http://ADDRESS:8080/<paramref name="relativePath"/> from now on.</summary>
+    public void Serve(string relativePath, byte[] content)
+    {
+        var path = Path.Combine(_dir, relativePath);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllBytes(path, content);
+    }
+
     /// <summary>Starts recording the UDP datagrams that reach <paramref name="address"/>:<paramref name="port"/> (one of this host's addresses).</summary>
     public Task<UdpRecorder> RecordUdpAsync(string address, int port) => UdpRecorder.StartAsync(_ns, address, port);
 
