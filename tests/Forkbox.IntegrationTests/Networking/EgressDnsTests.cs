@@ -16,17 +16,20 @@ public sealed class EgressDnsTests : IAsyncLifetime
     private readonly string _dir = Path.Combine(Path.GetTempPath(), $"forkbox-dns-test-{Environment.ProcessId}");
     private TestNetworkHost _host = null!;
     private TestDnsServer _dns = null!;
+    private TestDnsServer _linkLocalDns = null!;
 
     public async Task InitializeAsync()
     {
         Directory.CreateDirectory(_dir);
         _host = await TestNetworkHost.StartAsync();
         _dns = await _host.ServeDnsAsync(_host.Address, new Dictionary<string, string> { [IndexName] = _host.OtherAddress });
+        _linkLocalDns = await _host.ServeDnsAsync(_host.LinkLocal, new Dictionary<string, string> { [IndexName] = _host.OtherAddress });
     }
 
     public async Task DisposeAsync()
     {
         _dns.Dispose();
+        _linkLocalDns.Dispose();
         await _host.DisposeAsync();
         Directory.Delete(_dir, recursive: true);
     }
@@ -60,6 +63,26 @@ public sealed class EgressDnsTests : IAsyncLifetime
         }, server.Client);
         Assert.Equal(_host.OtherAddress, await ResolveAsync(allowed, IndexName));
         Assert.Equal("blocked", await NetworkFixture.ProbeAsync(allowed, _host.Address));
+    }
+
+    [Fact]
+    public async Task A_link_local_resolver_answers_and_its_other_ports_stay_denied()
+    {
+        // As on a cloud whose metadata address is also the resolver (169.254.169.254).
+        var resolvConf = Path.Combine(_dir, "link-local.conf");
+        await File.WriteAllTextAsync(resolvConf, $"nameserver {_host.LinkLocal}\n");
+        Assert.True(TestNetworkHost.Answers(_host.LinkLocal), "the host reaches the link-local address's web server");
+        await using var server = await TestServer.StartAsync("egress-link-local-dns", o => o with
+        {
+            Pool = o.Pool with { Size = 0, EgressSize = 0 },
+            Network = o.Network with { Dns = "", HostResolvConf = resolvConf },
+        });
+
+        await using var sb = await Sandbox.CreateAsync(new CreateSandboxRequest { Network = NetworkModes.Egress }, server.Client);
+        Assert.Equal($"nameserver {_host.LinkLocal}", (await sb.ExecAsync("cat /etc/resolv.conf")).Stdout.Trim());
+        Assert.Equal(_host.OtherAddress, await ResolveAsync(sb, IndexName));
+        Assert.Equal("blocked", await NetworkFixture.ProbeAsync(sb, _host.LinkLocal));
+        Assert.Contains(IndexName, _linkLocalDns.Queries);
     }
 
     [Fact]
