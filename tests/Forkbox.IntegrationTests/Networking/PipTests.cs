@@ -109,6 +109,24 @@ public sealed class PipTests(NetworkFixture fx)
         }
         var conf = (await sb.ExecAsync("cat /etc/pip.conf")).Stdout;
         Assert.Contains("\"network\": \"none\"", conf);
+
+        // What the file says works there: a wheel uploaded installs without an index.
+        await sb.UploadAsync($"/root/{Module}-1.0-py3-none-any.whl", Wheel());
+        var offline = await sb.ExecAsync($"pip install /root/{Module}-1.0-py3-none-any.whl 2>&1 && python3 -c 'import {Module}; print({Module}.GREETING)'");
+        Assert.True(offline.ExitCode == 0, $"pip install of an uploaded wheel: exit {offline.ExitCode}: {offline.Stdout}");
+        Assert.Equal(Greeting, offline.StdoutLines[^1]);
+    }
+
+    [Fact]
+    public async Task A_resumed_egress_sandbox_keeps_the_pip_conf_it_was_given()
+    {
+        await using var sb = await fx.NewSandbox(NetworkModes.Egress, persistent: true);
+        Assert.DoesNotContain("network-none", (await sb.ExecAsync("cat /etc/pip.conf")).Stdout);
+        const string Mine = "[global]\nindex-url = https://index.example.test/simple\n";
+        await sb.UploadAsync("/etc/pip.conf", Encoding.UTF8.GetBytes(Mine));
+        await sb.HibernateAsync();
+        await sb.ResumeAsync();
+        Assert.Equal(Mine, Encoding.UTF8.GetString(await sb.DownloadAsync("/etc/pip.conf")));
     }
 
     private static string PythonMinor() => Directory.GetDirectories("/usr/lib", "python3.*")
