@@ -17,8 +17,9 @@ fi
 # port; `forkbox edge` needs a Redis only when several hosts are clustered), python3-dill for
 # hibernate (functions and classes defined in the REPL), nftables for "network": "egress" (hostd
 # loads its libnftables for the per-sandbox firewall; `nft list table inet forkbox_…` shows it) and
-# iproute2 for the veth links and their tc shaping. Build: the .NET 10 SDK.
-packages=(python3 libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs python3-venv redis-server python3-dill nftables iproute2)
+# iproute2 for the veth links and their tc shaping, python3-pip for `pip install` inside sandboxes
+# (the default template's /usr is the host's). Build: the .NET 10 SDK.
+packages=(python3 python3-pip libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs python3-venv redis-server python3-dill nftables iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -29,7 +29,7 @@ internal static class ServeCommand
         {
             HelpName = "CIDR", Description = "Private IPv4 network for sandboxes with egress (default 10.201.0.0/16); distinct per server on one host",
         };
-        var networkDns = new Option<string?>("--network-dns") { HelpName = "IP,…", Description = "Resolvers written to the /etc/resolv.conf of sandboxes with egress" };
+        var networkDns = new Option<string?>("--network-dns") { HelpName = "IP,…", Description = "Resolvers written to the /etc/resolv.conf of sandboxes with egress (default: the host's own, loopback ones left out)" };
         var cmd = new Command("serve", "Run the Forkbox server (hostd) on this host; needs root.")
         {
             listen, dataDir, config, storage, storageImage, storageImageFs, region, continent, join, hostId, advertise, keys, networkSubnet, networkDns,

@@ -54,6 +54,7 @@ public static class ServerOptionsLoader
         ["AllowVsock"] = "Isolation:AllowVsock",
         ["NetworkSubnet"] = "Network:Subnet",
         ["NetworkDns"] = "Network:Dns",
+        ["NetworkHostResolvConf"] = "Network:HostResolvConf",
         ["NetworkOperatorAllow"] = "Network:OperatorAllow",
         ["NetworkHosts"] = "Network:Hosts",
         ["NetworkRateMbit"] = "Network:RateMbit",

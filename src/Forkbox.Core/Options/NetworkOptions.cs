@@ -8,8 +8,14 @@ public sealed record NetworkOptions
 {
     /// <summary>The private IPv4 network sandboxes with egress take their addresses from; its first address is the host's end of every link. Servers on one host need distinct ones.</summary>
     public string Subnet { get; init; } = "10.201.0.0/16";
-    /// <summary>Comma-separated IPv4 resolvers written to the /etc/resolv.conf of sandboxes with egress; always reachable on port 53. Empty: the template's own file is left alone.</summary>
+    /// <summary>Comma-separated IPv4 resolvers written to the /etc/resolv.conf of sandboxes with egress; always reachable on port 53. Empty: the host's own (see <see cref="HostResolvConf"/>).</summary>
     public string Dns { get; init; } = "";
+    /// <summary>
+    /// Comma-separated resolv.conf files that give sandboxes their resolvers when <see cref="Dns"/> is empty:
+    /// the first that names a non-loopback IPv4 nameserver wins (systemd-resolved's upstream list stands in
+    /// for its 127.0.0.53 stub, which a sandbox's own network namespace cannot reach).
+    /// </summary>
+    public string HostResolvConf { get; init; } = "/etc/resolv.conf,/run/systemd/resolve/resolv.conf";
     /// <summary>Comma-separated CIDRs that sandboxes may reach although they are always denied otherwise (the host, 169.254.0.0/16, other sandboxes). Empty by default.</summary>
     public string OperatorAllow { get; init; } = "";
     /// <summary>Comma-separated name=address pairs that policies resolve before DNS (pinned names for internal hosts).</summary>

@@ -1,5 +1,6 @@
 using System.Text;
 using Forkbox.Core;
+using Forkbox.Host.Templates;
 using Forkbox.Host.Sandboxes;
 
 namespace Forkbox.Host.Networking;
@@ -31,13 +32,19 @@ public sealed class SandboxEgress(SandboxNetworking network, SandboxCalls calls,
         }
     }
 
-    /// <summary>Gives a just-spawned sandbox its link and writes its /etc/resolv.conf; traffic stays dropped until admitted.</summary>
-    public async Task AttachAsync(Sandbox sb, CancellationToken ct)
+    /// <summary>
+    /// Gives a just-spawned sandbox its link, writes its /etc/resolv.conf and, when it is
+    /// <paramref name="fresh"/> (not a resumed one, whose files are its own) from a built-in template,
+    /// its /etc/pip.conf for egress (see <see cref="PipConfig"/>); traffic stays dropped until admitted.
+    /// </summary>
+    public async Task AttachAsync(Sandbox sb, bool fresh, CancellationToken ct)
     {
         sb.NetworkMode = NetworkModes.Egress;
         sb.Network = await network.AttachAsync(sb.Id, sb.Pid).ConfigureAwait(false);
         if (network.ResolvConf is { } conf)
             await WriteFileAsync(sb, "/etc/resolv.conf", conf, ct).ConfigureAwait(false);
+        if (fresh && PipConfig.IsIn(sb.Template))
+            await WriteFileAsync(sb, PipConfig.Path, PipConfig.WithEgress, ct).ConfigureAwait(false);
     }
 
     /// <summary>Admits a pooled egress sandbox with no policy, so that taking it for plain egress changes nothing (see <see cref="SandboxNetworking.Admit"/>).</summary>

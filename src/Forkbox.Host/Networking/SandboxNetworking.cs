@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
+using Forkbox.Core.Options;
 using Forkbox.Core.Wire;
 using Forkbox.Linux;
 using Forkbox.Linux.Network;
@@ -77,7 +78,7 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         }
         var firewall = new EgressFirewall(nft, "forkbox_" + hash, prefix, Ipv4Cidr.Parse(options.Network.Subnet),
             ServerOptions.List(options.Network.OperatorAllow).Select(Ipv4Cidr.Parse).ToList(),
-            ServerOptions.List(options.Network.Dns).Select(IPAddress.Parse).ToList(), options.Network.MaxConnections, options.Network.RateMbit);
+            SandboxResolvers(options.Network, log), options.Network.MaxConnections, options.Network.RateMbit);
         try
         {
             firewall.Install();
@@ -91,6 +92,22 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         }
         LogEgress(log, "forkbox_" + hash, options.Network.Subnet, prefix);
         return new SandboxNetworking(options, log, nft, firewall, prefix, null);
+    }
+
+    /// <summary>
+    /// The resolvers sandboxes with egress are told to use: network_dns, else the host's own (loopback
+    /// ones left out: a sandbox's namespace has a loopback of its own). With none, names cannot resolve
+    /// in any sandbox, which the operator is warned of here rather than users finding out one by one.
+    /// </summary>
+    private static List<IPAddress> SandboxResolvers(NetworkOptions network, ILogger log)
+    {
+        if (ServerOptions.List(network.Dns) is { Count: > 0 } named) return named.Select(IPAddress.Parse).ToList();
+        var files = ServerOptions.List(network.HostResolvConf);
+        var host = HostResolvers.Read(files);
+        var skipped = host.Skipped.Count == 0 ? "none" : string.Join(", ", host.Skipped.Distinct());
+        if (host.Servers.Count == 0) LogNoResolvers(log, string.Join(", ", files), skipped);
+        else LogHostResolvers(log, string.Join(", ", host.Servers), host.Source!, skipped);
+        return host.Servers.ToList();
     }
 
     /// <summary>The mode a create asks for, validated: "none" or "egress" (refused with the reason where egress cannot work).</summary>
@@ -195,8 +212,13 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
         net.Policy = policy.Policy;
     }
 
-    /// <summary>The lines a sandbox's /etc/resolv.conf gets, or null to keep the template's.</summary>
-    public string? ResolvConf => _firewall is { Dns.Count: > 0 } f ? string.Concat(f.Dns.Select(d => $"nameserver {d}\n")) : null;
+    /// <summary>What a sandbox with egress finds in its /etc/resolv.conf: its resolvers, or why it has none.</summary>
+    public string? ResolvConf => _firewall switch
+    {
+        null => null,
+        { Dns.Count: > 0 } f => string.Concat(f.Dns.Select(d => $"nameserver {d}\n")),
+        _ => "# forkbox: this server found no resolver for sandboxes (none in its network_dns, no non-loopback nameserver on the host); names do not resolve\n",
+    };
 
     /// <summary>Removes the sandbox's firewall entries, then its link, then gives its address back. Never throws: it logs.</summary>
     public async Task DetachAsync(string sandboxId, SandboxNetwork net)
@@ -247,6 +269,13 @@ public sealed partial class SandboxNetworking : IAsyncDisposable
 
     [LoggerMessage(EventId = 4005, Level = LogLevel.Debug, Message = "sandbox {SandboxId}: link {Link}, address {Address}")]
     private static partial void LogAttached(ILogger log, string sandboxId, IPAddress address, string link);
+
+    [LoggerMessage(EventId = 4007, Level = LogLevel.Information, Message = "egress: sandboxes resolve names through the host's resolvers {Servers} (from {File}; passed over: {Skipped})")]
+    private static partial void LogHostResolvers(ILogger log, string servers, string file, string skipped);
+
+    [LoggerMessage(EventId = 4008, Level = LogLevel.Warning,
+        Message = "egress: no resolver for sandboxes: network_dns is empty and {Files} name no IPv4 nameserver a sandbox can reach (passed over: {Skipped}); names will not resolve in sandboxes with egress until you set --network-dns IP,…")]
+    private static partial void LogNoResolvers(ILogger log, string files, string skipped);
 
     [LoggerMessage(EventId = 4006, Level = LogLevel.Error, Message = "sandbox {SandboxId}: network clean-up failed")]
     private static partial void LogDetachFailed(ILogger log, string sandboxId, Exception error);

@@ -19,7 +19,7 @@ public sealed class TemplateCatalog
     private static readonly string[] DataSciModules = ["numpy", "pandas", "scipy", "scipy.linalg", "scipy.stats"];
 
     // Bump when the skeleton's contents change, so an old one is rebuilt.
-    private const string SkeletonVersion = "1";
+    private const string SkeletonVersion = "2";
 
     // Host /etc entries a Python + coreutils user space needs. Nothing secret (no shadow, no keys).
     private static readonly string[] EtcFromHost =
@@ -198,6 +198,7 @@ public sealed class TemplateCatalog
         File.WriteAllText(Path.Combine(staging, "etc/hostname"), "sandbox\n");
         File.WriteAllText(Path.Combine(staging, "etc/hosts"), "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         File.WriteAllText(Path.Combine(staging, "etc/resolv.conf"), "");
+        PipConfig.WriteInto(staging);
         File.WriteAllText(Path.Combine(staging, ".forkbox-skeleton"), SkeletonVersion);
         if (Directory.Exists(dir)) Directory.Delete(dir, true);
         Directory.CreateDirectory(Path.GetDirectoryName(dir)!);

@@ -14,7 +14,7 @@ namespace Forkbox.Linux.Network;
 /// forged packet leaves no state either. IPv6 and anything else but IPv4 from a link stop here too.</item>
 /// <item>forward: traffic from sandbox links goes through from_sandbox; nothing new enters a sandbox link.</item>
 /// <item>from_sandbox: a per-sandbox upload rate (a policer keyed by source address), always-denied destinations (link-local 169.254/16, the sandbox subnet, unless
-/// the operator allows them), a per-sandbox connection limit, then the egress verdict map keyed by
+/// the operator allows them; DNS to the resolvers excepted), a per-sandbox connection limit, then the egress verdict map keyed by
 /// sandbox address: accept, or a jump to that sandbox's policy chain. An address not in the map is dropped.</item>
 /// <item>input: a sandbox link reaches the host (any of its addresses, so the forkbox API too) only for
 /// DNS to the named resolvers or an operator-allowed address.</item>
@@ -60,7 +60,10 @@ public sealed class EgressFirewall : IDisposable
             ruleset.Append($"    add @upload {{ ip saddr limit rate over {uploadMbit * 125} kbytes/second burst {Math.Max(32, uploadMbit * 4)} kbytes }} drop\n");
         ruleset
             .Append("    ct state established,related accept\n")
-            .Append($"    ip daddr != @operator_allow ip daddr {{ 169.254.0.0/16, {subnet} }} drop\n");
+            // Always denied, but for DNS to the resolvers, which may live there (a cloud's 169.254.169.254
+            // answers DNS as well as metadata): only port 53 to them passes, on to the sandbox's policy.
+            .Append($"    ip daddr != @operator_allow ip daddr {{ 169.254.0.0/16, {subnet} }} meta l4proto . th dport != {{ tcp . 53, udp . 53 }} drop\n")
+            .Append($"    ip daddr != @operator_allow ip daddr {{ 169.254.0.0/16, {subnet} }} ip daddr != @dns drop\n");
         if (maxConnections > 0)
             ruleset.Append($"    ct state new add @connlimit {{ ip saddr ct count over {maxConnections} }} drop\n");
         ruleset

@@ -79,8 +79,19 @@ public sealed class TestNetworkHost : IAsyncDisposable
         await ServerFixture.WaitUntil(() => Answers(Address), $"the test host's server on {Address}:{Port}", 15);
     }
 
+    /// <summary>Serves <paramref name="content"/> at http://ADDRESS:8080/<paramref name="relativePath"/> from now on.</summary>
+    public void Serve(string relativePath, byte[] content)
+    {
+        var path = Path.Combine(_dir, relativePath);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllBytes(path, content);
+    }
+
     /// <summary>Starts recording the UDP datagrams that reach <paramref name="address"/>:<paramref name="port"/> (one of this host's addresses).</summary>
     public Task<UdpRecorder> RecordUdpAsync(string address, int port) => UdpRecorder.StartAsync(_ns, address, port);
+
+    /// <summary>Starts a DNS server on <paramref name="address"/>:53 (one of this host's addresses) that answers A queries for <paramref name="records"/> (name to IPv4 address).</summary>
+    public Task<TestDnsServer> ServeDnsAsync(string address, IReadOnlyDictionary<string, string> records) => TestDnsServer.StartAsync(_ns, address, records);
 
     /// <summary>Whether this machine (the host) can reach <paramref name="address"/>: the test's control.</summary>
     public static bool Answers(string address)

@@ -165,7 +165,7 @@ public sealed partial class SandboxFactory : ISandboxFactory, IAsyncDisposable
             {
                 try
                 {
-                    await _egress.AttachAsync(sandbox, ct).ConfigureAwait(false);
+                    await _egress.AttachAsync(sandbox, fresh: resume is null, ct).ConfigureAwait(false);
                 }
                 catch
                 {
