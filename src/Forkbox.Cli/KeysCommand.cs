@@ -12,13 +12,20 @@ internal static class KeysCommand
         var name = new Option<string>("--name") { Description = "A label for the key, unique in the keys file (the owner of what the key creates)", DefaultValueFactory = _ => "default" };
         var tier = new Option<string?>("--tier") { Description = "The tier whose limits an edge applies to this key (see `forkbox edge --tiers`)" };
         var admin = new Option<bool>("--admin") { Description = "An admin key: may also size pools, delete templates and read /metrics (server-wide settings)" };
+        var adoptLocal = new Option<bool>("--adopt-local")
+        {
+            Description = "The key becomes the owner of the sandboxes and Spaces made while there were no keys (no key could reach them otherwise)",
+        };
         var (dataDir, config, keys) = (CommonOptions.DataDir(), CommonOptions.Config(), CommonOptions.Keys());
-        var create = new Command("create", "Create an API key and print it (it is shown only once).") { name, tier, admin, dataDir, config, keys };
+        var create = new Command("create", "Create an API key and print it (it is shown only once).") { name, tier, admin, adoptLocal, dataDir, config, keys };
         create.SetAction(parse => WithStore(parse, "keys create", dataDir, config, keys, (store, options) =>
         {
-            var key = store.Create(parse.GetValue(name)!, parse.GetValue(tier), parse.GetValue(admin));
+            var adopt = parse.GetValue(adoptLocal);
+            var key = store.Create(parse.GetValue(name)!, parse.GetValue(tier), parse.GetValue(admin), adopt);
             Console.WriteLine(key);
             Console.Error.WriteLine($"stored its hash in {options.KeysFile}; clients send it as 'Authorization: Bearer {key[..8]}…'");
+            if (adopt)
+                Console.Error.WriteLine("it owns the sandboxes made without keys: a running server hands them over within a second, a stopped one when it starts");
         }));
 
         var (listDataDir, listConfig, listKeys) = (CommonOptions.DataDir(), CommonOptions.Config(), CommonOptions.Keys());

@@ -50,6 +50,22 @@ public sealed partial class ApiKeyStore
         }
     }
 
+    /// <summary>The keys in force (read again at most once a second, like every lookup).</summary>
+    public IReadOnlyCollection<ApiKey> Keys
+    {
+        get
+        {
+            Refresh();
+            return Volatile.Read(ref _hashes).Values;
+        }
+    }
+
+    /// <summary>
+    /// Raised with the new keys, on the thread of the lookup that noticed the change, just before
+    /// they are put in force: no request is answered with a new key before the handlers ran.
+    /// </summary>
+    public event Action<IReadOnlyCollection<ApiKey>>? Changed;
+
     public bool Verify(string key) => Owner(key) is not null;
 
     /// <summary>The key a request carries: 'Authorization: Bearer KEY', else 'X-API-Key: KEY'; empty when none.</summary>
@@ -78,7 +94,8 @@ public sealed partial class ApiKeyStore
     /// already in the file is refused: the name is the owner of the key's sandboxes, so a second
     /// key of that name would reach the first one's.
     /// </summary>
-    public string Create(string name, string? tier = null, bool admin = false)
+    /// <param name="adoptLocal">The key takes over the sandboxes made without keys (owner "local"): the server hands them over when it notices the key.</param>
+    public string Create(string name, string? tier = null, bool admin = false, bool adoptLocal = false)
     {
         var keys = ReadForChange("adding a key");
         foreach (var k in keys)
@@ -95,6 +112,7 @@ public sealed partial class ApiKeyStore
             ["role"] = admin ? ApiKey.AdminRole : ApiKey.UserRole,
             ["created_at"] = DateTimeOffset.UtcNow.ToString("O"),
         });
+        if (adoptLocal) keys[^1]!["adopt_local"] = true;
         Write(keys);
         return key;
     }
@@ -180,7 +198,18 @@ public sealed partial class ApiKeyStore
             else if (keys.Count == 0 && held > 0)
                 LogKeysEmptied(_log, _path, held);
             else
-                Volatile.Write(ref _hashes, Index(keys));
+            {
+                var index = Index(keys);
+                try
+                {
+                    Changed?.Invoke(index.Values);
+                }
+                catch (Exception e)
+                {
+                    LogChangeHandlerFailed(_log, _path, e);
+                }
+                Volatile.Write(ref _hashes, index);
+            }
         }
         finally
         {
@@ -259,7 +288,12 @@ public sealed partial class ApiKeyStore
                 error = $"key {i + 1} has role \"{role}\"; a role is \"{ApiKey.AdminRole}\" or \"{ApiKey.UserRole}\" (or none: an ordinary key)";
                 return false;
             }
-            keys.Add((hash, new ApiKey(name ?? hash[..8], tier, role == ApiKey.AdminRole)));
+            if (k["adopt_local"] is { } adopt && adopt.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
+            {
+                error = $"key {i + 1} has an \"adopt_local\" that is not true or false";
+                return false;
+            }
+            keys.Add((hash, new ApiKey(name ?? hash[..8], tier, role == ApiKey.AdminRole, k["adopt_local"]?.GetValue<bool>() == true)));
         }
         return true;
     }
@@ -276,6 +310,9 @@ public sealed partial class ApiKeyStore
 
     [LoggerMessage(EventId = 1001, Level = LogLevel.Error, Message = "keys file {Path} cannot be used: {Error}; keeping the {Count} keys read before (auth stays on)")]
     private static partial void LogKeysUnusable(ILogger log, string path, string error, int count);
+
+    [LoggerMessage(EventId = 1003, Level = LogLevel.Error, Message = "keys file {Path}: acting on its new keys failed; they are in force all the same")]
+    private static partial void LogChangeHandlerFailed(ILogger log, string path, Exception error);
 
     [LoggerMessage(EventId = 1002, Level = LogLevel.Error, Message = "keys file {Path} is empty or gone; keeping the {Count} keys read before: auth never turns off " +
         "while the server runs (to run without keys, stop it, remove the file and start it on a loopback address)")]
