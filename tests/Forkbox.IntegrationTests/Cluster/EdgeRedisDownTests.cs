@@ -54,4 +54,15 @@ public sealed class EdgeRedisDownTests
             foreach (var l in lines) Console.WriteLine("edge: " + l);
         }
     }
+
+    [Fact]
+    public async Task The_edges_keys_help_names_no_data_directory_it_has_no_option_for()
+    {
+        var help = await CliProcess.RunAsync(["edge", "--help"]);
+        Assert.Equal(0, help.ExitCode);
+        var keys = Assert.Single(help.Stdout.Split('\n'), l => l.TrimStart().StartsWith("--keys", StringComparison.Ordinal));
+        Assert.DoesNotContain("DATA_DIR", keys, StringComparison.Ordinal);
+        Assert.DoesNotContain("--data-dir", help.Stdout, StringComparison.Ordinal);
+        Assert.Contains("forkbox keys create --keys FILE", keys, StringComparison.Ordinal);
+    }
 }
