@@ -10,7 +10,11 @@ internal static class EdgeCommand
     {
         var listen = new Option<string?>("--listen") { Description = "host:port to listen on (default 127.0.0.1:8080)" };
         var redis = new Option<string>("--redis") { HelpName = "HOST:PORT", Description = "The cluster's Redis, where hosts register (forkbox serve --join)", Required = true };
-        var keys = CommonOptions.Keys();
+        var keys = new Option<string?>("--keys")
+        {
+            HelpName = "FILE",
+            Description = "The API keys file, as the hosts' (`forkbox keys create --keys FILE`); each key may name a tier. Without it the edge checks no keys (loopback only)",
+        };
         var tiers = new Option<string?>("--tiers")
         {
             HelpName = "FILE",

@@ -10,4 +10,5 @@ root.Subcommands.Add(TemplateCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(McpCommand.Create());
-return await root.Parse(args).InvokeAsync();
+var parse = root.Parse(args);
+return ParseErrors.Report(parse) ?? await parse.InvokeAsync();

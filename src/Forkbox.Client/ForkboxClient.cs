@@ -134,4 +134,18 @@ public sealed class ForkboxClient
     /// <summary>Every sandbox on the host; with a name, only this API key's sandbox of that name (none or one).</summary>
     public Task<SandboxList> ListSandboxesAsync(string? name = null, CancellationToken ct = default) =>
         SendJsonAsync(Request(HttpMethod.Get, name is null ? "v1/sandboxes" : $"v1/sandboxes?name={Uri.EscapeDataString(name)}"), WireJson.Default.SandboxList, ct);
+
+    /// <summary>Destroys a sandbox by id; false when there was none (already closed, or not this key's), which is not an error.</summary>
+    public async Task<bool> DeleteSandboxAsync(string id, CancellationToken ct = default)
+    {
+        try
+        {
+            using var _ = await SendAsync(Request(HttpMethod.Delete, $"v1/sandboxes/{Uri.EscapeDataString(id)}"), ct).ConfigureAwait(false);
+            return true;
+        }
+        catch (ForkboxApiException e) when (e.Status == (int)HttpStatusCode.NotFound)
+        {
+            return false;
+        }
+    }
 }

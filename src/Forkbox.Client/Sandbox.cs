@@ -145,6 +145,14 @@ public sealed class Sandbox : IAsyncDisposable
         return await resp.Content.ReadAsByteArrayAsync(ct).ConfigureAwait(false);
     }
 
+    /// <summary>Streams a file of the sandbox into <paramref name="destination"/> without holding it in memory.</summary>
+    public async Task DownloadAsync(string path, Stream destination, CancellationToken ct = default)
+    {
+        using var resp = await _client.SendAsync(_client.Request(HttpMethod.Get, FilesPath("files", path)), ct, HttpCompletionOption.ResponseHeadersRead)
+            .ConfigureAwait(false);
+        await resp.Content.CopyToAsync(destination, ct).ConfigureAwait(false);
+    }
+
     public async Task<IReadOnlyList<FileEntry>> ListAsync(string path = "/root", CancellationToken ct = default) =>
         (await _client.SendJsonAsync(_client.Request(HttpMethod.Get, FilesPath("files/list", path)), WireJson.Default.FileList, ct).ConfigureAwait(false)).Entries;
 

@@ -72,16 +72,22 @@ public sealed partial class EdgeServer : IAsyncDisposable
         builder.Services.AddHttpForwarder();
 
         var log = loggers.CreateLogger<EdgeServer>();
-        var redis = await ClusterRedis.ConnectAsync(options.Redis).ConfigureAwait(false);
-        var registry = new HostRegistry(redis, loggers.CreateLogger<HostRegistry>());
-        try
-        {
-            await registry.RefreshAsync().ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is RedisException or TimeoutException)
-        {
-            LogRedisAway(log, options.Redis, e.Message);
-        }
+        var link = await RedisLink.ConnectAsync(options.Redis, loggers.CreateLogger<RedisLink>()).ConfigureAwait(false);
+        var redis = link.Redis;
+        var registry = new HostRegistry(redis, link, loggers.CreateLogger<HostRegistry>());
+        string? away = null;
+        if (!link.IsConnected) away = link.Reason();
+        else
+            try
+            {
+                await registry.RefreshAsync().ConfigureAwait(false);
+                link.Succeeded("");
+            }
+            catch (Exception e) when (e is RedisException or TimeoutException)
+            {
+                away = link.Reason(e);
+            }
+        if (away is not null) link.FailedQuietly(); // the start-up line below says it
         var limiter = new TierLimiter(redis);
         var reconciler = new TierReconciler(redis, registry, Guid.NewGuid().ToString("N"), loggers.CreateLogger<TierReconciler>());
         // One pool of connections to the hosts for everything the edge sends, as YARP recommends.
@@ -124,7 +130,8 @@ public sealed partial class EdgeServer : IAsyncDisposable
         server._loops.Add(reconciler.RunAsync(TimeSpan.FromSeconds(options.ReconcileS), server._stop.Token));
         var address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         server.Address = new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "[::1]"));
-        LogListening(log, server.Address, options.Redis, registry.Hosts.Count, keys?.Enabled == true, tiers.All.Count);
+        if (away is null) LogListening(log, server.Address, options.Redis, registry.Hosts.Count, keys?.Enabled == true, tiers.All.Count);
+        else LogListeningNotReady(log, server.Address, options.Redis, away, registry.Doing(TimeSpan.FromSeconds(options.PollS)));
         return server;
     }
 
@@ -176,6 +183,6 @@ public sealed partial class EdgeServer : IAsyncDisposable
     [LoggerMessage(EventId = 5001, Level = LogLevel.Information, Message = "forkbox edge listening on {Address} (redis {Redis}, {Hosts} hosts in rotation, auth {Auth}, {Tiers} tiers)")]
     private static partial void LogListening(ILogger log, Uri address, string redis, int hosts, bool auth, int tiers);
 
-    [LoggerMessage(EventId = 5002, Level = LogLevel.Warning, Message = "redis {Redis} does not answer yet ({Error}); the edge routes as soon as it does")]
-    private static partial void LogRedisAway(ILogger log, string redis, string error);
+    [LoggerMessage(EventId = 5002, Level = LogLevel.Warning, Message = "forkbox edge listening on {Address}, but redis {Redis} is unreachable ({Reason}): {Doing}")]
+    private static partial void LogListeningNotReady(ILogger log, Uri address, string redis, string reason, string doing);
 }

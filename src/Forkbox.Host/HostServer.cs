@@ -167,6 +167,9 @@ public sealed partial class HostServer : IAsyncDisposable
         var signer = new PortUrlSigner(options.PortUrlKeyFile, TimeProvider.System);
         var manager = new SandboxManager(options, templates, new SandboxParts(cgroups, slots, layers, listener, seccompPath, quota), store, network, metrics, loggers);
         manager.Recover();
+        var unowned = new UnownedSandboxes(manager, loggers.CreateLogger<UnownedSandboxes>());
+        unowned.Check(keys.Keys);
+        keys.Changed += unowned.Check;
         builder.Services.AddSingleton(manager);
         builder.Services.AddHostedService<SandboxReaper>();
 

@@ -68,15 +68,20 @@ public sealed partial class TierReconciler(IConnectionMultiplexer redis, HostReg
     public async Task RunAsync(TimeSpan period, CancellationToken stop)
     {
         using var timer = new PeriodicTimer(period);
+        var failing = false;
         while (await timer.WaitForNextTickAsync(stop).ConfigureAwait(false))
         {
+            // While Redis is away the registry's link says so, once; a round would only time out.
+            if (!registry.Link.IsConnected) continue;
             try
             {
                 await RunOnceAsync(period).ConfigureAwait(false);
+                failing = false;
             }
             catch (Exception e) when (e is RedisException or TimeoutException)
             {
-                LogFailed(log, e.Message);
+                if (!failing) LogFailed(log, registry.Link.Reason(e));
+                failing = true;
             }
         }
     }
@@ -84,6 +89,6 @@ public sealed partial class TierReconciler(IConnectionMultiplexer redis, HostReg
     [LoggerMessage(EventId = 5201, Level = LogLevel.Information, Message = "tiers: repaired the live counts from {Hosts} hosts: {Removed} ended sandboxes removed, {Added} found on hosts added")]
     private static partial void LogRepaired(ILogger log, int removed, int added, int hosts);
 
-    [LoggerMessage(EventId = 5202, Level = LogLevel.Warning, Message = "tiers: repairing the live counts failed ({Error}); trying again next period")]
+    [LoggerMessage(EventId = 5202, Level = LogLevel.Warning, Message = "tiers: repairing the live counts failed ({Error}); trying again every period, logged again only after one works")]
     private static partial void LogFailed(ILogger log, string error);
 }

@@ -12,7 +12,7 @@ namespace Forkbox.Edge.Registry;
 /// lives (hosts beat every second or so with a TTL of three beats); the hot path reads an immutable
 /// snapshot, so routing a call costs a dictionary lookup and no Redis round trip.
 /// </summary>
-public sealed partial class HostRegistry(IConnectionMultiplexer redis, ILogger log)
+public sealed partial class HostRegistry(IConnectionMultiplexer redis, RedisLink link, ILogger log)
 {
     private volatile FrozenDictionary<string, HostEntry> _hosts = FrozenDictionary<string, HostEntry>.Empty;
 
@@ -66,26 +66,37 @@ public sealed partial class HostRegistry(IConnectionMultiplexer redis, ILogger l
         _hosts = next.ToFrozenDictionary(StringComparer.Ordinal);
     }
 
+    /// <summary>The link to Redis this registry reads through, whose state changes it reports.</summary>
+    public RedisLink Link => link;
+
     public async Task RunAsync(TimeSpan period, CancellationToken stop)
     {
         using var timer = new PeriodicTimer(period);
-        var failing = false;
         while (await timer.WaitForNextTickAsync(stop).ConfigureAwait(false))
         {
+            // Not connected: a read would only wait out its timeout in the client's backlog.
+            if (!link.IsConnected)
+            {
+                link.Failed(null, Doing(period));
+                continue;
+            }
             try
             {
                 await RefreshAsync().ConfigureAwait(false);
-                if (failing) LogReading(log);
-                failing = false;
+                link.Succeeded($"{_hosts.Count} hosts in rotation");
             }
             catch (Exception e) when (e is RedisException or TimeoutException)
             {
                 // Keep routing with the hosts last seen: a Redis hiccup must not take the cluster down.
-                if (!failing) LogReadFailed(log, e.Message, _hosts.Count);
-                failing = true;
+                link.Failed(e, Doing(period));
             }
         }
     }
+
+    /// <summary>What the edge does while Redis is away, for the line that says it is.</summary>
+    public string Doing(TimeSpan period) => (_hosts.Count > 0
+        ? $"routing with the {_hosts.Count} hosts last seen (a host that joins or leaves is not noticed)"
+        : "not ready: no host is known, so every call answers 503") + $"; retrying every {period.TotalSeconds:0.###} s";
 
     [LoggerMessage(EventId = 5301, Level = LogLevel.Information, Message = "registry: host {HostId} joined (region {Region}, {Url})")]
     private static partial void LogJoined(ILogger log, string hostId, string region, Uri url);
@@ -95,10 +106,4 @@ public sealed partial class HostRegistry(IConnectionMultiplexer redis, ILogger l
 
     [LoggerMessage(EventId = 5303, Level = LogLevel.Warning, Message = "registry: host {HostId}'s announcement is not valid JSON ({Error}); ignored")]
     private static partial void LogBadAnnouncement(ILogger log, string hostId, string error);
-
-    [LoggerMessage(EventId = 5304, Level = LogLevel.Warning, Message = "registry: reading Redis failed ({Error}); routing with the {Count} hosts last seen")]
-    private static partial void LogReadFailed(ILogger log, string error, int count);
-
-    [LoggerMessage(EventId = 5305, Level = LogLevel.Information, Message = "registry: reading Redis works again")]
-    private static partial void LogReading(ILogger log);
 }

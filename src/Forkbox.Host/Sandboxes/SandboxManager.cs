@@ -249,6 +249,54 @@ public sealed partial class SandboxManager : IAsyncDisposable
     /// <summary>The owner of a sandbox this server knows of, live or frozen; null for an unknown id.</summary>
     public string? OwnerOf(string id) => _registry.OwnerOf(id);
 
+    /// <summary>
+    /// The sandboxes made on this server while it had no API keys (owner "local"), live and frozen,
+    /// Spaces included: once a key exists no request is "local", so no key can reach them until one adopts them.
+    /// </summary>
+    public List<SandboxInfo> Unowned() =>
+        _registry.Live.Where(s => s.Owner == Hosting.Owners.Local).Select(s => s.ToInfo(false))
+            .Concat(_registry.Frozen.Where(r => r.Owner == Hosting.Owners.Local).Select(r => r.ToInfo()))
+            .OrderBy(i => i.CreatedAt).ToList();
+
+    /// <summary>
+    /// Makes <paramref name="owner"/> the owner of every sandbox of <see cref="Unowned"/>, recorded so
+    /// that a restart keeps it; returns the ids moved. One whose name the owner already uses stays
+    /// unowned (and is listed again at the next check).
+    /// </summary>
+    public List<string> AdoptLocal(string owner)
+    {
+        var adopted = new List<string>();
+        bool Take(string id, string? name)
+        {
+            if (name is not null && _registry.TryGetNamed(owner, name, out _)) return false;
+            _registry.ReleaseName(Hosting.Owners.Local, name, id);
+            _registry.SetName(owner, name, id);
+            adopted.Add(id);
+            return true;
+        }
+        foreach (var sb in _registry.Live.Where(s => s.Owner == Hosting.Owners.Local).ToList())
+        {
+            if (!Take(sb.Id, sb.Name)) continue;
+            sb.Owner = owner;
+            _records.Save(sb);
+        }
+        foreach (var rec in _registry.Frozen.Where(r => r.Owner == Hosting.Owners.Local).ToList())
+        {
+            if (!Take(rec.Id, rec.Name)) continue;
+            var moved = rec with { Owner = owner };
+            _registry.AddFrozen(moved);
+            try
+            {
+                _records.Store.Save(moved);
+            }
+            catch (Exception e) when (e is Microsoft.Data.Sqlite.SqliteException or IOException)
+            {
+                LogAdoptRecordFailed(rec.Id, owner, e);
+            }
+        }
+        return adopted;
+    }
+
     /// <summary>Owner → ids of every sandbox held for it, live and frozen: what a cluster heartbeat reports.</summary>
     public Dictionary<string, List<string>> IdsByOwner() => _registry.IdsByOwner();
 
@@ -300,4 +348,7 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed: {Why}")]
     private partial void LogDestroyed(string sandboxId, string why);
+
+    [LoggerMessage(EventId = 3290, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: adopted by {Owner}, but its record could not be written; a restart finds it unowned again")]
+    private partial void LogAdoptRecordFailed(string sandboxId, string owner, Exception error);
 }

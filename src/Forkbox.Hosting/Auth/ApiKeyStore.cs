@@ -50,6 +50,22 @@ public sealed partial class ApiKeyStore
         }
     }
 
+    /// <summary>The keys in force (read again at most once a second, like every lookup).</summary>
+    public IReadOnlyCollection<ApiKey> Keys
+    {
+        get
+        {
+            Refresh();
+            return Volatile.Read(ref _hashes).Values;
+        }
+    }
+
+    /// <summary>
+    /// Raised with the new keys, on the thread of the lookup that noticed the change, just before
+    /// they are put in force: no request is answered with a new key before the handlers ran.
+    /// </summary>
+    public event Action<IReadOnlyCollection<ApiKey>>? Changed;
+
     public bool Verify(string key) => Owner(key) is not null;
 
     /// <summary>The key a request carries: 'Authorization: Bearer KEY', else 'X-API-Key: KEY'; empty when none.</summary>
@@ -73,11 +89,19 @@ public sealed partial class ApiKeyStore
         return found;
     }
 
-    /// <summary>Makes a new key, stores its hash, and returns the key (the only time it is shown).</summary>
-    public string Create(string name, string? tier = null, bool admin = false)
+    /// <summary>
+    /// Makes a new key, stores its hash, and returns the key (the only time it is shown). A name
+    /// already in the file is refused: the name is the owner of the key's sandboxes, so a second
+    /// key of that name would reach the first one's.
+    /// </summary>
+    /// <param name="adoptLocal">The key takes over the sandboxes made without keys (owner "local"): the server hands them over when it notices the key.</param>
+    public string Create(string name, string? tier = null, bool admin = false, bool adoptLocal = false)
     {
-        if (!TryReadArray(_path, out var keys, out var error) || !TryParse(keys, out _, out error))
-            throw new InvalidOperationException($"keys file {_path} cannot be used: {error}. Fix it or move it away before adding a key");
+        var keys = ReadForChange("adding a key");
+        foreach (var k in keys)
+            if (k is JsonObject o && TryString(o, "name", out var taken) && taken == name)
+                throw new InvalidOperationException($"a key named '{name}' already exists in {_path} (prefix {Prefix(o)}); " +
+                                                    $"choose another --name, or revoke it first with `forkbox keys revoke {name}`");
         var key = "fbx_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
         keys.Add(new JsonObject
         {
@@ -88,13 +112,71 @@ public sealed partial class ApiKeyStore
             ["role"] = admin ? ApiKey.AdminRole : ApiKey.UserRole,
             ["created_at"] = DateTimeOffset.UtcNow.ToString("O"),
         });
+        if (adoptLocal) keys[^1]!["adopt_local"] = true;
+        Write(keys);
+        return key;
+    }
+
+    /// <summary>The keys in the file as `keys list` shows them (never a hash); throws naming the file if it cannot be read.</summary>
+    public IReadOnlyList<ApiKeyListing> List() => Listing(ReadForChange("listing keys"));
+
+    private static List<ApiKeyListing> Listing(JsonArray keys)
+    {
+        var listing = new List<ApiKeyListing>();
+        foreach (var k in keys)
+        {
+            var o = (JsonObject)k!;
+            TryString(o, "name", out var name);
+            TryString(o, "tier", out var tier);
+            TryString(o, "role", out var role);
+            TryString(o, "created_at", out var created);
+            listing.Add(new ApiKeyListing(name ?? "", Prefix(o), tier, role ?? ApiKey.UserRole, created));
+        }
+        return listing;
+    }
+
+    /// <summary>
+    /// Takes out the key with this name (or prefix) and returns its listing; a running server stops
+    /// taking it within a second. Refuses a name that matches no key or several, and the last key:
+    /// a running server keeps its last keys when the file empties (auth never turns off while it runs).
+    /// </summary>
+    public ApiKeyListing Revoke(string nameOrPrefix)
+    {
+        var keys = ReadForChange("revoking a key");
+        var all = Listing(keys);
+        var matches = Enumerable.Range(0, all.Count).Where(i => all[i].Name == nameOrPrefix || all[i].Prefix == nameOrPrefix).ToList();
+        if (matches.Count == 0)
+            throw new InvalidOperationException($"no key named '{nameOrPrefix}' (or with that prefix) in {_path}; `forkbox keys list` shows them");
+        if (matches.Count > 1)
+            throw new InvalidOperationException($"{matches.Count} keys match '{nameOrPrefix}' in {_path} (prefixes " +
+                                                $"{string.Join(", ", matches.Select(i => all[i].Prefix))}); revoke one by its prefix");
+        if (all.Count == 1)
+            throw new InvalidOperationException($"'{nameOrPrefix}' is the only key in {_path}: a running server keeps its last keys when none are left " +
+                                                "(auth never turns off while it runs). Create another key first, or stop the server and remove the file");
+        keys.RemoveAt(matches[0]);
+        Write(keys);
+        return all[matches[0]];
+    }
+
+    private JsonArray ReadForChange(string what)
+    {
+        if (!TryReadArray(_path, out var keys, out var error) || !TryParse(keys, out _, out error))
+            throw new InvalidOperationException($"keys file {_path} cannot be used: {error}. Fix it or move it away before {what}");
+        return keys;
+    }
+
+    private void Write(JsonArray keys)
+    {
         Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
         var tmp = _path + ".tmp";
         File.WriteAllText(tmp, keys.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         File.SetUnixFileMode(tmp, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         File.Move(tmp, _path, overwrite: true);
-        return key;
     }
+
+    /// <summary>The key's first eight characters as stored (older files have none: then its hash's first eight, as its name defaults to).</summary>
+    private static string Prefix(JsonObject o) =>
+        TryString(o, "prefix", out var p) && p is not null ? p : TryString(o, "sha256", out var h) && h is { Length: >= 8 } ? h[..8] : "";
 
     private static string Hash(string key) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)));
 
@@ -116,7 +198,18 @@ public sealed partial class ApiKeyStore
             else if (keys.Count == 0 && held > 0)
                 LogKeysEmptied(_log, _path, held);
             else
-                Volatile.Write(ref _hashes, Index(keys));
+            {
+                var index = Index(keys);
+                try
+                {
+                    Changed?.Invoke(index.Values);
+                }
+                catch (Exception e)
+                {
+                    LogChangeHandlerFailed(_log, _path, e);
+                }
+                Volatile.Write(ref _hashes, index);
+            }
         }
         finally
         {
@@ -195,7 +288,12 @@ public sealed partial class ApiKeyStore
                 error = $"key {i + 1} has role \"{role}\"; a role is \"{ApiKey.AdminRole}\" or \"{ApiKey.UserRole}\" (or none: an ordinary key)";
                 return false;
             }
-            keys.Add((hash, new ApiKey(name ?? hash[..8], tier, role == ApiKey.AdminRole)));
+            if (k["adopt_local"] is { } adopt && adopt.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
+            {
+                error = $"key {i + 1} has an \"adopt_local\" that is not true or false";
+                return false;
+            }
+            keys.Add((hash, new ApiKey(name ?? hash[..8], tier, role == ApiKey.AdminRole, k["adopt_local"]?.GetValue<bool>() == true)));
         }
         return true;
     }
@@ -212,6 +310,9 @@ public sealed partial class ApiKeyStore
 
     [LoggerMessage(EventId = 1001, Level = LogLevel.Error, Message = "keys file {Path} cannot be used: {Error}; keeping the {Count} keys read before (auth stays on)")]
     private static partial void LogKeysUnusable(ILogger log, string path, string error, int count);
+
+    [LoggerMessage(EventId = 1003, Level = LogLevel.Error, Message = "keys file {Path}: acting on its new keys failed; they are in force all the same")]
+    private static partial void LogChangeHandlerFailed(ILogger log, string path, Exception error);
 
     [LoggerMessage(EventId = 1002, Level = LogLevel.Error, Message = "keys file {Path} is empty or gone; keeping the {Count} keys read before: auth never turns off " +
         "while the server runs (to run without keys, stop it, remove the file and start it on a loopback address)")]

@@ -10,11 +10,13 @@ public static class ClusterRedis
     /// does not fail the start: the connection keeps trying in the background, and the host
     /// serves (or the edge routes) as soon as it answers.
     /// </summary>
-    public static async Task<ConnectionMultiplexer> ConnectAsync(string endpoint)
+    /// <param name="configure">Sees the options before the first attempt (to watch connection attempts, say).</param>
+    public static async Task<ConnectionMultiplexer> ConnectAsync(string endpoint, Action<ConfigurationOptions>? configure = null)
     {
         var config = ConfigurationOptions.Parse(endpoint.Replace("redis://", "", StringComparison.Ordinal));
         config.AbortOnConnectFail = false;
         config.ConnectTimeout = 2000;
+        configure?.Invoke(config);
         return await ConnectionMultiplexer.ConnectAsync(config).ConfigureAwait(false);
     }
 

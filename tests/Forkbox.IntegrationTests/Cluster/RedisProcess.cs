@@ -17,12 +17,13 @@ public sealed class RedisProcess : IAsyncDisposable
     public int Port { get; }
     public string Endpoint => $"127.0.0.1:{Port}";
 
-    public static async Task<RedisProcess> StartAsync()
+    /// <summary>Starts redis-server on <paramref name="on"/> (default: a free one).</summary>
+    public static async Task<RedisProcess> StartAsync(int? on = null)
     {
         const string binary = "/usr/bin/redis-server";
         if (!File.Exists(binary))
             throw new InvalidOperationException("redis-server is not installed: scripts/setup.sh installs it (apt package redis-server)");
-        var port = ServerProcess.FreePort();
+        var port = on ?? ServerProcess.FreePort();
         var process = Process.Start(new ProcessStartInfo(binary,
             ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"])
         {
