@@ -8,6 +8,7 @@ Run from the repository root: /usr/bin/python3 -m unittest tests/agent/test_repl
 
 import base64
 import contextlib
+import importlib.util
 import io
 import os
 import signal
@@ -21,12 +22,13 @@ sys.path.insert(0, AGENT_PYTHON)
 from forkbox_agent import agent, cells, output, rich  # noqa: E402
 from forkbox_agent.protocol import FrameReader  # noqa: E402
 
-try:
-    import matplotlib  # noqa: F401
-    MATPLOTLIB = None
-except ImportError as e:
-    MATPLOTLIB = f"matplotlib is not installed here ({e}); scripts/setup.sh installs python3-matplotlib"
+# Looked up, not imported: importing it (and numpy) at discovery would change what the other test
+# modules' interpreters hold (hibernate's tests record the modules a REPL imported).
+if importlib.util.find_spec("matplotlib") is None:
+    MATPLOTLIB = "matplotlib is not installed here; scripts/setup.sh installs python3-matplotlib"
     print(f"test_repl: skipping the figure tests: {MATPLOTLIB}", file=sys.stderr)
+else:
+    MATPLOTLIB = None
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
