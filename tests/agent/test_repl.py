@@ -291,6 +291,15 @@ class MimeBundles(unittest.TestCase):
         self.assertIn("text/html", stderr)
         self.assertIn("does not fit", stderr)
 
+    def test_the_limit_counts_the_entry_as_encoded_in_the_frame(self):
+        class Escaped:
+            def _repr_html_(self):
+                return "\x01" * (2 << 20)  # 2 Mi characters, 12 MiB as JSON escapes
+
+        described, stderr = self.bundle(Escaped())
+        self.assertEqual(list(described["mime"]), ["text/plain"])
+        self.assertIn("does not fit", stderr)
+
 
 class ResultsOnTheWire(Repl):
     def test_a_result_carries_data_kind_and_mime(self):

@@ -96,6 +96,19 @@ public sealed partial class RichResultTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task A_fork_of_a_sandbox_whose_cells_awaited_awaits_on_a_loop_of_its_own()
+    {
+        await using var sb = await fx.NewSandbox();
+        await sb.RunCodeAsync("import asyncio\nawait asyncio.sleep(0)\nparent_loop = id(asyncio.get_running_loop())");
+        var forks = await sb.ForkAsync(1);
+        await using var child = forks[0];
+        var inChild = await ExecLines(child, "await asyncio.sleep(0.05)\nid(asyncio.get_running_loop()) != parent_loop");
+        Assert.True(Only(inChild, "result").GetProperty("data").GetBoolean(), string.Join("\n", inChild));
+        var inParent = await ExecLines(sb, "await asyncio.sleep(0.05)\nid(asyncio.get_running_loop()) == parent_loop");
+        Assert.True(Only(inParent, "result").GetProperty("data").GetBoolean(), string.Join("\n", inParent));
+    }
+
+    [Fact]
     public async Task A_result_says_whether_its_data_is_json_or_a_repr()
     {
         await using var sb = await fx.NewSandbox();

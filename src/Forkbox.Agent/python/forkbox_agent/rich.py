@@ -31,8 +31,9 @@ REPR_METHODS = (
     ("application/javascript", "_repr_javascript_"),
 )
 BINARY = {"image/png", "image/jpeg", "application/pdf"}
-# What one bundle may carry, all entries together: a result or a display is one frame to hostd,
-# whose header may not pass 16 MiB. An entry that does not fit is dropped, with a note on stderr.
+# What one bundle may carry, all entries together and as encoded in the frame (JSON, UTF-8): a
+# result or a display is one frame to hostd, whose header may not pass 16 MiB (a bigger one kills
+# the sandbox). An entry that does not fit is dropped, with a note on stderr.
 BUNDLE_LIMIT = 8 << 20
 # An attribute no object has: one that answers it claims every name (a mock, a proxy), and its
 # _repr_*_ "methods" are not methods (IPython checks the same way).
@@ -47,10 +48,11 @@ def bundle(value, text, is_json):
     mime = {"text/plain": text}
     if isinstance(value, type) or _claims_everything(value):
         return mime
+    sizes = {"text/plain": _encoded_size(text)}
     if is_figure(value):
         png = figure_png(value)
         if png is not None:
-            _add(mime, "image/png", png, is_json)
+            _add(mime, sizes, "image/png", png, is_json)
         return mime
     entries = []  # (MIME type, content, whether it replaces an entry already there)
     method = _method(value, "_repr_mimebundle_")
@@ -72,29 +74,33 @@ def bundle(value, text, is_json):
                 entries.append((key, got, False))
     for key, content, replaces in entries:
         if replaces or key not in mime:
-            _add(mime, key, content, is_json)
+            _add(mime, sizes, key, content, is_json)
     return mime
 
 
-def _add(mime, key, content, is_json):
+def _encoded_size(content):
+    return len(json.dumps(content, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def _add(mime, sizes, key, content, is_json):
+    """Puts content in mime[key] when it has the shape its type needs and fits; sizes keeps each
+    entry's encoded size."""
     if not isinstance(key, str):
         return
     if key == "application/json" or key.endswith("+json"):
         if not is_json(content, 0):
             return _note(f"the result's {key} is not a JSON value; dropped")
-        size = len(json.dumps(content))
     elif isinstance(content, (bytes, bytearray, memoryview)):
         content = bytes(content)
         content = base64.b64encode(content).decode("ascii") if key in BINARY else content.decode("utf-8", "replace")
-        size = len(content)
-    elif isinstance(content, str):
-        size = len(content)
-    else:
+    elif not isinstance(content, str):
         return _note(f"the result's {key} is a {type(content).__name__}, not text or bytes; dropped")
-    used = sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for k, v in mime.items() if k != key)
+    size = _encoded_size(content)
+    used = sum(sizes.values()) - sizes.get(key, 0)
     if used + size > BUNDLE_LIMIT:
         return _note(f"the result's {key} ({size} bytes) does not fit in the {BUNDLE_LIMIT >> 20} MiB a result may carry; dropped")
     mime[key] = content
+    sizes[key] = size
 
 
 def _method(value, name):
@@ -194,7 +200,9 @@ class Figures:
             except Exception:
                 continue
             png = figure_png(fig)
-            if png is not None:
+            if png is not None and len(png) > BUNDLE_LIMIT:
+                _note(f"figure {n} ({len(png)} bytes of PNG) does not fit in the {BUNDLE_LIMIT >> 20} MiB a display may carry; not sent")
+            elif png is not None:
                 self.display({"text/plain": _figure_text(fig), "image/png": png})
             try:
                 pyplot.close(fig)
