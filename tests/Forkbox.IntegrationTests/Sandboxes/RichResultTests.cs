@@ -120,6 +120,33 @@ public sealed partial class RichResultTests(ServerFixture fx)
     }
 
     [Fact]
+    public async Task Hostd_passes_on_only_the_result_shapes_it_promises_whatever_the_agent_sends()
+    {
+        await using var sb = await fx.NewSandbox();
+        // User code can send frames as the agent: data_kind and mime of any shape, displays flooding past the limit.
+        var lines = await ExecLines(sb, """
+            import sys
+            agent = sys.stdout.sink.agent
+            agent.chan.send({'ev': 'result', 'id': agent.call_id, 'repr': '', 'kind': 'x', 'data': [1], 'data_kind': 'pickle',
+                             'mime': {'text/html': ['not', 'text'], 'image/png': 'iVBO', 'application/json': {'ok': True}}})
+            agent.chan.send({'ev': 'result', 'id': agent.call_id, 'repr': '', 'kind': 'x', 'data': 'r', 'mime': 'not an object'})
+            agent.chan.send({'ev': 'display', 'id': agent.call_id, 'mime': 5})
+            for _ in range(40):
+                agent.chan.send({'ev': 'display', 'id': agent.call_id, 'mime': {'image/png': 'A' * 1_000_000}})
+            """);
+        AssertExit(0, lines);
+        var results = lines.Where(l => l.GetProperty("type").GetString() == "result").ToList();
+        Assert.Equal(2, results.Count);
+        Assert.Equal("json", results[0].GetProperty("data_kind").GetString());
+        Assert.Equal("""{"image/png":"iVBO","application/json":{"ok":true}}""", results[0].GetProperty("mime").GetRawText());
+        Assert.Equal("repr", results[1].GetProperty("data_kind").GetString());
+        Assert.False(results[1].TryGetProperty("mime", out _));
+        var displayed = lines.Where(l => l.GetProperty("type").GetString() == "display").Sum(l => l.GetProperty("mime").GetRawText().Length);
+        Assert.InRange(displayed, 1, fx.Options.Limits.OutputLimitBytes);
+        Assert.Contains("[forkbox: output truncated by hostd at the output limit]", Texts(lines, "stderr"));
+    }
+
+    [Fact]
     public async Task A_result_carries_the_mime_bundle_of_its_repr_methods()
     {
         await using var sb = await fx.NewSandbox();

@@ -59,7 +59,7 @@ class Agent:
     def display(self, mime):
         """Sends a MIME bundle the running cell showed (a matplotlib figure), after the output before it."""
         with self.emit_lock:
-            if self.call_id is None:
+            if self.call_id is None or self.truncated:  # past the output limit nothing more is sent
                 return
             self.chan.send(protocol.display(self.call_id, mime))
 
