@@ -8,7 +8,7 @@ produced. Requests arrive one at a time: hostd serialises calls per sandbox.
 This file keeps the agent's state, the table of ops and the loop that serves
 them; each mechanism has a module of its own: channel.py (the control socket),
 output.py (streams into line events), pid1.py (orphans, retirement), cells.py
-(Python), shell.py (bash), forking.py (forks of a running sandbox), files.py and
+(Python), rich.py (results' MIME bundles, matplotlib figures), shell.py (bash), forking.py (forks of a running sandbox), files.py and
 hibernate.py.
 
 Standard library only; it was imported in the zygote before the fork, so
