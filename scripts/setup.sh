@@ -10,16 +10,17 @@ fi
 
 # Runtime: the default template's Python and coreutils, libseccomp for the filter, unshare for
 # user namespaces, ps for the tests, curl for the demo, the scientific stack for the
-# python-datasci template, bubblewrap as the benchmark's point of comparison, debootstrap for
-# `forkbox template build --from debootstrap`, btrfs-progs and xfsprogs for --storage-image (and the
+# python-datasci template (matplotlib too: a cell's figures come back as image/png), bubblewrap as
+# the benchmark's point of comparison, debootstrap for `forkbox template build --from debootstrap`, btrfs-progs and xfsprogs for --storage-image (and the
 # storage tests), python3-venv for the Python SDK's install test (Debian's python3 cannot make a
 # venv with pip without it), redis-server for the cluster tests (they start their own on a loopback
 # port; `forkbox edge` needs a Redis only when several hosts are clustered), python3-dill for
 # hibernate (functions and classes defined in the REPL), nftables for "network": "egress" (hostd
 # loads its libnftables for the per-sandbox firewall; `nft list table inet forkbox_…` shows it) and
 # iproute2 for the veth links and their tc shaping, python3-pip for `pip install` inside sandboxes
-# (the default template's /usr is the host's). Build: the .NET 10 SDK.
-packages=(python3 python3-pip libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy bubblewrap debootstrap btrfs-progs xfsprogs python3-venv redis-server python3-dill nftables iproute2)
+# (the default template's /usr is the host's), python3-matplotlib for python-datasci's figures.
+# Build: the .NET 10 SDK.
+packages=(python3 python3-pip libseccomp2 util-linux procps coreutils curl python3-numpy python3-pandas python3-scipy python3-matplotlib bubblewrap debootstrap btrfs-progs xfsprogs python3-venv redis-server python3-dill nftables iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -83,6 +83,9 @@ public sealed class Sandbox : IAsyncDisposable
         var stdout = new List<string>();
         var stderr = new List<string>();
         JsonElement? result = null;
+        string? resultKind = null;
+        IReadOnlyDictionary<string, JsonElement>? resultMime = null;
+        var displays = new List<IReadOnlyDictionary<string, JsonElement>>();
         ExecutionError? error = null;
         int? exit = null;
         var timedOut = false;
@@ -102,6 +105,11 @@ public sealed class Sandbox : IAsyncDisposable
                     break;
                 case "result":
                     result = ev.Data.Clone();
+                    resultKind = ev.DataKind;
+                    resultMime = Bundle(ev.Mime);
+                    break;
+                case "display":
+                    if (Bundle(ev.Mime) is { } shown) displays.Add(shown);
                     break;
                 case "error":
                     error = new ExecutionError(ev.Name ?? "", ev.Value ?? "", ev.Traceback ?? "");
@@ -118,10 +126,21 @@ public sealed class Sandbox : IAsyncDisposable
             StderrLines = stderr,
             ExitCode = exit ?? throw new ForkboxApiException(200, "bad_response", "the stream ended without an exit event"),
             Result = result,
+            ResultKind = resultKind,
+            ResultMime = resultMime,
+            Displays = displays,
             Error = error,
             TimedOut = timedOut,
             Duration = sw.Elapsed,
         };
+    }
+
+    private static Dictionary<string, JsonElement>? Bundle(JsonElement? mime)
+    {
+        if (mime is not { ValueKind: JsonValueKind.Object } m) return null;
+        var bundle = new Dictionary<string, JsonElement>(StringComparer.Ordinal);
+        foreach (var entry in m.EnumerateObject()) bundle[entry.Name] = entry.Value.Clone();
+        return bundle;
     }
 
     /// <summary>Writes a file in the sandbox, creating parent directories.</summary>

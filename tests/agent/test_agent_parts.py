@@ -161,9 +161,12 @@ class OutputLimitWithoutRoot(AgentOnASocketpair):
 
 class ResultDescriptionWithoutRoot(unittest.TestCase):
     def test_ints_strings_and_none_are_their_own_data(self):
-        self.assertEqual(cells.describe(42), {"repr": "42", "kind": "int", "data": 42})
-        self.assertEqual(cells.describe("hi"), {"repr": "'hi'", "kind": "str", "data": "hi"})
-        self.assertEqual(cells.describe(True), {"repr": "True", "kind": "bool", "data": True})
+        self.assertEqual(cells.describe(42), {"repr": "42", "kind": "int", "data": 42, "data_kind": "json",
+                                              "mime": {"text/plain": "42"}})
+        self.assertEqual(cells.describe("hi"), {"repr": "'hi'", "kind": "str", "data": "hi", "data_kind": "json",
+                                                "mime": {"text/plain": "'hi'"}})
+        self.assertEqual(cells.describe(True), {"repr": "True", "kind": "bool", "data": True, "data_kind": "json",
+                                                "mime": {"text/plain": "True"}})
         self.assertEqual(cells.describe(None)["data"], None)
 
     def test_nested_json_values_are_data(self):
@@ -203,7 +206,9 @@ class ResultDescriptionWithoutRoot(unittest.TestCase):
                 raise RuntimeError("no repr today")
         self.assertEqual(cells.describe(Broken()), {"repr": "<unrepresentable Broken: no repr today>",
                                                     "kind": "Broken",
-                                                    "data": "<unrepresentable Broken: no repr today>"})
+                                                    "data": "<unrepresentable Broken: no repr today>",
+                                                    "data_kind": "repr",
+                                                    "mime": {"text/plain": "<unrepresentable Broken: no repr today>"}})
 
     def test_a_huge_repr_is_cut_at_one_mebibyte(self):
         text = cells.safe_repr("x" * (2 << 20))
@@ -237,7 +242,8 @@ class CellErrorsWithoutRoot(AgentOnASocketpair):
     def test_a_last_expression_comes_back_as_a_result(self):
         (code, _), _, frames = self.run_cell("x = 20\nx * 2 + 2")
         self.assertEqual(code, 0)
-        self.assertEqual(frames, [{"ev": "result", "id": 5, "repr": "42", "kind": "int", "data": 42}])
+        self.assertEqual(frames, [{"ev": "result", "id": 5, "repr": "42", "kind": "int", "data": 42, "data_kind": "json",
+                                   "mime": {"text/plain": "42"}}])
         self.assertEqual(self.agent.globals["x"], 20)
 
     def test_a_timeout_is_a_timeout_error_with_exit_code_124(self):

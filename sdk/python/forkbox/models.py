@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class Execution:
     ``stdout`` and ``stderr`` are the lines joined with ``\\n``; ``result`` is the JSON value of a
     cell's last expression (run_code only; the ``repr`` string when it has no JSON form) or None;
     ``error`` is the cell's uncaught exception; ``duration`` is in seconds, measured by the client.
+    ``result_kind`` says which ``result`` is: "json" (the value itself) or "repr" (its repr).
+    ``result_mime`` is the result's MIME bundle: "text/plain", and "text/html", "image/png" (base64),
+    "image/svg+xml", "application/json"… when the value has them. ``displays`` are the MIME bundles
+    the cell showed while it ran (a matplotlib figure's ``plt.show()``), in order.
     """
 
     stdout_lines: List[str]
@@ -31,6 +35,9 @@ class Execution:
     error: Optional[ExecutionError] = None
     duration: float = 0.0
     timed_out: bool = False
+    result_kind: Optional[str] = None
+    result_mime: Optional[Dict[str, Any]] = None
+    displays: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def stdout(self) -> str:

@@ -178,7 +178,7 @@ class Sandbox:
         env: Optional[Dict[str, str]] = None,
     ) -> Iterator[Dict[str, Any]]:
         """The raw events of one call as the server sends them: dicts with ``type`` stdout,
-        stderr, result, error or exit (see the API's exec route). Stop iterating to abandon the
+        stderr, result, display, error or exit (see the API's exec route). Stop iterating to abandon the
         call's output (the connection is then closed, which interrupts the call)."""
         return self._events({"code": code, "language": language, "rich": rich, "timeout_s": timeout,
                              "cwd": cwd, "env": env})
@@ -195,6 +195,9 @@ class Sandbox:
         stdout: List[str] = []
         stderr: List[str] = []
         result: Any = None
+        result_kind: Optional[str] = None
+        result_mime: Optional[Dict[str, Any]] = None
+        displays: List[Dict[str, Any]] = []
         error: Optional[ExecutionError] = None
         exit_code: Optional[int] = None
         timed_out = False
@@ -212,6 +215,10 @@ class Sandbox:
                         on_stderr(stderr[-1])
                 elif kind == "result":
                     result = ev.get("data")
+                    result_kind = ev.get("data_kind")
+                    result_mime = ev.get("mime")
+                elif kind == "display":
+                    displays.append(ev.get("mime") or {})
                 elif kind == "error":
                     error = ExecutionError(ev.get("name") or "", ev.get("value") or "", ev.get("traceback") or "")
                 elif kind == "exit":
@@ -221,7 +228,8 @@ class Sandbox:
             events.close()
         if exit_code is None:
             raise ForkboxError(200, "bad_response", "the exec stream ended without an exit event")
-        return Execution(stdout, stderr, exit_code, result, error, time.perf_counter() - started, timed_out)
+        return Execution(stdout, stderr, exit_code, result, error, time.perf_counter() - started, timed_out,
+                         result_kind, result_mime, displays)
 
     # ---- files ---------------------------------------------------------------------------------
 

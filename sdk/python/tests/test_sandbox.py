@@ -131,6 +131,19 @@ class RunCode(WithSandbox):
         self.assertFalse(r.timed_out)
         self.assertGreater(r.duration, 0)
 
+    def test_a_result_says_json_or_repr_and_carries_its_mime_bundle(self) -> None:
+        r = self.sb.run_code("'hi'")
+        self.assertEqual((r.result, r.result_kind, r.result_mime), ("hi", "json", {"text/plain": "'hi'"}))
+        r = self.sb.run_code("class Page:\n    def __repr__(self): return 'Page()'\n"
+                             "    def _repr_html_(self): return '<h1>page</h1>'\nPage()")
+        self.assertEqual((r.result, r.result_kind), ("Page()", "repr"))
+        self.assertEqual(r.result_mime, {"text/plain": "Page()", "text/html": "<h1>page</h1>"})
+        self.assertEqual(r.displays, [])
+        self.assertIsNone(self.sb.run_code("x = 1").result_kind)
+
+    def test_a_cell_awaits_at_its_top_level(self) -> None:
+        self.assertEqual(self.sb.run_code("import asyncio\nawait asyncio.sleep(0.1); 1 + 1").result, 2)
+
     def test_stdout_and_stderr_are_lines_joined_with_newlines(self) -> None:
         r = self.sb.run_code("import sys\nprint('a'); print('b')\nprint('c', file=sys.stderr); print('d', file=sys.stderr)")
         self.assertEqual(r.stdout_lines, ["a", "b"])

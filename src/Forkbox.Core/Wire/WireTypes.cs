@@ -160,11 +160,19 @@ public sealed record ExecRequest
 /// <summary>The answer of POST /v1/sandboxes/{id}/interrupt: whether an exec was running to interrupt.</summary>
 public sealed record InterruptResponse(bool Interrupted);
 
-/// <summary>One NDJSON line of an exec stream: stdout, stderr, result, error or exit.</summary>
+/// <summary>One NDJSON line of an exec stream: stdout, stderr, result, display, error or exit.</summary>
 public sealed record ExecEvent
 {
     public required string Type { get; init; }
     public JsonElement Data { get; init; }
+    /// <summary>A result's: "json" when <see cref="Data"/> is the value itself, "repr" when it is the value's repr.</summary>
+    public string? DataKind { get; init; }
+    /// <summary>
+    /// A result's or a display's MIME bundle: MIME type (text/plain, text/html, image/png,
+    /// image/svg+xml, application/json, …) → its content, text or base64 for binary types, a JSON
+    /// value for application/json.
+    /// </summary>
+    public JsonElement? Mime { get; init; }
     public long Seq { get; init; }
     public long Ts { get; init; }
     public string? Name { get; init; }

@@ -85,7 +85,7 @@ public sealed class AgentClient(AgentConnection connection)
             Json.AgentExecRequest, default, ct);
 
     /// <summary>
-    /// The next event of the exec in progress. Anything but out, result, error or exit is read as
+    /// The next event of the exec in progress. Anything but out, result, display, error or exit is read as
     /// a fail (as the agent answers a call it could not run), which ends the call.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
@@ -96,6 +96,7 @@ public sealed class AgentClient(AgentConnection connection)
         {
             AgentEvents.Out => new AgentExecEvent(m.Decode(Json.AgentOutEvent)),
             AgentEvents.Result => new AgentExecEvent(m.Decode(Json.AgentResultEvent)),
+            AgentEvents.Display => new AgentExecEvent(m.Decode(Json.AgentDisplayEvent)),
             AgentEvents.Error => new AgentExecEvent(m.Decode(Json.AgentErrorEvent)),
             AgentEvents.Exit => new AgentExecEvent(m.Decode(Json.AgentExitEvent)),
             _ => new AgentExecEvent(m.Decode(Json.AgentFail)),
@@ -132,12 +133,14 @@ public readonly struct AgentExecEvent
 {
     public AgentExecEvent(AgentOutEvent e) => Out = e;
     public AgentExecEvent(AgentResultEvent e) => Result = e;
+    public AgentExecEvent(AgentDisplayEvent e) => Display = e;
     public AgentExecEvent(AgentErrorEvent e) => Error = e;
     public AgentExecEvent(AgentExitEvent e) => Exit = e;
     public AgentExecEvent(AgentFail e) => Fail = e;
 
     public AgentOutEvent? Out { get; }
     public AgentResultEvent? Result { get; }
+    public AgentDisplayEvent? Display { get; }
     public AgentErrorEvent? Error { get; }
     public AgentExitEvent? Exit { get; }
 

@@ -35,6 +35,8 @@ public static class AgentEvents
     public const string Out = "out";
     /// <summary>The value of an exec's last expression (rich calls).</summary>
     public const string Result = "result";
+    /// <summary>A MIME bundle a cell showed while it ran (a matplotlib figure's plt.show(); rich calls).</summary>
+    public const string Display = "display";
     /// <summary>What an exec raised (rich calls).</summary>
     public const string Error = "error";
     /// <summary>An exec's last frame.</summary>
@@ -44,7 +46,7 @@ public static class AgentEvents
     /// <summary>Any op's answer when it could not be done, with a code of <see cref="AgentErrorCodes"/>.</summary>
     public const string Fail = "fail";
 
-    public static readonly string[] All = [Hello, Out, Result, Error, Exit, Ok, Fail];
+    public static readonly string[] All = [Hello, Out, Result, Display, Error, Exit, Ok, Fail];
 }
 
 // ---- requests (hostd → agent) ----------------------------------------------------------------
@@ -125,10 +127,21 @@ public sealed record AgentOutEvent(long Id, int S, IReadOnlyList<string> Lines)
     [JsonPropertyOrder(-1)] public string Ev => AgentEvents.Out;
 }
 
-/// <summary>The value of an exec's last expression: its repr, its type name, and its JSON value (the repr when it has none).</summary>
-public sealed record AgentResultEvent(long Id, string? Repr, string? Kind, JsonElement Data)
+/// <summary>
+/// The value of an exec's last expression: its repr, its type name, its JSON value (the repr when
+/// it has none; <paramref name="DataKind"/> "json" or "repr" says which) and its MIME bundle
+/// (MIME type → text, base64 for binary types, a JSON value for application/json).
+/// </summary>
+public sealed record AgentResultEvent(long Id, string? Repr, string? Kind, JsonElement Data, string? DataKind = null,
+    JsonElement? Mime = null)
 {
     [JsonPropertyOrder(-1)] public string Ev => AgentEvents.Result;
+}
+
+/// <summary>A MIME bundle (as in <see cref="AgentResultEvent.Mime"/>) that a cell showed while it ran.</summary>
+public sealed record AgentDisplayEvent(long Id, JsonElement? Mime)
+{
+    [JsonPropertyOrder(-1)] public string Ev => AgentEvents.Display;
 }
 
 /// <summary>What an exec raised: the exception's type name, its text, and the traceback from the cell down.</summary>
@@ -223,6 +236,7 @@ public sealed record AgentRestoreOk(long Id, IReadOnlyList<string> Restored, IRe
 [JsonSerializable(typeof(AgentHello))]
 [JsonSerializable(typeof(AgentOutEvent))]
 [JsonSerializable(typeof(AgentResultEvent))]
+[JsonSerializable(typeof(AgentDisplayEvent))]
 [JsonSerializable(typeof(AgentErrorEvent))]
 [JsonSerializable(typeof(AgentExitEvent))]
 [JsonSerializable(typeof(AgentFail))]

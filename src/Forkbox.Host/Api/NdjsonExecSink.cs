@@ -49,13 +49,44 @@ public sealed class NdjsonExecSink : IExecSink
         End();
     }
 
-    public void Result(JsonElement data)
+    public void Result(JsonElement data, string dataKind, JsonElement? mime)
     {
         Begin("result");
         _json.WritePropertyName("data"u8);
         data.WriteTo(_json);
+        _json.WriteString("data_kind"u8, dataKind);
+        if (mime is { } m) WriteMime(m);
         End();
     }
+
+    public void Display(JsonElement mime)
+    {
+        Begin("display");
+        WriteMime(mime);
+        End();
+    }
+
+    /// <summary>
+    /// "mime": the bundle's entries whose content has the shape clients are promised: text (base64
+    /// for binary types) for every MIME type, any JSON value for a JSON one (application/json,
+    /// *+json), once each. What the agent sent otherwise is left out: it is user code's to change.
+    /// </summary>
+    private void WriteMime(JsonElement mime)
+    {
+        _json.WriteStartObject("mime"u8);
+        var written = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var entry in mime.EnumerateObject())
+        {
+            if (entry.Value.ValueKind != JsonValueKind.String && !IsJsonType(entry.Name)) continue;
+            if (!written.Add(entry.Name)) continue;
+            _json.WritePropertyName(entry.Name);
+            entry.Value.WriteTo(_json);
+        }
+        _json.WriteEndObject();
+    }
+
+    private static bool IsJsonType(string mimeType) =>
+        mimeType == "application/json" || mimeType.EndsWith("+json", StringComparison.Ordinal);
 
     public void Error(string name, string value, string traceback)
     {

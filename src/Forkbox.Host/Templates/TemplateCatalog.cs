@@ -19,15 +19,17 @@ public sealed class TemplateCatalog
     private static readonly string[] DataSciModules = ["numpy", "pandas", "scipy", "scipy.linalg", "scipy.stats"];
 
     // Bump when the skeleton's contents change, so an old one is rebuilt.
-    private const string SkeletonVersion = "2";
+    private const string SkeletonVersion = "3";
 
     // Host /etc entries a Python + coreutils user space needs. Nothing secret (no shadow, no keys).
+    // matplotlibrc: Debian's matplotlib reads its defaults there only ("your Matplotlib install is
+    // broken" without it); fonts: fontconfig's, for the fonts matplotlib draws with.
     private static readonly string[] EtcFromHost =
     [
         "passwd", "group", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives",
         "profile", "profile.d", "bash.bashrc", "environment", "localtime", "timezone", "ssl", "ca-certificates",
         "ca-certificates.conf", "protocols", "services", "mime.types", "debian_version", "os-release",
-        "login.defs", "inputrc", "magic", "python3", "skel", "host.conf",
+        "login.defs", "inputrc", "magic", "python3", "skel", "host.conf", "matplotlibrc", "fonts",
     ];
 
     private static readonly string[] SkeletonDirs =

@@ -8,7 +8,7 @@ produced. Requests arrive one at a time: hostd serialises calls per sandbox.
 This file keeps the agent's state, the table of ops and the loop that serves
 them; each mechanism has a module of its own: channel.py (the control socket),
 output.py (streams into line events), pid1.py (orphans, retirement), cells.py
-(Python), shell.py (bash), forking.py (forks of a running sandbox), files.py and
+(Python), rich.py (results' MIME bundles, matplotlib figures), shell.py (bash), forking.py (forks of a running sandbox), files.py and
 hibernate.py.
 
 Standard library only; it was imported in the zygote before the fork, so
@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 
-from . import cells, files, forking, hibernate, output, pid1, protocol, shell
+from . import cells, files, forking, hibernate, output, pid1, protocol, rich, shell
 from .channel import Channel
 
 
@@ -37,6 +37,7 @@ class Agent:
         self.globals = {"__name__": "__main__", "__builtins__": builtins}
         self.cells = 0
         self.sinks = {1: output.OutputSink(self, 1), 2: output.OutputSink(self, 2)}
+        self.figures = rich.Figures(self.display)
         self.emit_lock = threading.Lock()
         self.tracked = set()
         self.pump = None  # an output.FdPump while serving
@@ -54,6 +55,13 @@ class Agent:
             stream, lines, size, self.truncated = output.cap_lines(self.call_bytes, stream, lines, self.output_limit)
             self.call_bytes += size
             self.chan.send(protocol.out(self.call_id, stream, lines))
+
+    def display(self, mime):
+        """Sends a MIME bundle the running cell showed (a matplotlib figure), after the output before it."""
+        with self.emit_lock:
+            if self.call_id is None or self.truncated:  # past the output limit nothing more is sent
+                return
+            self.chan.send(protocol.display(self.call_id, mime))
 
     def start_pump(self):
         self.pump = output.FdPump(self.sinks)
@@ -81,6 +89,7 @@ class Agent:
         sys.stdout = output.StreamWriter(self.sinks[1], "<stdout>")
         sys.stderr = output.StreamWriter(self.sinks[2], "<stderr>")
         sys.stdin = open(os.devnull)
+        self.figures.install()
         self.start_reaper()
         signal.signal(signal.SIGUSR2, lambda *_: pid1.retire())
         signal.signal(signal.SIGINT, cells.on_interrupt)

@@ -1,8 +1,12 @@
 """Python cells: run(agent, req) runs one in the REPL's persistent namespace, like a notebook
-(the value of a last expression comes back, described by describe), under its timeout, and
-reports what it raised with a traceback that starts in the cell (format_error)."""
+(the value of a last expression comes back, described by describe, with its MIME bundle from
+rich.py), under its timeout, and reports what it raised with a traceback that starts in the cell
+and has no frame of the agent (format_error). A cell may await at its top level, as in Jupyter:
+its coroutine runs on an event loop that persists from cell to cell (_await)."""
 
 import ast
+import asyncio
+import inspect
 import linecache
 import math
 import os
@@ -11,8 +15,7 @@ import sys
 import threading
 import traceback
 
-from . import protocol
-
+from . import protocol, rich
 
 class CellTimeout(BaseException):
     """Raised inside a cell by the timer; BaseException so `except Exception` in user code does not eat it."""
@@ -115,17 +118,24 @@ def run(agent, req):
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
-        body = compile(tree, filename, "exec")
-        tail = compile(last, filename, "eval") if last is not None else None
+        body = compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        tail = compile(last, filename, "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT) if last is not None else None
+        rich_call = bool(req.get("rich"))
+        agent.figures.begin(rich_call)
         _arm(timeout)
         try:
-            exec(body, agent.globals)
-            value = eval(tail, agent.globals) if tail is not None else None
+            value = _run_cell(body, tail, agent.globals)
+            # Still under the timeout: the value's _repr_*_ methods and drawing figures are user code.
+            if tail is not None and value is not None and rich_call:
+                described = describe(value)
+                if rich.is_figure(value):
+                    agent.figures.shown_as_result(value)
+                agent.chan.send(protocol.result(req["id"], described["repr"], described["kind"], described["data"],
+                                                described["data_kind"], described["mime"]))
+            agent.figures.end()
         finally:
+            agent.figures.active = False
             _disarm()
-        if tail is not None and value is not None and req.get("rich"):
-            described = describe(value)
-            agent.chan.send(protocol.result(req["id"], described["repr"], described["kind"], described["data"]))
     except CellTimeout:
         timed_out = True
         exit_code = 124
@@ -137,7 +147,7 @@ def run(agent, req):
         exit_code = exit_status(e.code)
     except BaseException as e:  # user code: report it, keep the REPL
         exit_code = 1
-        _report_error(agent.chan, req, type(e).__name__, str(e), e.__traceback__)
+        _report_error(agent.chan, req, type(e).__name__, _text(e), e.__traceback__, e)
     finally:
         _disarm()
         try:
@@ -149,20 +159,115 @@ def run(agent, req):
     return exit_code, timed_out
 
 
-def _report_error(chan, req, name, value, tb):
-    text = format_error(name, value, tb)
+def _run_cell(body, tail, namespace):
+    """Runs a cell's statements, then evaluates its last expression (tail, or None) and returns its
+    value. A cell that awaits anywhere at its top level runs whole as one coroutine on the loop,
+    as in Jupyter, so its last expression sees the running loop too."""
+    if not (body.co_flags | (tail.co_flags if tail is not None else 0)) & inspect.CO_COROUTINE:
+        eval(body, namespace)
+        return eval(tail, namespace) if tail is not None else None
+    return _await(_run_async(body, tail, namespace))
+
+
+async def _run_async(body, tail, namespace):
+    # Compiled with PyCF_ALLOW_TOP_LEVEL_AWAIT, code that awaits evaluates to a coroutine.
+    done = eval(body, namespace)
+    if body.co_flags & inspect.CO_COROUTINE:
+        await done
+    if tail is None:
+        return None
+    value = eval(tail, namespace)
+    return (await value) if tail.co_flags & inspect.CO_COROUTINE else value
+
+
+class _Loop:
+    """The REPL's event loop: made by the first cell that awaits, kept for the later ones, so tasks
+    a cell starts (asyncio.create_task) go on while a later cell awaits, as in Jupyter."""
+    current = None
+    # A fork's child leaves its parent's loop alone: the two share the loop's epoll instance, so
+    # closing it in the child (or letting it be collected, which closes it) would unregister the
+    # parent's wake-up socket. It is kept here, unused, and the child makes its own.
+    inherited = []
+
+
+def _forget_loop_in_child():
+    if _Loop.current is not None:
+        _Loop.inherited.append(_Loop.current)
+        _Loop.current = None
+
+
+os.register_at_fork(after_in_child=_forget_loop_in_child)
+
+
+def _await(coro):
+    if _Loop.current is None or _Loop.current.is_closed():
+        _Loop.current = asyncio.new_event_loop()
+    task = _Loop.current.create_task(coro)
+    try:
+        return _Loop.current.run_until_complete(task)
+    except BaseException:
+        # Timed out or interrupted in the loop: the cell is over, so is its task (the loop runs
+        # again only under a later cell that awaits; its cancellation is processed then).
+        task.cancel()
+        raise
+
+
+def _text(e):
+    try:
+        return str(e)
+    except Exception as err:
+        return f"<str() of {type(e).__name__} raised {type(err).__name__}>"
+
+
+def _report_error(chan, req, name, value, tb, exc=None):
+    text = format_error(name, value, tb, exc)
     sys.stderr.write(text)
     sys.stderr.flush()
     if req.get("rich"):
         chan.send(protocol.error(req["id"], name, value, text))
 
 
-def format_error(name, value, tb):
-    """The traceback text of an error a cell raised, without the frames of this file before it
-    (those of run), so it starts in the cell."""
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    text = "".join(traceback.format_list(traceback.extract_tb(tb))) if tb else ""
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _is_cell(filename):
+    return filename.startswith("<cell-")
+
+
+def _user_frames(stack):
+    """The frames of a traceback the user wrote or called: from the first in a cell on, without
+    those of the agent (the signal handler that raises a timeout or an interrupt, say). Before the
+    first cell frame are the agent's and asyncio's, which ran the cell; a SyntaxError of a cell
+    has none at all (its place is in the exception: file, line and caret)."""
+    start = next((i for i, f in enumerate(stack) if _is_cell(f.filename)), len(stack))
+    return traceback.StackSummary.from_list(
+        [f for f in stack[start:] if not f.filename.startswith(_AGENT_DIR)])
+
+
+def _trim(te, seen):
+    if te is None or id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = _user_frames(te.stack)
+    _trim(te.__cause__, seen)
+    _trim(te.__context__, seen)
+    for sub in te.exceptions or ():  # an ExceptionGroup's
+        _trim(sub, seen)
+
+
+def format_error(name, value, tb, exc=None):
+    """The traceback text of an error a cell raised, as Python prints it (chained exceptions, a
+    SyntaxError's line and caret, notes) but with only the user's frames (_user_frames). name
+    and value make the last line when there is no exception object (a timeout)."""
+    if exc is not None:
+        try:
+            te = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+            _trim(te, set())
+            return "".join(te.format())
+        except Exception:  # an exception whose formatting fails: the plain form below
+            tb = exc.__traceback__
+    frames = _user_frames(traceback.extract_tb(tb)) if tb else []
+    text = "".join(frames.format()) if frames else ""
     return ("Traceback (most recent call last):\n" + text if text else "") + f"{name}: {value}\n"
 
 
@@ -177,12 +282,15 @@ def exit_status(code):
 
 
 def describe(value):
-    """The result event of a last expression: its repr, and its JSON value when it has one."""
-    out = {"repr": safe_repr(value), "kind": type(value).__name__}
+    """The result event of a last expression: its repr, its type's name, its JSON value when it has
+    one (data_kind "json"; else data is the repr, data_kind "repr"), and its MIME bundle (rich.py)."""
+    text = safe_repr(value)
+    out = {"repr": text, "kind": type(value).__name__}
     if is_json(value, 0):
-        out["data"] = value
+        out["data"], out["data_kind"] = value, "json"
     else:
-        out["data"] = out["repr"]
+        out["data"], out["data_kind"] = text, "repr"
+    out["mime"] = rich.bundle(value, text, is_json)
     return out
 
 

@@ -59,12 +59,39 @@ class OutputSink:
         self.feed(b"", final=True)
 
 
+class BinaryWriter(io.BufferedIOBase):
+    """sys.stdout.buffer / sys.stderr.buffer for cells: bytes go to the same sink as the text, so
+    the two keep their order (bytes that are not UTF-8 arrive replaced, as from a subprocess)."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self.sink.stream
+
+    def write(self, b):
+        data = bytes(memoryview(b))  # TypeError for str, as a real buffer raises
+        self.sink.feed(data)
+        return len(data)
+
+    def flush(self):
+        self.sink.flush()
+
+
 class StreamWriter(io.TextIOBase):
     """sys.stdout / sys.stderr for cells: text goes straight to the control socket, a line at a time."""
 
     def __init__(self, sink, name):
         self.sink = sink
         self._name = name
+        self._buffer = BinaryWriter(sink)
+
+    @property
+    def buffer(self):
+        return self._buffer
 
     @property
     def name(self):

@@ -35,6 +35,7 @@ OP_RESTORE = "restore"
 EV_HELLO = "hello"  # first frame on a control socket (or why a fork could not start)
 EV_OUT = "out"  # lines an exec wrote to stream s (1 stdout, 2 stderr)
 EV_RESULT = "result"  # the value of an exec's last expression (rich calls)
+EV_DISPLAY = "display"  # a MIME bundle a cell showed (plt.show(); rich calls)
 EV_ERROR = "error"  # what an exec raised (rich calls)
 EV_EXIT = "exit"  # an exec's last frame
 EV_OK = "ok"  # any other op's answer when it worked
@@ -114,8 +115,15 @@ def out(call_id, stream, lines):
     return {"ev": EV_OUT, "id": call_id, "s": stream, "lines": lines}
 
 
-def result(call_id, repr_text, kind, data):
-    return {"ev": EV_RESULT, "id": call_id, "repr": repr_text, "kind": kind, "data": data}
+def result(call_id, repr_text, kind, data, data_kind, mime):
+    """data is the value when it is JSON (data_kind "json"), else its repr (data_kind "repr");
+    mime is its MIME bundle (rich.bundle)."""
+    return {"ev": EV_RESULT, "id": call_id, "repr": repr_text, "kind": kind, "data": data, "data_kind": data_kind,
+            "mime": mime}
+
+
+def display(call_id, mime):
+    return {"ev": EV_DISPLAY, "id": call_id, "mime": mime}
 
 
 def error(call_id, name, value, traceback):

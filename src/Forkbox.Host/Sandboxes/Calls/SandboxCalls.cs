@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Forkbox.Core;
 using Forkbox.Core.Errors;
@@ -183,7 +184,16 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
         }
         else if (ev.Result is { } r)
         {
-            if (Charge(ref left, r.Data.GetRawText().Length, sink)) sink.Result(r.Data);
+            // The agent says which data is; one that says neither (user code can change the agent) is judged by its type.
+            var dataKind = r.DataKind is "json" or "repr" ? r.DataKind : r.Data.ValueKind == JsonValueKind.String ? "repr" : "json";
+            var mime = r.Mime is { ValueKind: JsonValueKind.Object } m ? m : (JsonElement?)null;
+            if (Charge(ref left, r.Data.GetRawText().Length + (mime is { } b ? JsonMarshal.GetRawUtf8Value(b).Length : 0), sink))
+                sink.Result(r.Data, dataKind, mime);
+        }
+        else if (ev.Display is { } d)
+        {
+            if (d.Mime is { ValueKind: JsonValueKind.Object } m && Charge(ref left, JsonMarshal.GetRawUtf8Value(m).Length, sink))
+                sink.Display(m);
         }
         else if (ev.Error is { } e)
         {
@@ -229,7 +239,8 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
     {
         public static readonly DiscardSink Instance = new();
         public void Output(bool stderr, string line) { }
-        public void Result(JsonElement data) { }
+        public void Result(JsonElement data, string dataKind, JsonElement? mime) { }
+        public void Display(JsonElement mime) { }
         public void Error(string name, string value, string traceback) { }
         public void Exit(int code, bool timeout) { }
         public ValueTask FlushAsync(CancellationToken ct) => ValueTask.CompletedTask;

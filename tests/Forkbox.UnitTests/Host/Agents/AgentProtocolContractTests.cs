@@ -29,7 +29,9 @@ public sealed class AgentProtocolContractTests_without_root
                 "hello": p.hello("sbx_1", "tok"),
                 "hello_error": p.hello("sbx_2", "tok2", "OSError: no"),
                 "out": p.out(7, 2, ["a", "é ✓", ""]),
-                "result": p.result(7, "[1, 2]", "list", [1, 2]),
+                "result": p.result(7, "[1, 2]", "list", [1, 2], "json", {"text/plain": "[1, 2]"}),
+                "result_repr": p.result(7, "<F>", "F", "<F>", "repr", {"text/plain": "<F>", "image/png": "iVBO", "application/json": {"a": 1}}),
+                "display": p.display(7, {"text/plain": "<Figure>", "image/png": "iVBO"}),
                 "error": p.error(7, "ValueError", "bad", "Traceback …\nValueError: bad\n"),
                 "exit": p.exit_(7, 124, True),
                 "fail": p.fail(8, p.ERR_NOT_FOUND, "/x: No such file or directory"),
@@ -73,7 +75,16 @@ public sealed class AgentProtocolContractTests_without_root
         var result = Frame(got["result"]);
         Assert.Equal(AgentEvents.Result, result.Event);
         var r = result.Decode(json.AgentResultEvent);
-        Assert.Equal((7L, "[1, 2]", "list", "[1,2]"), (r.Id, r.Repr, r.Kind, r.Data.GetRawText()));
+        Assert.Equal((7L, "[1, 2]", "list", "[1,2]", "json"), (r.Id, r.Repr, r.Kind, r.Data.GetRawText(), r.DataKind));
+        Assert.Equal("""{"text/plain":"[1, 2]"}""", r.Mime?.GetRawText());
+        var rr = Frame(got["result_repr"]).Decode(json.AgentResultEvent);
+        Assert.Equal(("<F>", "repr"), (rr.Data.GetString(), rr.DataKind));
+        Assert.Equal("""{"text/plain":"<F>","image/png":"iVBO","application/json":{"a":1}}""", rr.Mime?.GetRawText());
+
+        var display = Frame(got["display"]);
+        Assert.Equal(AgentEvents.Display, display.Event);
+        var d = display.Decode(json.AgentDisplayEvent);
+        Assert.Equal((7L, """{"text/plain":"<Figure>","image/png":"iVBO"}"""), (d.Id, d.Mime?.GetRawText()));
 
         var error = Frame(got["error"]);
         Assert.Equal(AgentEvents.Error, error.Event);
