@@ -69,7 +69,8 @@ internal static class TemplateTrial
         public int ExitCode { get; private set; } = -1;
 
         public void Output(bool stderr, string line) => Text.Append(line).Append('\n');
-        public void Result(JsonElement data) { }
+        public void Result(JsonElement data, string kind, JsonElement? mime) { }
+        public void Display(JsonElement mime) { }
         public void Error(string name, string value, string traceback) { }
         public void Exit(int code, bool timeout) => ExitCode = code;
         public ValueTask FlushAsync(CancellationToken ct) => ValueTask.CompletedTask;
