@@ -8,6 +8,7 @@ the call's output limit (cap_lines).
 
 import io
 import os
+import select
 import selectors
 import threading
 
@@ -55,6 +56,14 @@ class OutputSink:
             if lines:
                 self.agent.emit_lines(self.stream, [l.decode("utf-8", "replace") for l in lines])
 
+    def feed_cell(self, data):
+        """What the cell itself writes (print, sys.stdout.buffer): what its subprocesses wrote to
+        fd 1 and 2 before it is fed first, so `subprocess.run("echo a"); print("b")` reads a, b.
+        Checked once per line written, not per write."""
+        if b"\n" in data and (pump := getattr(self.agent, "pump", None)) is not None:
+            pump.drain_if_ready()
+        self.feed(data)
+
     def flush(self):
         self.feed(b"", final=True)
 
@@ -74,7 +83,7 @@ class BinaryWriter(io.BufferedIOBase):
 
     def write(self, b):
         data = bytes(memoryview(b))  # TypeError for str, as a real buffer raises
-        self.sink.feed(data)
+        self.sink.feed_cell(data)
         return len(data)
 
     def flush(self):
@@ -113,7 +122,7 @@ class StreamWriter(io.TextIOBase):
     def write(self, s):
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        self.sink.feed(s.encode("utf-8", "surrogateescape"))
+        self.sink.feed_cell(s.encode("utf-8", "surrogateescape"))
         return len(s)
 
     def flush(self):
@@ -256,6 +265,11 @@ class FdPump:
         with self.lock:
             for fd in self.current:
                 self._read(fd)
+
+    def drain_if_ready(self):
+        """drain, when the call's pipes hold something (one poll when they do not)."""
+        if select.select(self.current, (), (), 0)[0]:
+            self.drain()
 
     def _read(self, fd):
         sink = self.fds[fd]
