@@ -67,10 +67,12 @@ class Agent:
         self.pump = output.FdPump(self.sinks)
         _start_thread(self.pump.run)
 
-    def finish_output(self):
+    def finish_output(self, call_ends=False):
+        """Sends what the call wrote and has not been sent. call_ends: what fd 1 and 2 are given
+        from now on goes to the background log (FdPump.end), not to this call's sinks."""
         sys.stdout.flush()
         sys.stderr.flush()
-        self.pump.drain()
+        self.pump.end() if call_ends else self.pump.drain()
         for sink in self.sinks.values():
             sink.flush()
 
@@ -130,9 +132,11 @@ class Agent:
             self.call_id = call_id
             self.call_bytes = 0
             self.truncated = False
+        if self.pump is not None:  # serving
+            self.pump.begin()
 
     def _end(self, header):
-        self.finish_output()
+        self.finish_output(call_ends=True)
         with self.emit_lock:
             self.chan.send(header)
             self.call_id = None

@@ -195,6 +195,7 @@ class FdPump:
         self.log = BackgroundLog()
         self.fds = {}  # read end -> the sink of its stream, or the background log
         self.current = ()  # the read ends of fd 1 and 2 now
+        self.active = False  # a call is running: what fd 1 and 2 are given is its output
         self.lock = threading.Lock()
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -266,13 +267,26 @@ class FdPump:
             for fd in self.current:
                 self._read(fd)
 
+    def begin(self):
+        """A call starts: fd 1 and 2's pipes feed its sinks."""
+        with self.lock:
+            self.active = True
+
+    def end(self):
+        """A call ends: the last of its output is fed to its sinks, and whatever fd 1 and 2 are
+        given until the next call (a process it left running, before rotate) goes to the log."""
+        with self.lock:
+            for fd in self.current:
+                self._read(fd)
+            self.active = False
+
     def drain_if_ready(self):
         """drain, when the call's pipes hold something (one poll when they do not)."""
         if select.select(self.current, (), (), 0)[0]:
             self.drain()
 
     def _read(self, fd):
-        sink = self.fds[fd]
+        sink = self.fds[fd] if self.active or fd not in self.current else self.log
         while True:
             try:
                 data = os.read(fd, 65536)
