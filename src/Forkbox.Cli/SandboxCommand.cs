@@ -66,6 +66,7 @@ internal static class SandboxCommand
         var exec = new Command("exec", "Run code in a sandbox, streaming its output; exits with its exit code.") { host, apiKey, id, code, file, bash, execTimeout };
         exec.Validators.Add(r =>
         {
+            if (r.GetResult(id) is not { Tokens.Count: > 0 }) return; // ParseErrors names what is missing
             var hasCode = r.GetResult(code) is { Tokens.Count: > 0 };
             var hasFile = r.GetResult(file) is not null;
             if (hasCode && hasFile) r.AddError("give the code either as CODE or with --file PATH, not both");
