@@ -126,10 +126,8 @@ public sealed class KeysAndRolesTests
         await using var server = new TestServer("roles", o => o with { Pool = o.Pool with { Size = 1 } });
         var options = server.Options;
         var (alice, root) = (server.CreateKey("alice"), server.CreateKey("root", admin: true));
-        // A built template to delete: the catalog needs a root with a python3 in it, never started here.
-        var source = Directory.CreateTempSubdirectory("forkbox-roles-").FullName;
-        Directory.CreateDirectory(Path.Combine(source, "usr/bin"));
-        await File.WriteAllTextAsync(Path.Combine(source, "usr/bin/python3"), "");
+        // A built template to delete: a root that starts (its build runs it once).
+        var source = await Templates.TemplateTests.MiniRoot("forkbox-roles-" + Guid.NewGuid().ToString("N")[..8]);
         await TemplateBuilder.BuildAsync(options, "built", source, [], [], _ => { }, default);
         var built = Path.Combine(options.TemplatesDir, "built");
         try

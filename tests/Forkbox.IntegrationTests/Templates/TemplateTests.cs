@@ -114,7 +114,8 @@ public sealed class TemplateTests(ServerFixture fx)
         }
     }
 
-    private static async Task<string> MiniRoot(string name, string extra = "")
+    /// <summary>A root made with <see cref="MakeMiniRoot"/> (and <paramref name="extra"/>, a script on $R) at /tmp/NAME.</summary>
+    internal static async Task<string> MiniRoot(string name, string extra = "")
     {
         var source = Path.Combine(Path.GetTempPath(), name);
         using var p = Process.Start("/bin/sh", ["-c", MakeMiniRoot + "\n" + extra, "sh", source])!;
