@@ -43,6 +43,19 @@ public sealed class LeftoverSweep
     /// </summary>
     public static LeftoverSweep Claim(ServerMarker self, string dir = DefaultDir)
     {
+        try
+        {
+            return ClaimLocked(self, dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidOperationException(
+                $"cannot record this server in {dir}, where servers find what a killed one left: {e.Message} (it must be a directory root can write)", e);
+        }
+    }
+
+    private static LeftoverSweep ClaimLocked(ServerMarker self, string dir)
+    {
         Directory.CreateDirectory(dir);
         File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var fd = Libc.Openat(Libc.AT_FDCWD, Path.Combine(dir, ".lock"), Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC, 0b110_000_000);

@@ -90,7 +90,7 @@ public sealed record ServerMarker
             // Only names of the form hostd makes, and absolute paths: nothing else is removed on a marker's word.
             var validParent = marker.CgroupParent.StartsWith("forkbox-", StringComparison.Ordinal)
                               && marker.CgroupParent.Length > 8 && !marker.CgroupParent.Contains('/') && !marker.CgroupParent.Contains("..");
-            return validParent && marker.Pid > 0 && Path.IsPathRooted(marker.DataDir) && marker.DataDir != "/"
+            return validParent && marker.Pid > 0 && Path.IsPathRooted(marker.DataDir) && Path.GetFullPath(marker.DataDir) != "/"
                    && IsUnder(marker.UserNamespaceDir, marker.DataDir) && (marker.StorageMount is null || IsUnder(marker.StorageMount, marker.DataDir))
                 ? marker
                 : null;
@@ -101,8 +101,10 @@ public sealed record ServerMarker
         }
     }
 
+    /// <summary>Strictly under <paramref name="dir"/> once both are normalized ("/d/.." is not under "/d").</summary>
     private static bool IsUnder(string path, string dir) =>
-        Path.IsPathRooted(path) && !path.Contains("/../", StringComparison.Ordinal) && path.StartsWith(Path.TrimEndingDirectorySeparator(dir) + "/", StringComparison.Ordinal);
+        Path.IsPathRooted(path)
+        && Path.GetFullPath(path).StartsWith(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)) + "/", StringComparison.Ordinal);
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"pid {Pid}, data dir {DataDir}");
 }
