@@ -81,6 +81,7 @@ public sealed class ShutdownTests
             if (!server.HasExited) server.Kill();
             await server.DisposeAsync();
         }
+        RemoveDataDir(dataDir);
     }
 
     [Fact]
@@ -125,6 +126,19 @@ public sealed class ShutdownTests
         Assert.All(keptPids, pid => Assert.True(IsRunning(pid), $"pid {pid} of the live server's sandbox was killed"));
         Assert.Equal(keptPids, Pids(liveParent, kept.Id));
         Assert.Equal("42", (await kept.RunCodeAsync("x + 1")).Result!.Value.GetRawText());
+        RemoveDataDir(killedDir);
+    }
+
+    /// <summary>Once nothing is mounted in it any more; a directory still busy is left for the temp cleaner.</summary>
+    private static void RemoveDataDir(string dataDir)
+    {
+        try
+        {
+            Directory.Delete(dataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
     }
 
     private static string DataDir(string name) => Path.Combine(Path.GetTempPath(), $"forkbox-test-{name}-{Environment.ProcessId}");
