@@ -48,6 +48,7 @@ public sealed partial class HostServer : IAsyncDisposable
     private SandboxStore? _store;
     private HostRegistration? _registration;
     private LeftoverSweep? _claim;
+    private ILoggerFactory? _loggers;
     private TimeSpan _grace;
 
     /// <summary>The route values that name a sandbox: {id}, and the other sandbox of a merge_into or diff.</summary>
@@ -224,7 +225,7 @@ public sealed partial class HostServer : IAsyncDisposable
             await app.StartAsync(ct).ConfigureAwait(false);
             var server = new HostServer(app, manager, listener, slots, log)
             {
-                _claim = claim, _grace = options.Limits.ShutdownGrace,
+                _claim = claim, _grace = options.Limits.ShutdownGrace, _loggers = loggers,
                 _dataLock = dataLock, _cgroups = cgroups, _storageImage = image, _store = store, _network = network, _ports = ports,
                 StorageStrategy = layers.Strategy, StorageFilesystem = filesystem,
             };
@@ -351,18 +352,21 @@ public sealed partial class HostServer : IAsyncDisposable
         await Step(() => { _store?.Dispose(); return Task.CompletedTask; });
         await Step(() => { _cgroups?.RemoveAll(); return Task.CompletedTask; });
         await Step(() => { _storageImage?.Dispose(); return Task.CompletedTask; });
-        await Step(() => _app.DisposeAsync().AsTask());
         var clean = failures.Count == 0 && summary is { Unfinished: 0 };
         _claim?.Release(clean);
-        _dataLock?.Dispose();
         if (summary is not null)
         {
             var killed = summary.Killed;
-            LogStopSummary(_log, killed.Count > 0 ? LogLevel.Warning : LogLevel.Information, started.Elapsed.TotalSeconds, summary.Hibernated, summary.Destroyed, killed.Count, _grace.TotalSeconds,
-                killed.Count == 0 ? "none" : string.Join(' ', killed));
+            LogStopSummary(_log, killed.Count > 0 ? LogLevel.Warning : LogLevel.Information, started.Elapsed.TotalSeconds,
+                summary.Hibernated, summary.Destroyed, killed.Count, _grace.TotalSeconds, killed.Count == 0 ? "none" : string.Join(' ', killed));
         }
-        if (failures.Count > 0) throw new AggregateException("shutdown did not complete cleanly", failures);
         if (clean) LogStopped(_log);
+        // Written out now: the console logger writes from a queue, and once the app below is
+        // disposed after a SIGTERM the runtime's exit (which waited for it) may end the process at any moment.
+        _loggers?.Dispose();
+        await Step(() => _app.DisposeAsync().AsTask());
+        _dataLock?.Dispose();
+        if (failures.Count > 0) throw new AggregateException("shutdown did not complete cleanly", failures);
     }
 
     [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "shutdown step failed; continuing with the others")]
