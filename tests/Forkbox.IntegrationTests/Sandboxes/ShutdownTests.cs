@@ -104,6 +104,10 @@ public sealed class ShutdownTests
             orphans = Pids(killedParent, sb.Id);
             // Stopped, its agent cannot notice that its channel closed: it stays, as a wedged one does.
             foreach (var pid in orphans) Processes.Signal(pid, SIGSTOP);
+            // Frozen by the cgroup freezer: on cgroup v1 its processes die of SIGKILL only once thawed.
+            var paused = await killed.Client.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true });
+            await paused.PauseAsync();
+            orphans.AddRange(Pids(killedParent, paused.Id));
             killed.Kill();
             await killed.WaitForExitAsync();
         }
@@ -120,6 +124,7 @@ public sealed class ShutdownTests
         Assert.Empty(MountsUnder(killedDir));
         var swept = Assert.Single(next.Log, l => l.Contains($"swept what a killed server left (pid {killedPid}, data dir {killedDir})"));
         Assert.Contains($"{orphans.Count} sandbox processes killed", swept);
+        Assert.Contains("2 cgroups under", swept);
 
         // The live server's sandbox is untouched: same processes, same cgroup, same REPL.
         Assert.DoesNotContain(next.Log, l => l.Contains(liveDir));
