@@ -155,7 +155,7 @@ public sealed partial class HostServer : IAsyncDisposable
 
         var log = loggers.CreateLogger<HostServer>();
         foreach (var swept in claim.Swept)
-            LogSwept(log, swept.Marker.Pid, swept.Marker.DataDir, swept.KilledPids.Count,
+            LogSwept(log, swept.KilledPids.Count + swept.Cgroups + swept.Mounts > 0 ? LogLevel.Warning : LogLevel.Information, swept.Marker.Pid, swept.Marker.DataDir, swept.KilledPids.Count,
                 swept.KilledPids.Count == 0 ? "none" : string.Join(' ', swept.KilledPids), swept.Cgroups, swept.Marker.CgroupParent, swept.Mounts);
         foreach (var failure in claim.Failures) LogSweepFailed(log, failure);
         var cgroups = CgroupDriver.Detect(CgroupDriver.ParentName(options.DataDir));
@@ -406,8 +406,8 @@ public sealed partial class HostServer : IAsyncDisposable
     [LoggerMessage(EventId = 2052, Level = LogLevel.Error, Message = "shutdown still not finished {Seconds:g} s after the signal; exiting anyway: the next start of any forkbox serve on this host sweeps what is left")]
     private static partial void LogGaveUp(ILogger log, double seconds);
 
-    [LoggerMessage(EventId = 2053, Level = LogLevel.Warning, Message = "swept what a killed server left (pid {Pid}, data dir {DataDir}): {Processes} sandbox processes killed ({Pids}), {Cgroups} cgroups under {Parent} removed, {Mounts} mounts detached")]
-    private static partial void LogSwept(ILogger log, int pid, string dataDir, int processes, string pids, int cgroups, string parent, int mounts);
+    [LoggerMessage(EventId = 2053, Message = "swept what a killed server left (pid {Pid}, data dir {DataDir}): {Processes} sandbox processes killed ({Pids}), {Cgroups} cgroups under {Parent} removed, {Mounts} mounts detached")]
+    private static partial void LogSwept(ILogger log, LogLevel level, int pid, string dataDir, int processes, string pids, int cgroups, string parent, int mounts);
 
     [LoggerMessage(EventId = 2054, Level = LogLevel.Error, Message = "could not sweep what a killed server left: {Failure}; its record stays, the next start tries again")]
     private static partial void LogSweepFailed(ILogger log, string failure);

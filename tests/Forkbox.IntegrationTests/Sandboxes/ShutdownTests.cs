@@ -134,6 +134,41 @@ public sealed class ShutdownTests
         RemoveDataDir(killedDir);
     }
 
+    [Fact]
+    public async Task The_sweep_detaches_a_killed_servers_storage_image_and_its_next_start_finds_its_spaces_in_it()
+    {
+        var (killedDir, otherDir) = (DataDir("sweep-image"), DataDir("sweep-image-other"));
+        string space;
+        await using (var killed = await ServerProcess.StartAsync(killedDir, args: ["--storage-image", "512M"], env: NoPool, label: "killed"))
+        {
+            var sb = await killed.Client.CreateSandboxAsync(new CreateSandboxRequest { Persistent = true });
+            await sb.RunCodeAsync("kept = 'in the image'");
+            await sb.HibernateAsync();
+            space = sb.Id;
+            killed.Kill();
+            await killed.WaitForExitAsync();
+        }
+        var sandboxes = Path.Combine(killedDir, "sandboxes");
+        Assert.Contains(sandboxes, MountsUnder(killedDir));
+
+        await using (var other = await ServerProcess.StartAsync(otherDir, env: NoPool, label: "other"))
+        {
+            Assert.DoesNotContain(sandboxes, MountsUnder(killedDir));
+            Assert.Empty(MountsUnder(killedDir));
+            Assert.Single(other.Log, l => l.Contains($"swept what a killed server left") && l.Contains($"data dir {killedDir})"));
+        }
+
+        // Detached, not deleted: the image, and the hibernated Space in it, are there for the next start on its directory.
+        await using (var again = await ServerProcess.StartAsync(killedDir, args: ["--storage-image", "512M"], env: NoPool, label: "again"))
+        {
+            var sb = await Sandbox.ConnectAsync(space, again.Client);
+            Assert.Equal("in the image", (await sb.RunCodeAsync("kept")).Result!.Value.GetString());
+            await sb.CloseAsync();
+        }
+        RemoveDataDir(killedDir);
+        RemoveDataDir(otherDir);
+    }
+
     /// <summary>Once nothing is mounted in it any more; a directory still busy is left for the temp cleaner.</summary>
     private static void RemoveDataDir(string dataDir)
     {
