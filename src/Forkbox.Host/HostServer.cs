@@ -9,6 +9,7 @@ using Forkbox.Host.Sandboxes;
 using Forkbox.Host.Templates;
 using Forkbox.Linux;
 using Forkbox.Linux.Cgroups;
+using Forkbox.Linux.Leftovers;
 using Forkbox.Linux.Namespaces;
 using Forkbox.Linux.Seccomp;
 using Forkbox.Linux.Storage;
@@ -46,6 +47,9 @@ public sealed partial class HostServer : IAsyncDisposable
     private StorageImage? _storageImage;
     private SandboxStore? _store;
     private HostRegistration? _registration;
+    private LeftoverSweep? _claim;
+    private ILoggerFactory? _loggers;
+    private TimeSpan _grace;
 
     /// <summary>The route values that name a sandbox: {id}, and the other sandbox of a merge_into or diff.</summary>
     private static readonly string[] SandboxRouteValues = ["id", "winner", "other"];
@@ -102,22 +106,29 @@ public sealed partial class HostServer : IAsyncDisposable
         File.SetUnixFileMode(options.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var dataLock = LockDataDir(options.DataDir);
         StorageImage? image = null;
+        LeftoverSweep? claim = null;
         try
         {
+            // Before this server makes a cgroup or a mount, so that they are on its record if it is killed.
+            claim = LeftoverSweep.Claim(ServerMarker.ForThisProcess(options.DataDir, CgroupDriver.ParentName(options.DataDir),
+                Path.Combine(options.RunDir, "userns"), options.Storage.ImageBytes is null ? null : options.StorageImageFile,
+                options.Storage.ImageBytes is null ? null : options.SandboxesDir));
             // Before anything uses the sandboxes directory: the image is mounted on it.
             if (options.Storage.ImageBytes is { } size)
                 image = StorageImage.Attach(options.StorageImageFile, options.SandboxesDir, size, options.Storage.ImageFs);
-            return await StartLockedAsync(options, dataLock, image, logging, ct).ConfigureAwait(false);
+            return await StartLockedAsync(options, dataLock, image, claim, logging, ct).ConfigureAwait(false);
         }
         catch
         {
             image?.Dispose();
+            // What a failed start made is undone by the steps that made it; if one did not, the record stays for the sweep.
+            claim?.Release(clean: false);
             dataLock.Dispose();
             throw;
         }
     }
 
-    private static async Task<HostServer> StartLockedAsync(ServerOptions options, FileStream dataLock, StorageImage? image,
+    private static async Task<HostServer> StartLockedAsync(ServerOptions options, FileStream dataLock, StorageImage? image, LeftoverSweep claim,
         Action<ILoggingBuilder>? logging, CancellationToken ct)
     {
         Directory.CreateDirectory(options.RunDir);
@@ -143,6 +154,10 @@ public sealed partial class HostServer : IAsyncDisposable
         builder.Services.AddHttpForwarder();
 
         var log = loggers.CreateLogger<HostServer>();
+        foreach (var swept in claim.Swept)
+            LogSwept(log, swept.KilledPids.Count + swept.Cgroups + swept.Mounts > 0 ? LogLevel.Warning : LogLevel.Information, swept.Marker.Pid, swept.Marker.DataDir, swept.KilledPids.Count,
+                swept.KilledPids.Count == 0 ? "none" : string.Join(' ', swept.KilledPids), swept.Cgroups, swept.Marker.CgroupParent, swept.Mounts);
+        foreach (var failure in claim.Failures) LogSweepFailed(log, failure);
         var cgroups = CgroupDriver.Detect(CgroupDriver.ParentName(options.DataDir));
         var stale = cgroups.RemoveStale();
         var storage = StorageProbe.Choose(options.SandboxesDir, options.Storage.Strategy);
@@ -213,6 +228,7 @@ public sealed partial class HostServer : IAsyncDisposable
             await app.StartAsync(ct).ConfigureAwait(false);
             var server = new HostServer(app, manager, listener, slots, log)
             {
+                _claim = claim, _grace = options.Limits.ShutdownGrace, _loggers = loggers,
                 _dataLock = dataLock, _cgroups = cgroups, _storageImage = image, _store = store, _network = network, _ports = ports,
                 StorageStrategy = layers.Strategy, StorageFilesystem = filesystem,
             };
@@ -267,17 +283,37 @@ public sealed partial class HostServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Runs until SIGINT/SIGTERM, then shuts down cleanly.</summary>
+    /// <summary>Past the grace, how long the kills and the clean-ups after them may take before the process gives up on them.</summary>
+    public static readonly TimeSpan AfterGraceLimit = TimeSpan.FromSeconds(20);
+
+    /// <summary>
+    /// Runs until SIGINT/SIGTERM, then shuts down within the grace (Limits.ShutdownGraceS) and
+    /// <see cref="AfterGraceLimit"/>, whatever does not answer: past that it stops waiting and
+    /// returns, and what is left is the next start's to sweep.
+    /// </summary>
     public async Task RunUntilStoppedAsync()
     {
-        await _app.WaitForShutdownAsync().ConfigureAwait(false);
-        await DisposeAsync().ConfigureAwait(false);
+        // Not WaitForShutdownAsync: it drains requests for the host's 30 s before returning, and
+        // logs nothing while it waits. Here the drain is one of the bounded steps of DisposeAsync.
+        var stopping = new TaskCompletionSource();
+        using (_app.Lifetime.ApplicationStopping.Register(() => stopping.TrySetResult()))
+            await stopping.Task.ConfigureAwait(false);
+        try
+        {
+            await DisposeAsync().AsTask().WaitAsync(_grace + AfterGraceLimit).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            LogGaveUp(_log, (_grace + AfterGraceLimit).TotalSeconds);
+        }
     }
 
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
-        LogStopping(_log, _manager.Running);
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var all = _manager.All.ToList();
+        LogStopping(_log, all.Count, all.Count(s => s.Persistent), _grace.TotalSeconds);
         // Every step runs even if one before it failed: a step skipped leaves mounts or cgroups behind.
         var failures = new List<Exception>();
         async Task Step(Func<Task> step)
@@ -289,13 +325,29 @@ public sealed partial class HostServer : IAsyncDisposable
             catch (Exception e)
             {
                 LogShutdownStepFailed(_log, e);
-                failures.Add(e);
+                lock (failures) failures.Add(e);
             }
         }
         // Leave the cluster first: edges stop sending creates here while the rest shuts down.
         if (_registration is not null) await Step(() => _registration.DisposeAsync().AsTask());
-        await Step(() => _app.StopAsync());
-        await Step(() => _manager.DisposeAsync().AsTask());
+        // Requests in flight and sandboxes stop together, within one grace: the sandboxes' stop
+        // ends the calls that would otherwise hold the drain, and a drain cut short at the grace
+        // closes the connections of calls whose sandboxes are being killed.
+        using var drain = new CancellationTokenSource(_grace);
+        var http = Step(async () =>
+        {
+            try
+            {
+                await _app.StopAsync(drain.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // the grace is over: Kestrel has closed what was still open
+            }
+        });
+        ShutdownSummary? summary = null;
+        await Step(async () => summary = await _manager.StopAsync(_grace, http).ConfigureAwait(false));
+        await http.ConfigureAwait(false);
         await Step(() => { _ports?.Dispose(); return Task.CompletedTask; });
         await Step(() => _network?.DisposeAsync().AsTask() ?? Task.CompletedTask);
         await Step(() => _listener.DisposeAsync().AsTask());
@@ -303,10 +355,21 @@ public sealed partial class HostServer : IAsyncDisposable
         await Step(() => { _store?.Dispose(); return Task.CompletedTask; });
         await Step(() => { _cgroups?.RemoveAll(); return Task.CompletedTask; });
         await Step(() => { _storageImage?.Dispose(); return Task.CompletedTask; });
+        var clean = failures.Count == 0 && summary is { Unfinished: 0 };
+        _claim?.Release(clean);
+        if (summary is not null)
+        {
+            var killed = summary.Killed;
+            LogStopSummary(_log, killed.Count > 0 ? LogLevel.Warning : LogLevel.Information, started.Elapsed.TotalSeconds,
+                summary.Hibernated, summary.Destroyed, killed.Count, _grace.TotalSeconds, killed.Count == 0 ? "none" : string.Join(' ', killed));
+        }
+        if (clean) LogStopped(_log);
+        // Written out now: the console logger writes from a queue, and once the app below is
+        // disposed after a SIGTERM the runtime's exit (which waited for it) may end the process at any moment.
+        _loggers?.Dispose();
         await Step(() => _app.DisposeAsync().AsTask());
         _dataLock?.Dispose();
         if (failures.Count > 0) throw new AggregateException("shutdown did not complete cleanly", failures);
-        LogStopped(_log);
     }
 
     [LoggerMessage(EventId = 2001, Level = LogLevel.Error, Message = "shutdown step failed; continuing with the others")]
@@ -337,8 +400,20 @@ public sealed partial class HostServer : IAsyncDisposable
     [LoggerMessage(EventId = 2009, Level = LogLevel.Error, Message = "template {Template}: zygote failed to start: {Error}")]
     private static partial void LogWarmFailed(ILogger log, string template, string error);
 
-    [LoggerMessage(EventId = 2010, Level = LogLevel.Information, Message = "stopping: destroying {Count} sandboxes")]
-    private static partial void LogStopping(ILogger log, int count);
+    [LoggerMessage(EventId = 2010, Level = LogLevel.Information, Message = "stopping: {Count} sandboxes ({Persistent} persistent) get {Grace:g} s to stop; what does not answer by then is killed")]
+    private static partial void LogStopping(ILogger log, int count, int persistent, double grace);
+
+    [LoggerMessage(EventId = 2051, Message = "stopped sandboxes in {Seconds:F1} s: {Hibernated} hibernated, {Destroyed} destroyed, {Killed} killed for not answering within {Grace:g} s ({Ids})")]
+    private static partial void LogStopSummary(ILogger log, LogLevel level, double seconds, int hibernated, int destroyed, int killed, double grace, string ids);
+
+    [LoggerMessage(EventId = 2052, Level = LogLevel.Error, Message = "shutdown still not finished {Seconds:g} s after the signal; exiting anyway: the next start of any forkbox serve on this host sweeps what is left")]
+    private static partial void LogGaveUp(ILogger log, double seconds);
+
+    [LoggerMessage(EventId = 2053, Message = "swept what a killed server left (pid {Pid}, data dir {DataDir}): {Processes} sandbox processes killed ({Pids}), {Cgroups} cgroups under {Parent} removed, {Mounts} mounts detached")]
+    private static partial void LogSwept(ILogger log, LogLevel level, int pid, string dataDir, int processes, string pids, int cgroups, string parent, int mounts);
+
+    [LoggerMessage(EventId = 2054, Level = LogLevel.Error, Message = "could not sweep what a killed server left: {Failure}; its record stays, the next start tries again")]
+    private static partial void LogSweepFailed(ILogger log, string failure);
 
     [LoggerMessage(EventId = 2011, Level = LogLevel.Information, Message = "stopped; nothing left behind")]
     private static partial void LogStopped(ILogger log);

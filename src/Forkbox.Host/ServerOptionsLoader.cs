@@ -40,6 +40,7 @@ public static class ServerOptionsLoader
         ["MaxDownloadBytes"] = "Limits:MaxDownloadBytes",
         ["OutputLimitBytes"] = "Limits:OutputLimitBytes",
         ["DefaultExecTimeoutS"] = "Limits:DefaultExecTimeoutS",
+        ["ShutdownGraceS"] = "Limits:ShutdownGraceS",
         ["PoolSize"] = "Pool:Size",
         ["EgressPoolSize"] = "Pool:EgressSize",
         ["ForkWaitS"] = "Forks:WaitS",

@@ -64,6 +64,29 @@ public static class ProcFs
         }
     }
 
+    /// <summary>
+    /// When the process started, in clock ticks after boot (field 22 of its stat line): with the
+    /// pid, it names one process for the whole boot, however often pids are reused. Null when gone.
+    /// </summary>
+    public static long? StartTicks(int pid, string root = Root)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"{root}/{pid}/stat");
+            var close = stat.LastIndexOf(')');
+            // After "PID (COMM) " come the fields from 3 (state) on: start time is the 20th of them.
+            var fields = stat[(close + 2)..].Split(' ');
+            return close > 0 && fields.Length > 19 && long.TryParse(fields[19], CultureInfo.InvariantCulture, out var ticks) ? ticks : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>This boot's random id: a record written in an earlier boot names no process of this one.</summary>
+    public static string BootId(string path = Root + "/sys/kernel/random/boot_id") => File.ReadAllText(path).Trim();
+
     /// <summary>MemAvailable as a percentage of MemTotal; null when the file does not say both.</summary>
     public static double? MemoryAvailablePercent(string meminfo = Root + "/meminfo")
     {

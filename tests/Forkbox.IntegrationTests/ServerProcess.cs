@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -12,10 +13,12 @@ namespace Forkbox.IntegrationTests;
 public sealed class ServerProcess : IAsyncDisposable
 {
     private readonly Process _process;
+    private readonly ConcurrentQueue<string> _log;
 
-    private ServerProcess(Process process, int port)
+    private ServerProcess(Process process, int port, ConcurrentQueue<string> log)
     {
         _process = process;
+        _log = log;
         Port = port;
         Client = new ForkboxClient(Url);
     }
@@ -41,8 +44,15 @@ public sealed class ServerProcess : IAsyncDisposable
         if (fault is not null) psi.Environment["FORKBOX_FAULT"] = fault;
         foreach (var (k, v) in env ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         var process = Process.Start(psi)!;
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) Console.WriteLine(label + ": " + e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.WriteLine(label + ": " + e.Data); };
+        var log = new ConcurrentQueue<string>();
+        void Line(string? line)
+        {
+            if (line is null) return;
+            log.Enqueue(line);
+            Console.WriteLine(label + ": " + line);
+        }
+        process.OutputDataReceived += (_, e) => Line(e.Data);
+        process.ErrorDataReceived += (_, e) => Line(e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         using var http = new HttpClient();
@@ -60,7 +70,7 @@ public sealed class ServerProcess : IAsyncDisposable
             if (DateTime.UtcNow > deadline) throw new TimeoutException("forkbox serve did not answer within 60 s");
             await Task.Delay(100);
         }
-        return new ServerProcess(process, port);
+        return new ServerProcess(process, port, log);
     }
 
     public static int FreePort()
@@ -76,6 +86,28 @@ public sealed class ServerProcess : IAsyncDisposable
     public void Kill() => _process.Kill();
 
     public Task WaitForExitAsync() => _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+
+    /// <summary>SIGTERM, as a service manager stops it.</summary>
+    public void Terminate() => Forkbox.Linux.Processes.Signal(_process.Id, 15);
+
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>Whether it exited within <paramref name="limit"/> (its output read to the end when it did).</summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan limit)
+    {
+        try
+        {
+            await _process.WaitForExitAsync().WaitAsync(limit);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Every line the server has written to stdout and stderr so far.</summary>
+    public IReadOnlyList<string> Log => _log.ToArray();
 
     public async ValueTask DisposeAsync()
     {

@@ -25,6 +25,12 @@ public sealed record LimitsOptions
     public long OutputLimitBytes { get; init; } = 16L << 20;
     /// <summary>Default per-call timeout when the request names none.</summary>
     public double DefaultExecTimeoutS { get; init; } = 300;
+    /// <summary>
+    /// At shutdown, how long sandboxes get to stop on their own (a running call to end, a Space to
+    /// hibernate) before whatever has not answered is killed; the server exits a few seconds after.
+    /// </summary>
+    public double ShutdownGraceS { get; init; } = 5;
+    public TimeSpan ShutdownGrace => TimeSpan.FromSeconds(ShutdownGraceS);
 
     internal void Validate()
     {
@@ -37,5 +43,6 @@ public sealed record LimitsOptions
         ServerOptions.Require(DefaultDiskMb >= 1 && DefaultDiskMb <= MaxDiskMb, "default_disk_mb must be >= 1 and <= max_disk_mb");
         ServerOptions.Require(MaxUploadBytes > 0 && MaxDownloadBytes > 0, "max_upload_bytes and max_download_bytes must be positive");
         ServerOptions.Require(OutputLimitBytes >= 4096, "output_limit_bytes must be at least 4096");
+        ServerOptions.Require(ShutdownGraceS is >= 0 and <= 600, "shutdown_grace_s must be between 0 and 600");
     }
 }

@@ -330,21 +330,158 @@ public sealed partial class SandboxManager : IAsyncDisposable
 
     // ---- shutdown -----------------------------------------------------------------------------
 
-    public async ValueTask DisposeAsync()
+    /// <summary>How long the clean-ups that follow a kill (cgroups emptying, layers removed) are waited for.</summary>
+    public static readonly TimeSpan AfterKillWait = TimeSpan.FromSeconds(10);
+
+    public async ValueTask DisposeAsync() => await StopAsync(_options.Limits.ShutdownGrace).ConfigureAwait(false);
+
+    /// <summary>
+    /// Stops every sandbox, all at once, within <paramref name="grace"/>: a persistent one is
+    /// hibernated (after its running call ends) when Spaces.HibernateOnShutdown is on; any other
+    /// is destroyed once its running call, if any, has ended. At the end of the grace whatever is
+    /// still waiting is killed, with a line each that says what it was waiting for; sandboxes of
+    /// the pools and those still being made go too. Nothing here waits without a bound: an agent
+    /// that never answers (stopped, wedged in a system call, its channel full) costs the grace.
+    /// </summary>
+    /// <param name="requestsEnded">Completes when no request runs any more (the HTTP drain, itself bounded by the grace):
+    /// until then a create or fork in flight may still add a sandbox, which is stopped as it appears.</param>
+    public async Task<ShutdownSummary> StopAsync(TimeSpan grace, Task? requestsEnded = null)
     {
-        await _pools.DisposeAsync().ConfigureAwait(false);
-        if (_options.Spaces.HibernateOnShutdown) await _spaces.HibernateAllForShutdownAsync().ConfigureAwait(false);
-        foreach (var id in _registry.Live.Select(s => s.Id).ToArray())
-            if (_registry.TryRemoveLive(id, out var sb))
+        var summary = new ShutdownSummary();
+        using var deadline = new CancellationTokenSource(grace);
+        var pools = _pools.DisposeAsync().AsTask();
+        requestsEnded ??= Task.CompletedTask;
+        // Each sandbox's stop is bounded (the grace, then a kill), and so is the drain.
+        var seen = new HashSet<Sandbox>();
+        var stops = new List<Task>();
+        while (true)
+        {
+            var ended = requestsEnded.IsCompleted;
+            foreach (var sb in _registry.Live)
+                if (seen.Add(sb)) stops.Add(StopForShutdownAsync(sb, grace, deadline.Token, summary));
+            if (!ended)
             {
-                _records.MarkLost(sb, sb.Persistent
-                    ? "the server was stopped and the sandbox could not be hibernated first"
-                    : "the server was stopped; sandboxes that are not persistent do not survive a restart (create with \"persistent\": true)");
-                await _factory.DestroyAsync(sb).ConfigureAwait(false);
+                await Task.WhenAny(requestsEnded, Task.Delay(20)).ConfigureAwait(false);
+                continue;
             }
-        await _background.DrainAsync().ConfigureAwait(false);
-        await _factory.DisposeAsync().ConfigureAwait(false);
+            await Task.WhenAll(stops).ConfigureAwait(false);
+            if (_registry.Live.All(seen.Contains)) break;
+        }
+        try
+        {
+            await pools.WaitAsync(deadline.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // a refill that does not finish: killed below
+        }
+        // What no client holds yet (a pool's refill warming up, a fork or create in flight) goes too.
+        foreach (var sb in _registry.Tracked.ToArray())
+            if (!sb.IsDead && !seen.Contains(sb))
+            {
+                LogKilledAtShutdown(sb.Id, "still being made or warmed up for the pool when the grace ended");
+                summary.AddKilled(sb.Id);
+                _calls.Kill(sb, "the server stopped while the sandbox was being made");
+            }
+        await WaitBoundedAsync(pools, summary).ConfigureAwait(false);
+        await WaitBoundedAsync(_background.DrainAsync(), summary).ConfigureAwait(false);
+        await WaitBoundedAsync(_factory.DisposeAsync().AsTask(), summary).ConfigureAwait(false);
+        return summary;
     }
+
+    private async Task WaitBoundedAsync(Task task, ShutdownSummary summary)
+    {
+        try
+        {
+            await task.WaitAsync(AfterKillWait).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            summary.Unfinished++;
+            LogShutdownOverdue(AfterKillWait.TotalSeconds);
+        }
+        catch (Exception e)
+        {
+            LogShutdownStepFailed(e);
+        }
+    }
+
+    /// <summary>One sandbox's end at shutdown: hibernated or destroyed within the grace, else killed.</summary>
+    private async Task StopForShutdownAsync(Sandbox sb, TimeSpan grace, CancellationToken deadline, ShutdownSummary summary)
+    {
+        var waitingFor = "its running call to end";
+        Task<bool> graceful;
+        if (sb.Persistent && _options.Spaces.HibernateOnShutdown && !sb.IsDead)
+            graceful = _spaces.HibernateForShutdownAsync(sb, what => Volatile.Write(ref waitingFor, what), deadline);
+        else if (sb.Agent.CallLock.CurrentCount == 0)
+            graceful = WaitForCallAsync(sb, deadline);
+        else
+            graceful = Task.FromResult(false);
+
+        var hibernated = false;
+        var killed = false;
+        try
+        {
+            hibernated = await graceful.WaitAsync(deadline).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            var why = $"waiting for {Volatile.Read(ref waitingFor)}, no answer within the {grace.TotalSeconds:g} s shutdown grace";
+            LogKilledAtShutdown(sb.Id, why);
+            summary.AddKilled(sb.Id);
+            killed = true;
+            _calls.Kill(sb, $"killed as the server stopped ({why})");
+            try
+            {
+                // Killed, its channel cut: the call or hibernate that waited on it ends now.
+                await graceful.WaitAsync(AfterKillWait).ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // its failure is the kill just logged
+            }
+        }
+        catch (Exception e)
+        {
+            LogPolicyFailedAtShutdown(sb.Id, e);
+        }
+        if (hibernated)
+        {
+            summary.AddHibernated();
+            return;
+        }
+        if (!_registry.RemoveLive(sb.Id, sb)) return; // deleted meanwhile
+        var lost = sb.Persistent
+            ? "the server was stopped and the sandbox could not be hibernated first"
+            : "the server was stopped; sandboxes that are not persistent do not survive a restart (create with \"persistent\": true)";
+        _records.MarkLost(sb, lost);
+        if (!killed)
+        {
+            LogDestroyed(sb.Id, "the server is stopping");
+            summary.AddDestroyed();
+        }
+        await _factory.DestroyAsync(sb).ConfigureAwait(false);
+    }
+
+    /// <summary>Waits (cancellably) for the call a sandbox runs to end; false: nothing was hibernated.</summary>
+    private static async Task<bool> WaitForCallAsync(Sandbox sb, CancellationToken deadline)
+    {
+        await sb.Agent.CallLock.WaitAsync(deadline).ConfigureAwait(false);
+        sb.Agent.CallLock.Release();
+        return false;
+    }
+
+    [LoggerMessage(EventId = 3051, Level = LogLevel.Warning, Message = "sandbox {SandboxId} killed at shutdown: {Why}")]
+    private partial void LogKilledAtShutdown(string sandboxId, string why);
+
+    [LoggerMessage(EventId = 3052, Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not hibernate it at shutdown; destroying it")]
+    private partial void LogPolicyFailedAtShutdown(string sandboxId, Exception error);
+
+    [LoggerMessage(EventId = 3053, Level = LogLevel.Warning, Message = "shutdown: clean-up still running after {Seconds:g} s after the kills; not waiting for it (the next start removes what it leaves)")]
+    private partial void LogShutdownOverdue(double seconds);
+
+    [LoggerMessage(EventId = 3054, Level = LogLevel.Error, Message = "shutdown step failed; continuing with the others")]
+    private partial void LogShutdownStepFailed(Exception e);
 
     [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed: {Why}")]
     private partial void LogDestroyed(string sandboxId, string why);

@@ -68,6 +68,8 @@ public sealed class SandboxRegistry
     public void TrackPid(int pid, Sandbox sb) => _byPid[pid] = sb;
     public void ForgetPid(int pid) => _byPid.TryRemove(pid, out _);
     public bool TryGetByPid(int pid, out Sandbox sb) => _byPid.TryGetValue(pid, out sb!);
+    /// <summary>Every sandbox whose processes hostd still holds: clients', the pools', those being made or warmed up.</summary>
+    public IEnumerable<Sandbox> Tracked => _byPid.Values;
 
     // ---- frozen --------------------------------------------------------------------------------
 

@@ -47,27 +47,45 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
 
     public int RemoveStale()
     {
-        var removed = new HashSet<string>();
+        var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var c in Controllers)
         {
             var parentDir = Path.Combine(root, c, parent);
-            if (!Directory.Exists(parentDir)) continue;
-            foreach (var dir in Directory.GetDirectories(parentDir))
-            {
-                CgroupFiles.KillUntilEmpty(Path.Combine(dir, "cgroup.procs"), TimeSpan.FromSeconds(2));
-                CgroupFiles.RemoveDir(dir);
-                removed.Add(Path.GetFileName(dir));
-            }
+            if (Directory.Exists(parentDir))
+                foreach (var dir in Directory.GetDirectories(parentDir)) names.Add(Path.GetFileName(dir));
         }
-        return removed.Count;
+        foreach (var name in names)
+        {
+            var dirs = Controllers.Select(c => Path.Combine(root, c, parent, name)).Where(Directory.Exists).ToList();
+            // Thawed first: a task the v1 freezer holds (a paused sandbox's) dies of SIGKILL only once thawed.
+            var freezer = Path.Combine(root, "freezer", parent, name);
+            if (Directory.Exists(freezer)) TryWriteFile(freezer, "freezer.state", "THAWED");
+            foreach (var dir in dirs) CgroupFiles.KillUntilEmpty(Path.Combine(dir, "cgroup.procs"), TimeSpan.FromSeconds(2));
+            foreach (var dir in dirs) CgroupFiles.RemoveDir(dir);
+        }
+        return names.Count;
     }
 
-    public void RemoveAll()
+    private static void TryWriteFile(string dir, string file, string value)
     {
-        RemoveStale();
+        try { CgroupFiles.Write(dir, file, value); } catch (IOException) { }
+    }
+
+    public int RemoveAll()
+    {
+        var n = RemoveStale();
         foreach (var c in Controllers)
             CgroupFiles.RemoveDir(Path.Combine(root, c, parent));
         CgroupFiles.RemoveDir(_freezerPin);
+        return n;
+    }
+
+    public IReadOnlyList<int> Pids()
+    {
+        var parentDir = Path.Combine(root, "pids", parent);
+        return Directory.Exists(parentDir)
+            ? Directory.GetDirectories(parentDir).SelectMany(d => CgroupFiles.ReadPids(Path.Combine(d, "cgroup.procs"))).ToArray()
+            : [];
     }
 
     /// <summary>

@@ -59,11 +59,15 @@ public sealed class CgroupV2Driver : ICgroupDriver
         return n;
     }
 
-    public void RemoveAll()
+    public int RemoveAll()
     {
-        RemoveStale();
+        var n = RemoveStale();
         CgroupFiles.RemoveDir(_parent);
+        return n;
     }
+
+    public IReadOnlyList<int> Pids() =>
+        Directory.GetDirectories(_parent).SelectMany(d => CgroupFiles.ReadPids(Path.Combine(d, "cgroup.procs"))).ToArray();
 
     private sealed class Cgroup(string dir) : ICgroup
     {

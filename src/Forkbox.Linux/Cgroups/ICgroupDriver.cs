@@ -12,6 +12,9 @@ public interface ICgroupDriver
     /// <summary>Kill and remove every cgroup left under the parent by an earlier run; returns how many.</summary>
     int RemoveStale();
 
-    /// <summary>At shutdown: kill and remove whatever is left, then the parent itself.</summary>
-    void RemoveAll();
+    /// <summary>At shutdown: kill and remove whatever is left, then the parent itself; returns how many sandbox cgroups were left.</summary>
+    int RemoveAll();
+
+    /// <summary>Every process in a sandbox cgroup under the parent.</summary>
+    IReadOnlyList<int> Pids();
 }

@@ -158,6 +158,14 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "fgetxattr", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial nint Fgetxattr(int fd, string name, ref byte value, nuint size);
 
+    public const int LOCK_EX = 2;
+    public const int O_RDWR = 2;
+    public const int O_CREAT = 0x40;
+
+    /// <summary>see: man 2 flock (blocks until the lock is taken; released when the descriptor closes)</summary>
+    [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
+    public static partial int Flock(int fd, int operation);
+
     /// <summary>see: man 3 fdopendir (the directory stream owns the fd from then on)</summary>
     [LibraryImport("libc", EntryPoint = "fdopendir", SetLastError = true)]
     public static partial nint Fdopendir(int fd);

@@ -149,4 +149,25 @@ public sealed class UserNamespaceSlots : IDisposable
     }
 
     public void Dispose() => RemoveStale(_dir);
+
+    /// <summary>
+    /// What a server that is gone left in <paramref name="dir"/> (its slots directory, under a data
+    /// directory no server may use now): every mount on or under it, deepest first, found in the
+    /// mount table rather than by listing the directory, then the slot files. Returns how many
+    /// mounts went. The namespaces go with their last pin and process.
+    /// </summary>
+    public static int RemoveLeftovers(string dir)
+    {
+        dir = System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(dir));
+        var mounts = ProcFs.Mounts().Select(m => m.MountPoint)
+            .Where(m => m == dir || m.StartsWith(dir + "/", StringComparison.Ordinal))
+            .Reverse() // mountinfo lists a mount after the one it sits on
+            .ToList();
+        var removed = 0;
+        foreach (var mount in mounts)
+            if (Libc.Umount2(mount, Libc.MNT_DETACH) == 0) removed++;
+        if (Directory.Exists(dir))
+            foreach (var file in Directory.GetFiles(dir)) File.Delete(file);
+        return removed;
+    }
 }

@@ -92,6 +92,20 @@ public sealed class StorageImage : IDisposable
             throw new IOException($"cannot unmount the storage image from {MountPoint}: {Libc.LastError()}");
     }
 
+    /// <summary>
+    /// Unmounts the image a server that is gone left mounted on <paramref name="mountPoint"/>, if it
+    /// is <paramref name="imagePath"/> on a loop device (nothing else mounted there is touched); the
+    /// image file and what it holds stay, for the next start on that data directory. Returns whether it did.
+    /// </summary>
+    public static bool DetachLeftover(string imagePath, string mountPoint)
+    {
+        mountPoint = Path.TrimEndingDirectorySeparator(Path.GetFullPath(mountPoint));
+        if (FindMount(mountPoint) is not { } mounted || !mounted.Source.StartsWith("/dev/loop", StringComparison.Ordinal)
+            || BackingFile(mounted.Source) != Path.GetFullPath(imagePath))
+            return false;
+        return Libc.Umount2(mountPoint, Libc.MNT_DETACH) == 0;
+    }
+
     /// <summary>The topmost mount on <paramref name="mountPoint"/>.</summary>
     private static ProcFs.Mount? FindMount(string mountPoint) => ProcFs.Mounts().LastOrDefault(m => m.MountPoint == mountPoint);
 

@@ -128,10 +128,19 @@ public sealed class FaultTests
             foreach (var t in forks)
                 if (await Succeeded(t))
                     foreach (var c in await t) killedRun.Add(c.Id);
-            foreach (var dir in Directory.GetDirectories(SandboxCgroup.PidsParentDir(parent)))
+            // Another server starting meanwhile (a test running in parallel) may already have swept
+            // them as a dead server's leftovers: what is gone is not left running either.
+            var left = SandboxCgroup.PidsParentDir(parent);
+            foreach (var dir in Directory.Exists(left) ? Directory.GetDirectories(left) : [])
             {
                 killedRun.Add(Path.GetFileName(dir));
-                leftPids.AddRange(File.ReadAllLines(Path.Combine(dir, "cgroup.procs")).Select(int.Parse));
+                try
+                {
+                    leftPids.AddRange(File.ReadAllLines(Path.Combine(dir, "cgroup.procs")).Select(int.Parse));
+                }
+                catch (IOException)
+                {
+                }
             }
             Console.WriteLine($"killed with {killedRun.Count} sandboxes and {inFlight.Count(t => !t.IsCompletedSuccessfully)} of {inFlight.Count} calls unanswered; " +
                               $"acknowledged: {acknowledged.Count} sandboxes ({hibernatedAck.Count} hibernated); processes left running: {leftPids.Count}");

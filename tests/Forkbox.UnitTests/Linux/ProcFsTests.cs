@@ -50,6 +50,17 @@ public sealed class ProcFsTests_without_root : IDisposable
         Assert.Equal(zombie, ProcFs.IsZombie(5, _root));
     }
 
+    [Theory]
+    [InlineData("7 (python3) S 1 7 7 0 -1 4194560 120 0 0 0 10 5 0 0 20 0 3 0 103054 1000 20", 103054L)]
+    [InlineData("7 (a) b) 1 2 3 4) S 1 7 7 0 -1 4194560 120 0 0 0 10 5 0 0 20 0 3 0 99 1000 20", 99L)]
+    [InlineData("7 (cut) S 1 7", null)]
+    public void Start_ticks_are_the_22nd_field_counted_after_the_last_parenthesis(string stat, long? ticks)
+    {
+        Write("7/stat", stat);
+        Assert.Equal(ticks, ProcFs.StartTicks(7, _root));
+        Assert.Null(ProcFs.StartTicks(8, _root));
+    }
+
     [Fact]
     public void A_process_already_gone_counts_as_a_zombie() => Assert.True(ProcFs.IsZombie(6, _root));
 

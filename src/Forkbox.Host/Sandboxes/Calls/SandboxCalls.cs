@@ -304,7 +304,8 @@ public sealed partial class SandboxCalls(ServerOptions options, SandboxRecords r
         if (sb.TryMarkDead(reason)) LogDied(sb.Id, reason);
     }
 
-    private void Kill(Sandbox sb, string reason)
+    /// <summary>Marks the sandbox dead, cuts its channel (a call waiting on it ends at once) and SIGKILLs its processes.</summary>
+    public void Kill(Sandbox sb, string reason)
     {
         MarkDead(sb, reason);
         sb.Agent.Abort();

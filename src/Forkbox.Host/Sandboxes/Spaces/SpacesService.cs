@@ -384,28 +384,31 @@ public sealed partial class SpacesService(ServerOptions options, TemplateCatalog
 
     // ---- shutdown ---------------------------------------------------------------------------
 
-    /// <summary>At a clean stop: hibernates the persistent sandboxes that run, so none is lost.</summary>
-    public async Task HibernateAllForShutdownAsync()
+    /// <summary>
+    /// At shutdown: hibernates one persistent sandbox, after the call it runs (if any) has ended.
+    /// True when it is hibernated (by this or by a hibernate already under way); false when it
+    /// cannot be (it is dead or deleted, or forks of it still run). <paramref name="waitingFor"/> is told
+    /// what the sandbox is waiting for at each step, so that a shutdown that gives up on it can
+    /// say why; <paramref name="deadline"/> ends the waits for its locks, not the agent's answer:
+    /// the caller kills a sandbox whose agent does not answer, which ends that wait too.
+    /// </summary>
+    public async Task<bool> HibernateForShutdownAsync(Sandbox sb, Action<string> waitingFor, CancellationToken deadline)
     {
-        foreach (var sb in registry.Live.Where(s => s.Persistent && !s.IsDead).ToList())
+        waitingFor("a pause, hibernate or resume of it under way to finish");
+        await sb.LifecycleLock.WaitAsync(deadline).ConfigureAwait(false);
+        try
         {
-            try
-            {
-                if (!await sb.LifecycleLock.WaitAsync(SandboxFactory.KillWait).ConfigureAwait(false)) continue;
-                try
-                {
-                    if (RetiredSandboxes.HasLiveForks(sb) || !await sb.Agent.CallLock.WaitAsync(SandboxFactory.KillWait).ConfigureAwait(false)) continue;
-                    await hibernator.HibernateLockedAsync(sb, "the server is stopping").ConfigureAwait(false);
-                }
-                finally
-                {
-                    sb.LifecycleLock.Release();
-                }
-            }
-            catch (Exception e)
-            {
-                LogPolicyFailed(sb.Id, "hibernate at shutdown", e);
-            }
+            if (sb.State == SandboxState.Hibernated) return true;
+            if (!registry.IsLive(sb.Id) || sb.IsDead || RetiredSandboxes.HasLiveForks(sb)) return false;
+            waitingFor("its running call to end, to hibernate it");
+            await sb.Agent.CallLock.WaitAsync(deadline).ConfigureAwait(false);
+            waitingFor("its agent to save its state (hibernate)");
+            await hibernator.HibernateLockedAsync(sb, "the server is stopping").ConfigureAwait(false);
+            return true;
+        }
+        finally
+        {
+            sb.LifecycleLock.Release();
         }
     }
 
