@@ -62,6 +62,22 @@ public sealed class BackgroundOutputTests(ServerFixture fx)
         Assert.True(int.Parse(fds.Stdout.Trim()) < 40, $"the agent holds {fds.Stdout.Trim()} descriptors after 300 calls");
     }
 
+    [Theory]
+    [InlineData("import os\nos.close(1)\nos.close(2)")]
+    [InlineData("import os\nnull = os.open('/dev/null', os.O_WRONLY)\nos.dup2(null, 1)\nos.dup2(null, 2)")]
+    public async Task A_cell_that_closes_or_replaces_fd_1_and_2_leaves_the_next_calls_working(string code)
+    {
+        await using var sb = await fx.NewSandbox();
+        var silenced = await sb.RunCodeAsync(code + "\nprint('python level')\nos.system('echo from a child')");
+        Assert.True(silenced.ExitCode == 0, silenced.Stderr);
+        // Whoever opens files next gets the freed numbers: no output of ours may be read from them.
+        var after = await sb.RunCodeAsync("fs = [open('/etc/hostname') for _ in range(8)]\nimport subprocess\nsubprocess.run('echo child again', shell=True)\nprint('still here')");
+        Assert.True(after.ExitCode == 0, after.Stderr);
+        Assert.Equal(["child again", "still here"], after.StdoutLines);
+        Assert.Equal(["again"], (await sb.ExecAsync("echo again")).StdoutLines);
+        Assert.Equal(["3"], (await sb.RunCodeAsync("print(1 + 2)")).StdoutLines);
+    }
+
     private static async Task<string> ReadLog(Forkbox.Client.Sandbox sb)
     {
         var run = await sb.ExecAsync($"cat {Log} 2>/dev/null || true");

@@ -6,6 +6,7 @@ goes through one OutputSink per stream, which cuts it into lines for the Agent t
 the call's output limit (cap_lines).
 """
 
+import fcntl
 import io
 import os
 import select
@@ -59,8 +60,8 @@ class OutputSink:
     def feed_cell(self, data):
         """What the cell itself writes (print, sys.stdout.buffer): what its subprocesses wrote to
         fd 1 and 2 before it is fed first, so `subprocess.run("echo a"); print("b")` reads a, b.
-        Checked once per line written, not per write."""
-        if b"\n" in data and (pump := getattr(self.agent, "pump", None)) is not None:
+        Checked once per line, as it starts: never inside a line the cell is writing."""
+        if not self.pending and (pump := getattr(self.agent, "pump", None)) is not None:
             pump.drain_if_ready()
         self.feed(data)
 
@@ -196,8 +197,11 @@ class FdPump:
         self.fds = {}  # read end -> the sink of its stream, or the background log
         self.current = ()  # the read ends of fd 1 and 2 now
         self.active = False  # a call is running: what fd 1 and 2 are given is its output
-        self.lock = threading.Lock()
+        # Reentrant: a finalizer that prints can run on the pump thread while it holds the lock.
+        self.lock = threading.RLock()
         self.sel = selectors.DefaultSelector()
+        self.poller = select.poll()  # the current pipes, for drain_if_ready (select() stops at fd 1024)
+        self.widowed = set()  # current pipes whose writers all went (user code closed fd 1 or 2)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.sel.register(self.wake_r, selectors.EVENT_READ)
         self._point_fds()
@@ -208,12 +212,13 @@ class FdPump:
     def _point_fds(self):
         current = []
         for stream in (1, 2):
-            r, w = os.pipe()
+            r, w = (_above_stdio(fd) for fd in os.pipe())  # fd 1 or 2 may be free (closed by user code)
             os.dup2(w, stream)
             os.close(w)
             os.set_blocking(r, False)
             self.fds[r] = self.sinks[stream]
             self.sel.register(r, selectors.EVENT_READ)
+            self.poller.register(r, select.POLLIN)
             current.append(r)
         self.current = tuple(current)
 
@@ -223,7 +228,13 @@ class FdPump:
             old = self.current
             self._point_fds()
             for r in old:
-                self._to_background(r)
+                if r in self.widowed:  # unwatched already: nothing can write to it any more
+                    self.widowed.discard(r)
+                    del self.fds[r]
+                    os.close(r)
+                else:
+                    self.poller.unregister(r)
+                    self._to_background(r)
 
     def adopt(self, fileobj):
         """Takes over a shell command's pipe (proc.stdout or proc.stderr) after bash has exited:
@@ -282,8 +293,10 @@ class FdPump:
 
     def drain_if_ready(self):
         """drain, when the call's pipes hold something (one poll when they do not)."""
-        if select.select(self.current, (), (), 0)[0]:
-            self.drain()
+        with self.lock:
+            if self.poller.poll(0):
+                for fd in self.current:
+                    self._read(fd)
 
     def _read(self, fd):
         sink = self.fds[fd] if self.active or fd not in self.current else self.log
@@ -292,8 +305,17 @@ class FdPump:
                 data = os.read(fd, 65536)
             except BlockingIOError:
                 return
-            if not data:  # its last writer has gone (never so for fd 1 and 2's own pipes)
-                self._forget(fd)
+            if not data:  # its last writer has gone
+                if fd in self.current:
+                    # User code closed or replaced fd 1 or 2 (os.dup2(devnull, 1)): the pipe stays
+                    # the call's until rotate, unwatched, so it is neither read in a loop nor its
+                    # number closed under whoever opens it next.
+                    if fd not in self.widowed:
+                        self.widowed.add(fd)
+                        self.sel.unregister(fd)
+                        self.poller.unregister(fd)
+                else:
+                    self._forget(fd)
                 return
             sink.feed(data)
 
@@ -310,6 +332,15 @@ class FdPump:
         os.close(self.wake_w)
         self.sel.close()
         self.log.close()
+
+
+def _above_stdio(fd):
+    """fd, or a close-on-exec copy of it numbered 3 or more (the original closed)."""
+    if fd > 2:
+        return fd
+    copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return copy
 
 
 def _read_all(fd):
