@@ -158,7 +158,9 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "fgetxattr", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial nint Fgetxattr(int fd, string name, ref byte value, nuint size);
 
+    public const int LOCK_SH = 1;
     public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
     public const int O_RDWR = 2;
     public const int O_CREAT = 0x40;
 

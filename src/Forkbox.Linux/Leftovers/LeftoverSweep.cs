@@ -73,8 +73,10 @@ public sealed class LeftoverSweep
             foreach (var other in Directory.GetFiles(dir, "forkbox-*.json"))
             {
                 if (other == file || ServerMarker.Read(other) is not { } marker || marker.IsAlive(boot)) continue;
-                // A marker from an earlier boot names nothing that still exists.
-                if (marker.BootId != boot)
+                // A marker from an earlier boot names nothing that still exists; one whose data
+                // directory a live server holds now (started on it under another spelling of the
+                // path) names that server's resources.
+                if (marker.BootId != boot || marker.DataDirInUse())
                 {
                     File.Delete(other);
                     continue;

@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
 
+using Forkbox.Linux.Interop;
+
 namespace Forkbox.Linux.Leftovers;
 
 /// <summary>
@@ -47,6 +49,25 @@ public sealed record ServerMarker
     /// at the recorded tick. A pid reused by another process since does not count.
     /// </summary>
     public bool IsAlive(string bootId) => bootId == BootId && ProcFs.StartTicks(Pid) == StartTicks;
+
+    /// <summary>
+    /// Whether a server runs on its data directory now (it holds DATA/hostd.lock, which .NET's
+    /// FileShare.None takes with flock). That server's own start has removed what this one left,
+    /// and what the marker names (the cgroup parent, the pins, the image's mount) may be its now.
+    /// </summary>
+    public bool DataDirInUse()
+    {
+        var fd = Libc.Openat(Libc.AT_FDCWD, Path.Combine(DataDir, "hostd.lock"), Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        if (fd < 0) return false;
+        try
+        {
+            return Libc.Flock(fd, Libc.LOCK_SH | Libc.LOCK_NB) != 0;
+        }
+        finally
+        {
+            Libc.Close(fd);
+        }
+    }
 
     public void WriteTo(string file)
     {

@@ -28,6 +28,16 @@ public sealed class ServerMarkerTests : IDisposable
     }
 
     [Fact]
+    public void A_data_directory_is_in_use_while_a_server_holds_its_lock_as_hostd_does()
+    {
+        var marker = ServerMarker.ForThisProcess(_dir, "forkbox-0123abcd", Path.Combine(_dir, "run/userns"), null, null);
+        Assert.False(marker.DataDirInUse()); // no lock file
+        using (new FileStream(Path.Combine(_dir, "hostd.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+            Assert.True(marker.DataDirInUse());
+        Assert.False(marker.DataDirInUse());
+    }
+
+    [Fact]
     public void This_process_is_alive_but_not_with_another_start_time_or_boot()
     {
         var marker = Self();
