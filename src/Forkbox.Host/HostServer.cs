@@ -295,7 +295,7 @@ public sealed partial class HostServer : IAsyncDisposable
     {
         // Not WaitForShutdownAsync: it drains requests for the host's 30 s before returning, and
         // logs nothing while it waits. Here the drain is one of the bounded steps of DisposeAsync.
-        var stopping = new TaskCompletionSource();
+        var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously); // not inline in StopApplication's callbacks
         using (_app.Lifetime.ApplicationStopping.Register(() => stopping.TrySetResult()))
             await stopping.Task.ConfigureAwait(false);
         try

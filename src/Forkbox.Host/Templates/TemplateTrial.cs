@@ -6,6 +6,7 @@ using Forkbox.Core.Options;
 using Forkbox.Core.Wire;
 using Forkbox.Host.Sandboxes;
 using Forkbox.Hosting;
+using Forkbox.Hosting.Auth;
 using Microsoft.Extensions.Logging;
 
 namespace Forkbox.Host.Templates;
@@ -22,7 +23,11 @@ internal static class TemplateTrial
     public static async Task RunAsync(ServerOptions options, string dataDir, string name, Action<string> progress, CancellationToken ct)
     {
         progress($"trial: starting template '{name}' and running print(1) in a sandbox");
-        await using var server = await HostServer.StartAsync(TrialOptions(options, dataDir),
+        var trial = TrialOptions(options, dataDir);
+        // Its API (on a loopback port while the trial runs) takes a key nobody is given: the trial
+        // itself calls the manager directly.
+        new ApiKeyStore(trial.KeysFile).Create("template-trial");
+        await using var server = await HostServer.StartAsync(trial,
             logging => logging.ClearProviders().SetMinimumLevel(LogLevel.Warning).AddProvider(new ProgressLogger(progress)), ct).ConfigureAwait(false);
         var sb = await server.Sandboxes.CreateAsync(new CreateSandboxRequest { Template = name }, Owners.Local, ct).ConfigureAwait(false);
         var output = new OutputSink();
@@ -52,7 +57,7 @@ internal static class TemplateTrial
         {
             DataDir = dataDir,
             Listen = "127.0.0.1:0",
-            Keys = null,
+            Keys = Path.Combine(dataDir, "keys.json"),
             Limits = options.Limits with { MaxSandboxes = slots },
             Pool = new PoolOptions { Size = 0, EgressSize = 0 },
             Isolation = options.Isolation with { UidBase = uidBase },
