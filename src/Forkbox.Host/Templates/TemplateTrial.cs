@@ -81,18 +81,27 @@ internal static class TemplateTrial
         public ValueTask FlushAsync(CancellationToken ct) => ValueTask.CompletedTask;
     }
 
-    /// <summary>The trial server's warnings (a zygote's stderr among them) as lines of the build's progress.</summary>
-    private sealed class ProgressLogger(Action<string> progress) : ILoggerProvider, ILogger
+    /// <summary>
+    /// What the template itself says (its zygote's stderr, logged as warnings) and the trial
+    /// server's errors, as lines of the build's progress; not the server's warnings about its own
+    /// set-up (storage, quotas), which are about the staging directory, not the template.
+    /// </summary>
+    private sealed class ProgressLogger(Action<string> progress) : ILoggerProvider
     {
-        public ILogger CreateLogger(string categoryName) => this;
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            if (IsEnabled(logLevel)) progress("  trial: " + formatter(state, exception));
-        }
+        public ILogger CreateLogger(string categoryName) =>
+            new Forwarder(progress, categoryName == typeof(Zygotes.ZygoteProcess).FullName ? LogLevel.Warning : LogLevel.Error);
 
         public void Dispose() { }
+
+        private sealed class Forwarder(Action<string> progress, LogLevel from) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+            public bool IsEnabled(LogLevel logLevel) => logLevel >= from;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                if (IsEnabled(logLevel)) progress("  trial: " + formatter(state, exception));
+            }
+        }
     }
 }
