@@ -143,12 +143,10 @@ class Agent:
 
     def exec(self, req, _payload):
         self._begin(req["id"])
-        if req.get("lang") == "bash":  # else "python"
-            code, timed_out = shell.run(req, self.sinks, self.tracked, self.pump.adopt)
-            self._end(protocol.exit_(req["id"], code, timed_out))
-        else:
-            code, timed_out = cells.run(self, req)
-            self._end(protocol.exit_(req["id"], code, timed_out))
+        bash = req.get("lang") == "bash"  # else "python"
+        code, timed_out = shell.run(req, self.sinks, self.tracked, self.pump.adopt) if bash else cells.run(self, req)
+        self._end(protocol.exit_(req["id"], code, timed_out))
+        if not bash:
             # After the answer, off the call's time: what the cell left running keeps the pipes
             # it has, which now write to the background log, not to the next call.
             self.pump.rotate()

@@ -145,7 +145,7 @@ class BackgroundLog:
     PATH in the sandbox, never to a later call. Past MAX_BYTES the log moves to PATH + ".1" (the
     one before it is dropped) and a new one starts, so a chatty server keeps its latest output
     and cannot fill the disk. What cannot be written (the directory removed, the disk full) is
-    dropped and counted in `dropped`."""
+    dropped."""
 
     PATH = "/tmp/forkbox-background.log"
     MAX_BYTES = 1 << 20
@@ -153,7 +153,6 @@ class BackgroundLog:
     def __init__(self):
         self.fd = None
         self.size = 0
-        self.dropped = 0
 
     def feed(self, data):
         try:
@@ -168,7 +167,6 @@ class BackgroundLog:
             os.write(self.fd, data)
             self.size += len(data)
         except OSError:
-            self.dropped += len(data)
             if self.fd is not None:
                 os.close(self.fd)
                 self.fd = None
@@ -287,16 +285,14 @@ class FdPump:
         """A call ends: the last of its output is fed to its sinks, and whatever fd 1 and 2 are
         given until the next call (a process it left running, before rotate) goes to the log."""
         with self.lock:
-            for fd in self.current:
-                self._read(fd)
+            self.drain()
             self.active = False
 
     def drain_if_ready(self):
         """drain, when the call's pipes hold something (one poll when they do not)."""
         with self.lock:
             if self.poller.poll(0):
-                for fd in self.current:
-                    self._read(fd)
+                self.drain()
 
     def _read(self, fd):
         sink = self.fds[fd] if self.active or fd not in self.current else self.log
