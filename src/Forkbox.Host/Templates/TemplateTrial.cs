@@ -7,6 +7,7 @@ using Forkbox.Core.Wire;
 using Forkbox.Host.Sandboxes;
 using Forkbox.Hosting;
 using Forkbox.Hosting.Auth;
+using Forkbox.Linux.Network;
 using Microsoft.Extensions.Logging;
 
 namespace Forkbox.Host.Templates;
@@ -48,11 +49,8 @@ internal static class TemplateTrial
         const int slots = 2;
         var above = options.Isolation.UidBase + (long)options.Limits.MaxSandboxes * 65_536;
         var uidBase = above + slots * 65_536L < uint.MaxValue ? above : options.Isolation.UidBase - slots * 65_536L;
-        var subnet = System.Net.IPNetwork.Parse(options.Network.Subnet);
-        var last = subnet.BaseAddress.GetAddressBytes();
-        var hostBits = 32 - subnet.PrefixLength;
-        var top = ((uint)last[0] << 24 | (uint)last[1] << 16 | (uint)last[2] << 8 | last[3]) | (uint)((1L << hostBits) - 1);
-        var trialNet = top & ~7u;
+        var subnet = Ipv4Cidr.Parse(options.Network.Subnet);
+        var lastEight = new Ipv4Cidr((uint)(subnet.Network + subnet.Size - 8), 29);
         return options with
         {
             DataDir = dataDir,
@@ -61,7 +59,7 @@ internal static class TemplateTrial
             Limits = options.Limits with { MaxSandboxes = slots },
             Pool = new PoolOptions { Size = 0, EgressSize = 0 },
             Isolation = options.Isolation with { UidBase = uidBase },
-            Network = options.Network with { Subnet = $"{trialNet >> 24}.{trialNet >> 16 & 255}.{trialNet >> 8 & 255}.{trialNet & 255}/29" },
+            Network = options.Network with { Subnet = lastEight.ToString() },
             Storage = new StorageOptions(),
             Cluster = new ClusterOptions(),
         };

@@ -57,6 +57,18 @@ internal static class CgroupFiles
         return 0;
     }
 
+    /// <summary><see cref="Write"/>, where a file that refuses the value is no error (a best effort, as before a kill).</summary>
+    public static void TryWrite(string dir, string file, string value)
+    {
+        try { Write(dir, file, value); } catch (IOException) { }
+    }
+
+    /// <summary>Every process in the cgroups directly under <paramref name="parentDir"/>; none when it does not exist.</summary>
+    public static IReadOnlyList<int> PidsUnder(string parentDir) =>
+        Directory.Exists(parentDir)
+            ? Directory.GetDirectories(parentDir).SelectMany(d => ReadPids(Path.Combine(d, "cgroup.procs"))).ToArray()
+            : [];
+
     public static List<int> ReadPids(string procsFile)
     {
         var pids = new List<int>();

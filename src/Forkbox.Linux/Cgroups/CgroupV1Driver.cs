@@ -59,16 +59,11 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
             var dirs = Controllers.Select(c => Path.Combine(root, c, parent, name)).Where(Directory.Exists).ToList();
             // Thawed first: a task the v1 freezer holds (a paused sandbox's) dies of SIGKILL only once thawed.
             var freezer = Path.Combine(root, "freezer", parent, name);
-            if (Directory.Exists(freezer)) TryWriteFile(freezer, "freezer.state", "THAWED");
+            if (Directory.Exists(freezer)) CgroupFiles.TryWrite(freezer, "freezer.state", "THAWED");
             foreach (var dir in dirs) CgroupFiles.KillUntilEmpty(Path.Combine(dir, "cgroup.procs"), TimeSpan.FromSeconds(2));
             foreach (var dir in dirs) CgroupFiles.RemoveDir(dir);
         }
         return names.Count;
-    }
-
-    private static void TryWriteFile(string dir, string file, string value)
-    {
-        try { CgroupFiles.Write(dir, file, value); } catch (IOException) { }
     }
 
     public int RemoveAll()
@@ -80,13 +75,7 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
         return n;
     }
 
-    public IReadOnlyList<int> Pids()
-    {
-        var parentDir = Path.Combine(root, "pids", parent);
-        return Directory.Exists(parentDir)
-            ? Directory.GetDirectories(parentDir).SelectMany(d => CgroupFiles.ReadPids(Path.Combine(d, "cgroup.procs"))).ToArray()
-            : [];
-    }
+    public IReadOnlyList<int> Pids() => CgroupFiles.PidsUnder(Path.Combine(root, "pids", parent));
 
     /// <summary>
     /// Keeps one empty cgroup frozen for the server's life. The v1 freezer turns a kernel static
@@ -138,11 +127,11 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
         {
             // Freeze first so nothing forks while we kill, then thaw so the kills are delivered.
             var freezer = dirs["freezer"];
-            TryWrite(freezer, "freezer.state", "FROZEN");
+            CgroupFiles.TryWrite(freezer, "freezer.state", "FROZEN");
             foreach (var pid in Pids())
                 if (pid != spare)
                     Interop.Libc.Kill(pid, Interop.Libc.SIGKILL);
-            TryWrite(freezer, "freezer.state", "THAWED");
+            CgroupFiles.TryWrite(freezer, "freezer.state", "THAWED");
             CgroupFiles.KillUntilEmpty(Path.Combine(dirs["pids"], "cgroup.procs"), wait, spare);
         }
 
@@ -156,11 +145,6 @@ public sealed class CgroupV1Driver(string root, string parent) : ICgroupDriver
         public void Delete()
         {
             foreach (var dir in dirs.Values) CgroupFiles.RemoveDir(dir);
-        }
-
-        private static void TryWrite(string dir, string file, string value)
-        {
-            try { CgroupFiles.Write(dir, file, value); } catch (IOException) { }
         }
     }
 }

@@ -66,8 +66,7 @@ public sealed class CgroupV2Driver : ICgroupDriver
         return n;
     }
 
-    public IReadOnlyList<int> Pids() =>
-        Directory.GetDirectories(_parent).SelectMany(d => CgroupFiles.ReadPids(Path.Combine(d, "cgroup.procs"))).ToArray();
+    public IReadOnlyList<int> Pids() => CgroupFiles.PidsUnder(_parent);
 
     private sealed class Cgroup(string dir) : ICgroup
     {
@@ -94,18 +93,13 @@ public sealed class CgroupV2Driver : ICgroupDriver
             else
             {
                 // cgroup.kill cannot spare one process: freeze, kill the others one by one, thaw.
-                TryWrite("cgroup.freeze", "1");
+                CgroupFiles.TryWrite(dir, "cgroup.freeze", "1");
                 foreach (var pid in Pids())
                     if (pid != spare)
                         Interop.Libc.Kill(pid, Interop.Libc.SIGKILL);
-                TryWrite("cgroup.freeze", "0");
+                CgroupFiles.TryWrite(dir, "cgroup.freeze", "0");
             }
             CgroupFiles.KillUntilEmpty(ProcsFiles[0], wait, spare);
-        }
-
-        private void TryWrite(string file, string value)
-        {
-            try { CgroupFiles.Write(dir, file, value); } catch (IOException) { }
         }
 
         public void Freeze(bool frozen)
